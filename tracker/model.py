@@ -1,0 +1,315 @@
+"""States, the Track record, and the validation of every input field.
+
+Everything a caller sends is checked here before it becomes a script call, so
+a refused input never reaches Redis. Times are integer milliseconds since the
+epoch inside tracker and RFC 3339 strings (UTC, ``Z``) outside.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import msgpack
+
+from .errors import InvalidInput
+
+_NAME = re.compile(r"[A-Za-z0-9\-_.:@]{1,128}")
+MAX_DESC = 4096
+MAX_ERROR = 4096
+MAX_LABELS = 32
+MAX_LABEL_VALUE = 256
+MAX_PAYLOAD = 64 * 1024
+MAX_ATTEMPTS = 1000
+MAX_RESERVE_FOR = 365 * 24 * 3600
+DEFAULT_MAX_ATTEMPTS = 25
+MAX_LIST_LIMIT = 1000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class State(StrEnum):
+    UNKNOWN = "unknown"
+    WAITING = "waiting"
+    PAUSED = "paused"
+    ENQUEUED = "enqueued"
+    WORKING = "working"
+    FAILED = "failed"
+    SUCCESS = "success"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({State.SUCCESS, State.DEAD, State.CANCELLED})
+#: The states a stored track can be in, in the order scripts receive their index keys.
+STORED_STATES = (
+    State.WAITING,
+    State.PAUSED,
+    State.ENQUEUED,
+    State.WORKING,
+    State.FAILED,
+    State.SUCCESS,
+    State.DEAD,
+    State.CANCELLED,
+)
+
+
+# --- time ------------------------------------------------------------------
+
+
+def format_time(ms: int) -> str:
+    """RFC 3339 in UTC with ``Z``; milliseconds only when there are some."""
+    moment = datetime.fromtimestamp(ms / 1000, UTC)
+    if ms % 1000:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})"
+)
+
+
+def parse_time(name: str, value: object) -> int:
+    """An RFC 3339 timestamp with a zone (or an aware datetime) as epoch milliseconds."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInput(name, "a datetime needs a time zone")
+        moment = value
+    elif isinstance(value, str):
+        if not _RFC3339.fullmatch(value):
+            raise InvalidInput(
+                name, f"expected an RFC 3339 timestamp with a zone, got {value[:64]!r}"
+            )
+        text = value.upper().replace(" ", "T").replace("Z", "+00:00")
+        fraction = re.search(r"\.(\d+)", text)
+        if fraction and len(fraction.group(1)) > 6:  # fromisoformat takes at most microseconds
+            text = text.replace(fraction.group(0), fraction.group(0)[:7])
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidInput(name, f"not a valid date or time: {value!r}") from None
+    else:
+        raise InvalidInput(name, f"expected an RFC 3339 string, got {type(value).__name__}")
+    ms = (moment - _EPOCH) // timedelta(milliseconds=1)
+    if not 0 <= ms < 253402300800000:
+        raise InvalidInput(name, "must lie between 1970 and 9999")
+    return ms
+
+
+# --- field checks -----------------------------------------------------------
+
+
+def check_name(name: str, value: object) -> str:
+    """A jid, queue, batch id or label key: 1 to 128 of ``A-Z a-z 0-9 - _ . : @``."""
+    if not isinstance(value, str):
+        raise InvalidInput(name, f"expected a string, got {type(value).__name__}")
+    if not _NAME.fullmatch(value):
+        shown = value if len(value) <= 40 else value[:40] + "..."
+        raise InvalidInput(
+            name, f"must be 1 to 128 characters from A-Z a-z 0-9 - _ . : @, got {shown!r}"
+        )
+    return value
+
+
+def check_int(name: str, value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(name, f"expected an integer, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
+    return value
+
+
+def check_text(name: str, value: object, limit: int) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(name, f"expected a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidInput(name, f"must be at most {limit} characters, got {len(value)}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(name, "must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def check_labels(value: object) -> dict[str, str]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput("labels", f"expected an object, got {type(value).__name__}")
+    if len(value) > MAX_LABELS:
+        raise InvalidInput("labels", f"at most {MAX_LABELS} labels, got {len(value)}")
+    labels: dict[str, str] = {}
+    for key, text in value.items():
+        check_name("labels key", key)
+        check_text(f"labels[{key}]", text, MAX_LABEL_VALUE)
+        if _CONTROL.search(text):
+            raise InvalidInput(f"labels[{key}]", "must not contain control characters")
+        labels[key] = text
+    return dict(sorted(labels.items()))
+
+
+def check_payload(value: object) -> dict[str, Any]:
+    """``{"func": "dotted.path", "args": [...], "kwargs": {...}}``, packed to at most 64 KiB."""
+    if not isinstance(value, Mapping):
+        raise InvalidInput("payload", f"expected an object, got {type(value).__name__}")
+    extra = set(value) - {"func", "args", "kwargs"}
+    if extra:
+        raise InvalidInput("payload", f"unknown fields {sorted(extra)}")
+    func = value.get("func")
+    if not isinstance(func, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", func):
+        raise InvalidInput("payload.func", "expected a dotted path such as 'app.tasks.resize'")
+    args = value.get("args", [])
+    kwargs = value.get("kwargs", {})
+    if not isinstance(args, list | tuple):
+        raise InvalidInput("payload.args", f"expected a list, got {type(args).__name__}")
+    if not isinstance(kwargs, Mapping) or not all(isinstance(k, str) for k in kwargs):
+        raise InvalidInput("payload.kwargs", "expected an object with string keys")
+    payload = {"func": func, "args": list(args), "kwargs": dict(kwargs)}
+    if len(pack(payload)) > MAX_PAYLOAD:
+        raise InvalidInput("payload", f"must pack to at most {MAX_PAYLOAD} bytes")
+    return payload
+
+
+def pack(value: object) -> bytes:
+    try:
+        return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise InvalidInput("payload", f"cannot be serialised: {exc}") from None
+
+
+# --- requests ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """A validated register request, with every default filled in."""
+
+    jid: str
+    queue: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    reserve_for: int = 1800
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    payload: dict[str, Any] | None = None
+
+    def fingerprint(self) -> bytes:
+        """8 bytes that differ when two bodies mean different things."""
+        body = [self.queue, self.labels, self.reserve_for, self.max_attempts, self.payload]
+        return hashlib.blake2b(pack(body), digest_size=8).digest()
+
+
+def registration(
+    jid: str,
+    *,
+    queue: str = "default",
+    labels: Mapping[str, str] | None = None,
+    reserve_for: int | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    payload: Mapping[str, Any] | None = None,
+    default_reserve_for: int = 1800,
+) -> Registration:
+    return Registration(
+        jid=check_name("jid", jid),
+        queue=check_name("queue", queue),
+        labels=check_labels(labels) if labels is not None else {},
+        reserve_for=check_int("reserve_for", reserve_for, 1, MAX_RESERVE_FOR)
+        if reserve_for is not None
+        else default_reserve_for,
+        max_attempts=check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS),
+        payload=check_payload(payload) if payload is not None else None,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUpdate:
+    """A validated TRACK SET: the fields to change, ``None`` where unchanged."""
+
+    jid: str
+    percent: int | None = None
+    desc: str | None = None
+    reserve_until: int | None = None
+
+
+def track_update(
+    jid: str,
+    *,
+    percent: object = None,
+    desc: object = None,
+    reserve_until: object = None,
+) -> TrackUpdate:
+    return TrackUpdate(
+        jid=check_name("jid", jid),
+        percent=None if percent is None else check_int("percent", percent, 0, 100),
+        desc=None if desc is None else check_text("desc", desc, MAX_DESC),
+        reserve_until=None if reserve_until is None else parse_time("reserve_until", reserve_until),
+    )
+
+
+# --- the track --------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Track:
+    """What TRACK GET returns. Times are epoch milliseconds; :meth:`to_dict` renders them."""
+
+    jid: str
+    state: State
+    updated_at: int | None = None
+    created_at: int | None = None
+    percent: int | None = None
+    desc: str | None = None
+    reserve_until: int | None = None
+    queue: str | None = None
+    attempts: int | None = None
+    max_attempts: int | None = None
+    labels: dict[str, str] | None = None
+    errors: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The newest error, if the job ever failed."""
+        return self.errors[0] if self.errors else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape of SPEC section 2: absent fields are left out."""
+        out: dict[str, Any] = {"jid": self.jid, "state": self.state.value}
+        if self.percent is not None:
+            out["percent"] = self.percent
+        if self.desc is not None:
+            out["desc"] = self.desc
+        if self.reserve_until is not None:
+            out["reserve_until"] = format_time(self.reserve_until)
+        if self.updated_at is not None:
+            out["updated_at"] = format_time(self.updated_at)
+        if self.created_at is not None:
+            out["created_at"] = format_time(self.created_at)
+        if self.queue is not None:
+            out["queue"] = self.queue
+        if self.attempts is not None:
+            out["attempts"] = self.attempts
+        if self.max_attempts is not None:
+            out["max_attempts"] = self.max_attempts
+        if self.labels:
+            out["labels"] = self.labels
+        if self.errors:
+            out["error"] = _error_json(self.errors[0])
+            out["errors"] = [_error_json(e) for e in self.errors]
+        return out
+
+
+def _error_json(error: Mapping[str, Any]) -> dict[str, Any]:
+    out = {"message": error["message"]}
+    if error.get("type"):
+        out["type"] = error["type"]
+    if error.get("at") is not None:
+        out["at"] = format_time(int(error["at"]))
+    if error.get("source"):
+        out["source"] = error["source"]
+    return out

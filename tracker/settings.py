@@ -1,0 +1,105 @@
+"""Settings: one frozen dataclass, read from ``TRACKER_*`` variables by entry points only."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import InvalidInput, SettingsError
+from .model import check_name
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a tracker process needs to know. Durations are in seconds."""
+
+    redis_url: str | None = None
+    redis_cluster: bool = False
+    namespace: str = "tracker"
+    ttl: int = 1800
+    pending_ttl: int = 7 * 24 * 3600
+    done_ttl: int = 24 * 3600
+    reserve_for: int = 1800
+    propagate_failures: bool = False
+    cancel_grace: float = 2.0
+    api_token: str | None = None
+    read_token: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``TRACKER_*`` variable; a bad value raises :class:`SettingsError`."""
+        env = os.environ if env is None else env
+        url = env.get("TRACKER_REDIS_URL") or None
+        if url is not None and not url.startswith(_URL_SCHEMES):
+            raise SettingsError(
+                "TRACKER_REDIS_URL", f"must start with one of {', '.join(_URL_SCHEMES)}"
+            )
+        cluster = _flag(env, "TRACKER_REDIS_CLUSTER", False)
+        if cluster:
+            raise SettingsError(
+                "TRACKER_REDIS_CLUSTER",
+                "cluster mode is not supported yet; point TRACKER_REDIS_URL at one primary",
+            )
+        namespace = env.get("TRACKER_NAMESPACE", "tracker")
+        try:
+            check_name("namespace", namespace)
+        except InvalidInput as exc:
+            raise SettingsError("TRACKER_NAMESPACE", exc.detail) from None
+        propagate = _flag(env, "CAF_JOB_TRACKING_PROPAGATE_FAILURES", False)
+        propagate = _flag(env, "TRACKER_PROPAGATE_FAILURES", propagate)
+        return cls(
+            redis_url=url,
+            redis_cluster=cluster,
+            namespace=namespace,
+            ttl=_seconds(env, "TRACKER_TTL", cls.ttl),
+            pending_ttl=_seconds(env, "TRACKER_PENDING_TTL", cls.pending_ttl),
+            done_ttl=_seconds(env, "TRACKER_DONE_TTL", cls.done_ttl),
+            reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", cls.reserve_for),
+            propagate_failures=propagate,
+            cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", cls.cancel_grace),
+            api_token=env.get("TRACKER_API_TOKEN") or None,
+            read_token=env.get("TRACKER_READ_TOKEN") or None,
+        )
+
+
+def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(name, f"expected true or false, got {raw!r}")
+
+
+def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise SettingsError(name, f"expected a whole number of seconds, got {raw!r}") from None
+    if not 1 <= value <= 10 * 365 * 24 * 3600:
+        raise SettingsError(name, f"must be between 1 second and 10 years, got {value}")
+    return value
+
+
+def _grace(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        raise SettingsError(name, f"expected a number of seconds, got {raw!r}") from None
+    if not 0 <= value <= 3600:
+        raise SettingsError(name, f"must be between 0 and 3600 seconds, got {value}")
+    return value

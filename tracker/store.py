@@ -1,0 +1,188 @@
+"""Tracker: the one class that talks to Redis (``aio.AsyncTracker`` is its asyncio twin)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import redis
+import redis.exceptions
+
+from . import scripts
+from .errors import StoreUnavailable, TrackerError
+from .model import Registration, State, Track, TrackUpdate, registration, track_update
+from .ops import Call, Ops, Page, Plan, Registered, Stats
+from .settings import Settings
+
+T = TypeVar("T")
+
+#: Redis errors that mean "the store did not answer", as opposed to a bug.
+UNAVAILABLE = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.BusyLoadingError,
+)
+
+
+def connect(url: str) -> redis.Redis:
+    """A blocking client for ``url`` with the options tracker relies on."""
+    return redis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+class Tracker:
+    """Tracks jobs in Redis: lifecycle, progress, listing and counts.
+
+    Every write is one Lua script call: atomic and one round trip. ``clock``
+    (seconds since the epoch) replaces the server's clock, for tests.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.ops = Ops(self.settings, clock)
+        self.keys = self.ops.keys
+        self._scripts = scripts.register_all(client)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> Tracker:
+        return cls(connect(url), settings)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _drive(self, plan: Plan[T]) -> T:
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Call):
+                    reply: Any = self._scripts[step.script](keys=step.keys, args=step.args)
+                elif len(step.commands) == 1:
+                    name, args = step.commands[0]
+                    reply = [getattr(self.client, name)(*args)]
+                else:
+                    pipe = self.client.pipeline(transaction=False)
+                    for name, args in step.commands:
+                        getattr(pipe, name)(*args)
+                    reply = pipe.execute()
+                step = plan.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def register(
+        self,
+        jid: str,
+        *,
+        queue: str = "default",
+        labels: Mapping[str, str] | None = None,
+        reserve_for: int | None = None,
+        max_attempts: int = 25,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Registered:
+        """Create a job's track (enqueued). The same body again is a no-op; another is a Conflict."""
+        reg = registration(
+            jid,
+            queue=queue,
+            labels=labels,
+            reserve_for=reserve_for,
+            max_attempts=max_attempts,
+            payload=payload,
+            default_reserve_for=self.settings.reserve_for,
+        )
+        return self.register_validated(reg)
+
+    def register_validated(self, reg: Registration) -> Registered:
+        return self._drive(self.ops.register(reg))
+
+    def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
+        """A worker takes the job: working, attempts + 1, reserved for ``reserve_for`` s."""
+        return self._drive(self.ops.start(jid, reserve_for))
+
+    def track_set(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: Any = None,
+    ) -> Track:
+        """TRACK SET: report progress and/or extend the reservation (later only)."""
+        update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        return self._drive(self.ops.track_set(update))
+
+    def track_set_many(
+        self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
+    ) -> list[Track | TrackerError]:
+        """Many TRACK SETs in one round trip per 1,000; each succeeds or fails on its own.
+
+        Every update is validated first: one invalid update raises before anything is sent.
+        """
+        checked = [u if isinstance(u, TrackUpdate) else track_update(**u) for u in updates]
+        return self._drive(self.ops.track_set_many(checked))
+
+    def success(self, jid: str) -> Track:
+        return self._drive(self.ops.success(jid))
+
+    def fail(
+        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+    ) -> Track:
+        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``."""
+        return self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+
+    def cancel(self, jid: str) -> Track:
+        return self._drive(self.ops.cancel(jid))
+
+    def pause(self, jid: str) -> Track:
+        return self._drive(self.ops.pause(jid))
+
+    def resume(self, jid: str) -> Track:
+        return self._drive(self.ops.resume(jid))
+
+    def reap(self, limit: int = 100) -> list[Track]:
+        """Fail working jobs whose reservation ended; safe to run in many processes."""
+        return self._drive(self.ops.reap(limit))
+
+    # --- reads -------------------------------------------------------------------
+
+    def track_get(self, jid: str) -> Track:
+        """TRACK GET: the job's track, with state ``unknown`` when it has none."""
+        return self._drive(self.ops.get(jid))
+
+    def list(
+        self,
+        *,
+        state: str | State | None = None,
+        queue: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Live jobs, newest first; pass ``Page.next`` as ``cursor`` for the next page."""
+        return self._drive(
+            self.ops.list(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+        )
+
+    def stats(self) -> Stats:
+        """Counts of live jobs by state, overall and per queue."""
+        return self._drive(self.ops.stats())
+
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc

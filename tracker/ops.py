@@ -10,7 +10,7 @@ of each operation is written once.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -20,6 +20,7 @@ from . import scripts
 from .errors import InvalidInput, TrackerError
 from .keys import Keys
 from .model import (
+    DEFAULT_MAX_ATTEMPTS,
     MAX_ERROR,
     MAX_LIST_LIMIT,
     STORED_STATES,
@@ -30,6 +31,8 @@ from .model import (
     check_int,
     check_name,
     check_text,
+    registration,
+    track_update,
 )
 from .settings import Settings
 
@@ -94,7 +97,28 @@ class Ops:
 
     # --- lifecycle ---------------------------------------------------------
 
-    def register(self, reg: Registration) -> Plan[Registered]:
+    def register(
+        self,
+        jid: str,
+        *,
+        queue: str = "default",
+        labels: Mapping[str, str] | None = None,
+        reserve_for: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Plan[Registered]:
+        reg = registration(
+            jid,
+            queue=queue,
+            labels=labels,
+            reserve_for=reserve_for,
+            max_attempts=max_attempts,
+            payload=payload,
+            default_reserve_for=self.settings.reserve_for,
+        )
+        return self._register(reg)
+
+    def _register(self, reg: Registration) -> Plan[Registered]:
         label_keys = [self.keys.label(k, v) for k, v in reg.labels.items()]
         call = Call(
             "register",
@@ -120,10 +144,20 @@ class Ops:
             check_int("reserve_for", reserve_for, 1, 365 * 24 * 3600)
         return self._transition("start", jid, "" if reserve_for is None else reserve_for)
 
-    def track_set(self, update: TrackUpdate) -> Plan[Track]:
+    def track_set(
+        self, jid: str, *, percent: object = None, desc: object = None, reserve_until: object = None
+    ) -> Plan[Track]:
+        update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         return self._transition("track_set", update.jid, *_update_args(update)[1:])
 
-    def track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[Track | TrackerError]]:
+    def track_set_many(
+        self, items: Iterable[TrackUpdate | Mapping[str, Any]]
+    ) -> Plan[list[Track | TrackerError]]:
+        """Validates every update before anything is sent; then one call per 1,000."""
+        updates = [u if isinstance(u, TrackUpdate) else _update_from(u) for u in items]
+        return self._track_set_many(updates)
+
+    def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[Track | TrackerError]]:
         results: list[Track | TrackerError] = []
         for start in range(0, len(updates), MAX_BATCH):
             chunk = updates[start : start + MAX_BATCH]
@@ -166,12 +200,12 @@ class Ops:
     def reap(self, limit: int = 100) -> Plan[list[Track]]:
         """Fail up to ``limit`` working jobs whose reservation has ended."""
         server_time, due = yield Read(
-            [("time", ()), ("zrangebyscore", (self.keys.reservations, "-inf", "+inf", 0, limit, True))]
+            [
+                ("time", ()),
+                ("zrangebyscore", (self.keys.reservations, "-inf", "+inf", 0, limit, True)),
+            ]
         )
-        if self.clock is None:
-            now = server_time[0] * 1000 + server_time[1] // 1000
-        else:
-            now = int(self.clock() * 1000)
+        now = self._now_ms(server_time)
         reaped: list[Track] = []
         for raw, reserve_until in due:
             if reserve_until > now:
@@ -181,6 +215,37 @@ class Ops:
             if reply[0] == scripts.OK:
                 reaped.append(decode_track(jid, reply[1]))
         return reaped
+
+    def prune_labels(self, batch: int = 200) -> Plan[int]:
+        """Drop expired jobs from the label zsets; returns how many entries went."""
+        server_time, index_keys = yield Read(
+            [("time", ()), ("smembers", (self.keys.labels_in_use,))]
+        )
+        now = self._now_ms(server_time)
+        # every live track was updated less than its shortest lifetime ago
+        horizon = now - min(self.settings.ttl, self.settings.pending_ttl) * 1000
+        removed = 0
+        for raw_key in index_keys:
+            index = raw_key.decode()
+            (old,) = yield Read([("zrangebyscore", (index, "-inf", horizon, 0, batch))])
+            jids = [jid.decode() for jid in old]
+            reply = yield Call(
+                "prune_labels",
+                [
+                    *self.keys.shared,
+                    self.keys.labels_in_use,
+                    index,
+                    *(self.keys.job(jid) for jid in jids),
+                ],
+                [*self._head(), *jids],
+            )
+            removed += scripts.outcome(reply, "")
+        return removed
+
+    def _now_ms(self, server_time: tuple[int, int]) -> int:
+        if self.clock is not None:
+            return int(self.clock() * 1000)
+        return int(server_time[0]) * 1000 + int(server_time[1]) // 1000
 
     # --- reads -------------------------------------------------------------
 
@@ -199,7 +264,7 @@ class Ops:
             stats.queues.setdefault(queue, {})[state] = count
         return stats
 
-    def list(
+    def list_jobs(
         self,
         *,
         state: str | State | None = None,
@@ -209,7 +274,7 @@ class Ops:
         cursor: str | None = None,
     ) -> Plan[Page]:
         """Live jobs, newest ``updated_at`` first, filtered; ``Page.next`` continues."""
-        states = [_check_state(state)] if state is not None else list(STORED_STATES)
+        states = [_check_state(state)] if state is not None else [s.value for s in STORED_STATES]
         if queue is not None:
             check_name("queue", queue)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
@@ -243,7 +308,7 @@ class Ops:
         key, _, value = label.partition(":")
         check_name("label key", key)
         index = self.keys.label(key, value)
-        wanted = set(states)
+        wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
             return track.state.value in wanted and (queue is None or track.queue == queue)
@@ -281,6 +346,17 @@ class Ops:
         kept = kept[:limit]
         cursor = f"{kept[-1][1]}.{kept[-1][0].jid}" if more and kept else None
         return Page([track for track, _ in kept], cursor)
+
+
+def _update_from(item: Mapping[str, Any]) -> TrackUpdate:
+    if not isinstance(item, Mapping):
+        raise InvalidInput("updates", f"expected objects, got {type(item).__name__}")
+    unknown = set(item) - {"jid", "percent", "desc", "reserve_until"}
+    if unknown:
+        raise InvalidInput("updates", f"unknown fields {sorted(unknown)}")
+    if "jid" not in item:
+        raise InvalidInput("jid", "is required")
+    return track_update(**item)
 
 
 def _update_args(update: TrackUpdate) -> list[Any]:

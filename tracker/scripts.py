@@ -28,6 +28,7 @@ OPERATIONS = (
     "resume",
     "stats",
     "list",
+    "prune_labels",
 )
 
 OK, NOT_FOUND, CONFLICT, INVALID = 0, 1, 2, 3

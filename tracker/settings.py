@@ -12,6 +12,11 @@ from .model import check_name
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
+DEFAULT_TTL = 1800
+DEFAULT_PENDING_TTL = 7 * 24 * 3600
+DEFAULT_DONE_TTL = 24 * 3600
+DEFAULT_RESERVE_FOR = 1800
+DEFAULT_CANCEL_GRACE = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +26,12 @@ class Settings:
     redis_url: str | None = None
     redis_cluster: bool = False
     namespace: str = "tracker"
-    ttl: int = 1800
-    pending_ttl: int = 7 * 24 * 3600
-    done_ttl: int = 24 * 3600
-    reserve_for: int = 1800
+    ttl: int = DEFAULT_TTL
+    pending_ttl: int = DEFAULT_PENDING_TTL
+    done_ttl: int = DEFAULT_DONE_TTL
+    reserve_for: int = DEFAULT_RESERVE_FOR
     propagate_failures: bool = False
-    cancel_grace: float = 2.0
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
     api_token: str | None = None
     read_token: str | None = None
 
@@ -56,12 +61,12 @@ class Settings:
             redis_url=url,
             redis_cluster=cluster,
             namespace=namespace,
-            ttl=_seconds(env, "TRACKER_TTL", cls.ttl),
-            pending_ttl=_seconds(env, "TRACKER_PENDING_TTL", cls.pending_ttl),
-            done_ttl=_seconds(env, "TRACKER_DONE_TTL", cls.done_ttl),
-            reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", cls.reserve_for),
+            ttl=_seconds(env, "TRACKER_TTL", DEFAULT_TTL),
+            pending_ttl=_seconds(env, "TRACKER_PENDING_TTL", DEFAULT_PENDING_TTL),
+            done_ttl=_seconds(env, "TRACKER_DONE_TTL", DEFAULT_DONE_TTL),
+            reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", DEFAULT_RESERVE_FOR),
             propagate_failures=propagate,
-            cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", cls.cancel_grace),
+            cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
             api_token=env.get("TRACKER_API_TOKEN") or None,
             read_token=env.get("TRACKER_READ_TOKEN") or None,
         )

@@ -10,7 +10,7 @@ import redis.exceptions
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
-from .model import Registration, State, Track, TrackUpdate, registration, track_update
+from .model import State, Track, TrackUpdate
 from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 
@@ -49,9 +49,14 @@ class Tracker:
         self.keys = self.ops.keys
         self._scripts = scripts.register_all(client)
 
+    #: Where the client connects, when built by :meth:`from_url`.
+    url: str | None = None
+
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Tracker:
-        return cls(connect(url), settings)
+        tracker = cls(connect(url), settings)
+        tracker.url = url
+        return tracker
 
     def close(self) -> None:
         self.client.close()
@@ -94,20 +99,17 @@ class Tracker:
         max_attempts: int = 25,
         payload: Mapping[str, Any] | None = None,
     ) -> Registered:
-        """Create a job's track (enqueued). The same body again is a no-op; another is a Conflict."""
-        reg = registration(
-            jid,
-            queue=queue,
-            labels=labels,
-            reserve_for=reserve_for,
-            max_attempts=max_attempts,
-            payload=payload,
-            default_reserve_for=self.settings.reserve_for,
+        """Create a job's track, enqueued. The same body again is a no-op, another a Conflict."""
+        return self._drive(
+            self.ops.register(
+                jid,
+                queue=queue,
+                labels=labels,
+                reserve_for=reserve_for,
+                max_attempts=max_attempts,
+                payload=payload,
+            )
         )
-        return self.register_validated(reg)
-
-    def register_validated(self, reg: Registration) -> Registered:
-        return self._drive(self.ops.register(reg))
 
     def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
         """A worker takes the job: working, attempts + 1, reserved for ``reserve_for`` s."""
@@ -122,8 +124,9 @@ class Tracker:
         reserve_until: Any = None,
     ) -> Track:
         """TRACK SET: report progress and/or extend the reservation (later only)."""
-        update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
-        return self._drive(self.ops.track_set(update))
+        return self._drive(
+            self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        )
 
     def track_set_many(
         self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
@@ -132,8 +135,7 @@ class Tracker:
 
         Every update is validated first: one invalid update raises before anything is sent.
         """
-        checked = [u if isinstance(u, TrackUpdate) else track_update(**u) for u in updates]
-        return self._drive(self.ops.track_set_many(checked))
+        return self._drive(self.ops.track_set_many(updates))
 
     def success(self, jid: str) -> Track:
         return self._drive(self.ops.success(jid))
@@ -159,6 +161,10 @@ class Tracker:
 
     # --- reads -------------------------------------------------------------------
 
+    def prune_labels(self) -> int:
+        """Drop expired jobs from label indexes (the reaper's companion)."""
+        return self._drive(self.ops.prune_labels())
+
     def track_get(self, jid: str) -> Track:
         """TRACK GET: the job's track, with state ``unknown`` when it has none."""
         return self._drive(self.ops.get(jid))
@@ -174,7 +180,7 @@ class Tracker:
     ) -> Page:
         """Live jobs, newest first; pass ``Page.next`` as ``cursor`` for the next page."""
         return self._drive(
-            self.ops.list(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+            self.ops.list_jobs(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
         )
 
     def stats(self) -> Stats:

@@ -1,0 +1,123 @@
+"""Backends for the suite: the embedded Valkey, a Redis given by TRACKER_TEST_REDIS_URL,
+and fakeredis. Every test gets a namespace of its own and deletes only its own keys."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+import fakeredis
+import pytest
+import redis
+
+from tracker import Settings, Tracker
+from tracker.embedded import EmbeddedValkey
+
+REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL")
+REAL_BACKENDS = ["valkey", *(["redis"] if REDIS_URL else [])]
+ALL_BACKENDS = [*REAL_BACKENDS, "fake"]
+
+
+@pytest.fixture(scope="session")
+def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One embedded Valkey server for the whole session."""
+    server = EmbeddedValkey(tmp_path_factory.mktemp("valkey"))
+    url = server.start()
+    yield url
+    server.stop()
+
+
+def _client(backend: str, valkey_url: str) -> redis.Redis:
+    if backend == "valkey":
+        return redis.Redis.from_url(valkey_url)
+    if backend == "redis":
+        assert REDIS_URL is not None
+        return redis.Redis.from_url(REDIS_URL)
+    return fakeredis.FakeRedis(server=fakeredis.FakeServer())
+
+
+def cleanup(client: redis.Redis, namespace: str) -> None:
+    """Delete this namespace's keys, and nothing else."""
+    keys = list(client.scan_iter(match="{" + namespace + "}:*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+
+
+MakeTracker = Callable[..., Tracker]
+
+
+def _factory(backend: str, valkey_url: str) -> Iterator[MakeTracker]:
+    made: list[tuple[redis.Redis, str]] = []
+
+    def make(client: redis.Redis | None = None, **settings: Any) -> Tracker:
+        namespace = "t-" + uuid.uuid4().hex[:12]
+        client = client or _client(backend, valkey_url)
+        clock = settings.pop("clock", None)
+        made.append((client, namespace))
+        return Tracker(client, replace(Settings(namespace=namespace), **settings), clock=clock)
+
+    yield make
+    for client, namespace in made:
+        cleanup(client, namespace)
+        client.close()
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(params=REAL_BACKENDS)
+def real_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def make_tracker(backend: str, valkey_url: str) -> Iterator[MakeTracker]:
+    """Trackers on every backend (Valkey, Redis when configured, fakeredis)."""
+    yield from _factory(backend, valkey_url)
+
+
+@pytest.fixture
+def make_real_tracker(real_backend: str, valkey_url: str) -> Iterator[MakeTracker]:
+    """Trackers on real servers only: for expiry, timing and concurrency."""
+    yield from _factory(real_backend, valkey_url)
+
+
+@pytest.fixture
+def tracker(make_tracker: MakeTracker) -> Tracker:
+    return make_tracker()
+
+
+@pytest.fixture
+def real_tracker(make_real_tracker: MakeTracker) -> Tracker:
+    return make_real_tracker()
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class FakeClock:
+    """A settable clock for tests that reason about time without waiting."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -1,0 +1,164 @@
+"""AsyncTracker: the asyncio twin of :class:`tracker.store.Tracker`.
+
+Both drive the same plans from :mod:`tracker.ops`; only the I/O differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+import redis.asyncio
+
+from . import scripts
+from .errors import StoreUnavailable, TrackerError
+from .model import State, Track, TrackUpdate
+from .ops import Call, Ops, Page, Plan, Registered, Stats
+from .settings import Settings
+from .store import UNAVAILABLE
+
+T = TypeVar("T")
+
+
+def connect(url: str) -> redis.asyncio.Redis:
+    return redis.asyncio.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+
+
+class AsyncTracker:
+    """Tracks jobs in Redis from asyncio code; see :class:`tracker.Tracker` for each method."""
+
+    def __init__(
+        self,
+        client: redis.asyncio.Redis,
+        settings: Settings | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings or Settings()
+        self.ops = Ops(self.settings, clock)
+        self.keys = self.ops.keys
+        self._scripts = scripts.register_all(client)
+
+    @classmethod
+    def from_url(cls, url: str, settings: Settings | None = None) -> AsyncTracker:
+        return cls(connect(url), settings)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def __aenter__(self) -> AsyncTracker:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _drive(self, plan: Plan[T]) -> T:
+        try:
+            step = next(plan)
+            while True:
+                if isinstance(step, Call):
+                    reply: Any = await self._scripts[step.script](keys=step.keys, args=step.args)
+                elif len(step.commands) == 1:
+                    name, args = step.commands[0]
+                    reply = [await getattr(self.client, name)(*args)]
+                else:
+                    async with self.client.pipeline(transaction=False) as pipe:
+                        for name, args in step.commands:
+                            getattr(pipe, name)(*args)
+                        reply = await pipe.execute()
+                step = plan.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+    async def register(
+        self,
+        jid: str,
+        *,
+        queue: str = "default",
+        labels: Mapping[str, str] | None = None,
+        reserve_for: int | None = None,
+        max_attempts: int = 25,
+        payload: Mapping[str, Any] | None = None,
+    ) -> Registered:
+        return await self._drive(
+            self.ops.register(
+                jid,
+                queue=queue,
+                labels=labels,
+                reserve_for=reserve_for,
+                max_attempts=max_attempts,
+                payload=payload,
+            )
+        )
+
+    async def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
+        return await self._drive(self.ops.start(jid, reserve_for))
+
+    async def track_set(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: Any = None,
+    ) -> Track:
+        return await self._drive(
+            self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        )
+
+    async def track_set_many(
+        self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
+    ) -> list[Track | TrackerError]:
+        return await self._drive(self.ops.track_set_many(updates))
+
+    async def success(self, jid: str) -> Track:
+        return await self._drive(self.ops.success(jid))
+
+    async def fail(
+        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+    ) -> Track:
+        return await self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+
+    async def cancel(self, jid: str) -> Track:
+        return await self._drive(self.ops.cancel(jid))
+
+    async def pause(self, jid: str) -> Track:
+        return await self._drive(self.ops.pause(jid))
+
+    async def resume(self, jid: str) -> Track:
+        return await self._drive(self.ops.resume(jid))
+
+    async def reap(self, limit: int = 100) -> list[Track]:
+        return await self._drive(self.ops.reap(limit))
+
+    async def prune_labels(self) -> int:
+        """Drop expired jobs from label indexes (the reaper's companion)."""
+        return await self._drive(self.ops.prune_labels())
+
+    async def track_get(self, jid: str) -> Track:
+        return await self._drive(self.ops.get(jid))
+
+    async def list(
+        self,
+        *,
+        state: str | State | None = None,
+        queue: str | None = None,
+        label: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        return await self._drive(
+            self.ops.list_jobs(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+        )
+
+    async def stats(self) -> Stats:
+        return await self._drive(self.ops.stats())
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc

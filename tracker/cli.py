@@ -1,0 +1,216 @@
+"""The ``tracker`` command.
+
+Exit codes: 0 done; 1 the job is unknown; 2 bad input or usage; 3 the job's
+state refused the command (409); 4 Redis unavailable or bad settings.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import NoReturn
+
+import click
+
+from .embedded import EmbeddedValkey
+from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
+from .maintenance import Maintenance
+from .model import STORED_STATES, Track
+from .settings import Settings
+from .store import Tracker
+
+EXIT_UNKNOWN, EXIT_INVALID, EXIT_CONFLICT, EXIT_UNAVAILABLE = 1, 2, 3, 4
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"tracker: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def connected() -> Iterator[Tracker]:
+    """A Tracker on ``TRACKER_REDIS_URL``, or on this directory's embedded server."""
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    embedded = None
+    try:
+        url = settings.redis_url
+        if url is None:
+            embedded = EmbeddedValkey()
+            url = embedded.start()
+        with Tracker.from_url(url, settings) as tracker:
+            yield tracker
+    except NotFound as exc:
+        _fail(str(exc), EXIT_UNKNOWN)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_INVALID)
+    except Conflict as exc:
+        _fail(str(exc), EXIT_CONFLICT)
+    except StoreUnavailable as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    except TrackerError as exc:
+        _fail(str(exc), EXIT_INVALID)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _print_track(track: Track) -> None:
+    click.echo(json.dumps(track.to_dict(), ensure_ascii=False, indent=2))
+
+
+@click.group()
+@click.version_option(package_name="tracker")
+def main() -> None:
+    """Track jobs in Redis: progress, lifecycle, dependencies and batches."""
+
+
+@main.command()
+@click.option("--interval", default=1.0, show_default=True, help="Seconds between reaper runs.")
+def serve(interval: float) -> None:
+    """Run the store: the embedded Valkey (without TRACKER_REDIS_URL) and the reaper."""
+    with connected() as tracker:
+        click.echo(f"tracker: namespace {tracker.settings.namespace!r} on {tracker.url}")
+        click.echo("tracker: press Ctrl-C to stop")
+        maintenance = Maintenance(tracker, interval)
+        maintenance.start()
+        _wait_for_signal()
+        maintenance.stop()
+
+
+def _wait_for_signal() -> None:
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+
+
+@main.command()
+@click.argument("jid")
+@click.option("--queue", default="default", show_default=True)
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
+@click.option("--reserve-for", type=int, help="Seconds a start reserves the job for.")
+@click.option("--max-attempts", type=int, default=25, show_default=True)
+def register(
+    jid: str, queue: str, labels: tuple[str, ...], reserve_for: int | None, max_attempts: int
+) -> None:
+    """Register a job (it is enqueued at once)."""
+    pairs = {}
+    for label in labels:
+        key, sep, value = label.partition("=")
+        if not sep:
+            _fail(f"--label expects KEY=VALUE, got {label!r}", EXIT_INVALID)
+        pairs[key] = value
+    with connected() as tracker:
+        done = tracker.register(
+            jid, queue=queue, labels=pairs, reserve_for=reserve_for, max_attempts=max_attempts
+        )
+        _print_track(done.track)
+
+
+@main.command()
+@click.argument("jid")
+def get(jid: str) -> None:
+    """TRACK GET: the job's track as JSON; exit 1 when it is unknown."""
+    with connected() as tracker:
+        track = tracker.track_get(jid)
+    _print_track(track)
+    if track.state.value == "unknown":
+        sys.exit(EXIT_UNKNOWN)
+
+
+@main.command(name="set")
+@click.argument("jid")
+@click.option("--percent", type=int)
+@click.option("--desc")
+@click.option("--reserve-until", metavar="RFC3339")
+def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
+    """TRACK SET: report progress or extend the reservation."""
+    with connected() as tracker:
+        _print_track(
+            tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        )
+
+
+@main.command(name="ls")
+@click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
+@click.option("--queue")
+@click.option("--label", metavar="KEY:VALUE")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--cursor", help="Continue after a previous page.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON track per line.")
+def ls(
+    state: str | None,
+    queue: str | None,
+    label: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """A table of jobs, newest first."""
+    with connected() as tracker:
+        page = tracker.list(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+    if as_json:
+        for track in page.jobs:
+            click.echo(json.dumps(track.to_dict(), ensure_ascii=False))
+        return
+    now = datetime.now(UTC).timestamp() * 1000
+    rows = [("JID", "STATE", "QUEUE", "PCT", "UPDATED", "DESC")]
+    for track in page.jobs:
+        age = (now - (track.updated_at or now)) / 1000
+        rows.append(
+            (
+                track.jid,
+                track.state.value,
+                track.queue or "",
+                "" if track.percent is None else f"{track.percent}%",
+                f"{max(age, 0):.0f}s ago",
+                (track.desc or "")[:40],
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+    if page.next:
+        click.echo(f"more: add --cursor {page.next}", err=True)
+
+
+def _simple(name: str, action: Callable[[Tracker, str], Track], help_text: str) -> None:
+    @main.command(name=name, help=help_text)
+    @click.argument("jid")
+    def command(jid: str) -> None:
+        with connected() as tracker:
+            _print_track(action(tracker, jid))
+
+
+_simple("cancel", Tracker.cancel, "Cancel a job that has not finished.")
+_simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
+_simple("resume", Tracker.resume, "Release a paused job again.")
+_simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
+_simple("success", Tracker.success, "Mark a job finished well (as a worker would).")
+
+
+@main.command()
+@click.argument("jid")
+@click.argument("error")
+@click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
+def fail(jid: str, error: str, no_retry: bool) -> None:
+    """Report a failed attempt (as a worker would)."""
+    with connected() as tracker:
+        _print_track(tracker.fail(jid, error, retry=not no_retry))
+
+
+@main.command()
+def stats() -> None:
+    """Counts of live jobs by state and queue, as JSON."""
+    with connected() as tracker:
+        counts = tracker.stats()
+    click.echo(json.dumps({"states": counts.states, "queues": counts.queues}, indent=2))

@@ -1,0 +1,55 @@
+"""Background upkeep: the reaper of ended reservations and the label-index pruner.
+
+Every step is a script that re-checks its condition atomically, so any number
+of processes may run :class:`Maintenance` against the same namespace at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from .errors import StoreUnavailable
+from .store import Tracker
+
+log = logging.getLogger("tracker.maintenance")
+
+
+class Maintenance:
+    """Runs :meth:`run_once` every ``interval`` seconds in a daemon thread."""
+
+    def __init__(self, tracker: Tracker, interval: float = 1.0) -> None:
+        self.tracker = tracker
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self, batch: int = 100) -> int:
+        """Reap every ended reservation and prune label indexes; returns jobs reaped."""
+        reaped = 0
+        while True:
+            done = len(self.tracker.reap(batch))
+            reaped += done
+            if done < batch:
+                break
+        self.tracker.prune_labels()
+        return reaped
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="tracker-maintenance", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                reaped = self.run_once()
+            except StoreUnavailable as exc:
+                log.warning("maintenance skipped a round: %s", exc)
+                continue
+            if reaped:
+                log.info("reaped %d job(s) whose reservation ended", reaped)

@@ -127,7 +127,8 @@ def test_fail_with_attempts_left_is_failed_and_can_start_again(tracker: Tracker)
     track = tracker.fail("job-1", "division by zero", error_type="ZeroDivisionError")
     assert track.state is State.FAILED
     assert track.error is not None
-    assert (track.error["message"], track.error["type"]) == ("division by zero", "ZeroDivisionError")
+    assert track.error["message"] == "division by zero"
+    assert track.error["type"] == "ZeroDivisionError"
     assert track.error["at"] == track.updated_at
     assert tracker.start("job-1").attempts == 2
 

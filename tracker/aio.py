@@ -134,9 +134,9 @@ class AsyncTracker:
     async def reap(self, limit: int = 100) -> list[Track]:
         return await self._drive(self.ops.reap(limit))
 
-    async def prune_labels(self) -> int:
-        """Drop expired jobs from label indexes (the reaper's companion)."""
-        return await self._drive(self.ops.prune_labels())
+    async def prune(self) -> int:
+        """Drop expired jobs from the state and label indexes; returns entries dropped."""
+        return await self._drive(self.ops.prune()) + await self._drive(self.ops.prune_labels())
 
     async def track_get(self, jid: str) -> Track:
         return await self._drive(self.ops.get(jid))

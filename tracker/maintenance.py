@@ -25,14 +25,14 @@ class Maintenance:
         self._thread: threading.Thread | None = None
 
     def run_once(self, batch: int = 100) -> int:
-        """Reap every ended reservation and prune label indexes; returns jobs reaped."""
+        """Reap every ended reservation and prune the indexes; returns jobs reaped."""
         reaped = 0
         while True:
             done = len(self.tracker.reap(batch))
             reaped += done
             if done < batch:
                 break
-        self.tracker.prune_labels()
+        self.tracker.prune()
         return reaped
 
     def start(self) -> None:

@@ -216,6 +216,11 @@ class Ops:
                 reaped.append(decode_track(jid, reply[1]))
         return reaped
 
+    def prune(self, batch: int = 1000) -> Plan[int]:
+        """Drop expired entries from the state indexes; returns how many went."""
+        reply = yield Call("prune", list(self.keys.shared), [*self._head(), batch])
+        return int(scripts.outcome(reply, ""))
+
     def prune_labels(self, batch: int = 200) -> Plan[int]:
         """Drop expired jobs from the label zsets; returns how many entries went."""
         server_time, index_keys = yield Read(

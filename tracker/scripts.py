@@ -28,6 +28,7 @@ OPERATIONS = (
     "resume",
     "stats",
     "list",
+    "prune",
     "prune_labels",
 )
 

@@ -161,9 +161,9 @@ class Tracker:
 
     # --- reads -------------------------------------------------------------------
 
-    def prune_labels(self) -> int:
-        """Drop expired jobs from label indexes (the reaper's companion)."""
-        return self._drive(self.ops.prune_labels())
+    def prune(self) -> int:
+        """Drop expired jobs from the state and label indexes; returns entries dropped."""
+        return self._drive(self.ops.prune()) + self._drive(self.ops.prune_labels())
 
     def track_get(self, jid: str) -> Track:
         """TRACK GET: the job's track, with state ``unknown`` when it has none."""

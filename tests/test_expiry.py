@@ -1,0 +1,98 @@
+"""SPEC section 2, Expiry: against real servers with TTLs of seconds, never mocked."""
+
+from __future__ import annotations
+
+from conftest import MakeTracker, wait_until
+
+from tracker import State
+from tracker.maintenance import Maintenance
+
+
+def test_a_finished_track_stays_readable_for_the_ttl_then_is_unknown(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker(ttl=1)
+    tracker.register("job-1")
+    tracker.success("job-1")
+    assert tracker.track_get("job-1").state is State.SUCCESS
+    assert 0 < tracker.client.pttl(tracker.keys.job("job-1")) <= 1000
+    wait_until(lambda: tracker.track_get("job-1").state is State.UNKNOWN, timeout=5)
+
+
+def test_a_working_track_lives_until_its_reservation_ends_plus_the_ttl(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker(ttl=2)
+    tracker.register("job-1")
+    tracker.start("job-1", reserve_for=60)
+    assert 61_000 < tracker.client.pttl(tracker.keys.job("job-1")) <= 62_000
+
+
+def test_extending_the_reservation_extends_the_track(make_real_tracker: MakeTracker) -> None:
+    tracker = make_real_tracker(ttl=2)
+    tracker.register("job-1")
+    track = tracker.start("job-1", reserve_for=60)
+    assert track.reserve_until is not None
+    later = track.reserve_until + 3_600_000
+    tracker.track_set("job-1", reserve_until=_rfc3339(later))
+    assert 3_660_000 < tracker.client.pttl(tracker.keys.job("job-1")) <= 3_662_000
+
+
+def test_a_pending_track_is_bounded_by_the_pending_ttl(make_real_tracker: MakeTracker) -> None:
+    tracker = make_real_tracker(pending_ttl=1)
+    tracker.register("job-1")
+    assert tracker.track_get("job-1").state is State.ENQUEUED
+    wait_until(lambda: tracker.track_get("job-1").state is State.UNKNOWN, timeout=5)
+
+
+def test_a_late_report_after_expiry_is_not_found_and_the_jid_is_free(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker(ttl=1)
+    tracker.register("job-1", queue="a")
+    tracker.success("job-1")
+    wait_until(lambda: tracker.track_get("job-1").state is State.UNKNOWN, timeout=5)
+    assert tracker.register("job-1", queue="b").created
+
+
+def test_lists_and_counts_never_show_an_expired_job(make_real_tracker: MakeTracker) -> None:
+    tracker = make_real_tracker(ttl=1)
+    tracker.register("done", labels={"team": "x"})
+    tracker.success("done")
+    tracker.register("live", labels={"team": "x"}, queue="other")
+    assert tracker.stats().states == {"success": 1, "enqueued": 1}
+    wait_until(lambda: tracker.track_get("done").state is State.UNKNOWN, timeout=5)
+    assert tracker.stats().states == {"enqueued": 1}
+    assert [t.jid for t in tracker.list().jobs] == ["live"]
+    assert [t.jid for t in tracker.list(state="success").jobs] == []
+    assert [t.jid for t in tracker.list(label="team:x").jobs] == ["live"]
+
+
+def test_maintenance_removes_expired_jobs_from_every_index(make_real_tracker: MakeTracker) -> None:
+    tracker = make_real_tracker(ttl=1)
+    for n in range(20):
+        tracker.register(f"job-{n}", labels={"batch": "b1"})
+        tracker.success(f"job-{n}")
+    wait_until(lambda: not tracker.client.exists(tracker.keys.job("job-19")), timeout=5)
+    Maintenance(tracker).run_once()
+    assert tracker.client.zcard(tracker.keys.state(State.SUCCESS)) == 0
+    assert tracker.client.zcard(tracker.keys.label("batch", "b1")) == 0
+    assert tracker.client.scard(tracker.keys.labels_in_use) == 0
+
+
+def test_a_working_job_that_expired_unreaped_leaves_no_index_entry(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker(ttl=1)
+    tracker.register("job-1")
+    tracker.start("job-1", reserve_for=1)
+    wait_until(lambda: not tracker.client.exists(tracker.keys.job("job-1")), timeout=6)
+    assert tracker.stats().states == {}
+    assert tracker.client.zcard(tracker.keys.state(State.WORKING)) == 0
+    assert tracker.client.zcard(tracker.keys.reservations) == 0
+
+
+def _rfc3339(ms: int) -> str:
+    from tracker.model import format_time
+
+    return format_time(ms)

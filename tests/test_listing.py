@@ -1,0 +1,85 @@
+"""Dashboards' reads: lists by state, queue and label, newest first, with a cursor; counts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import FakeClock, MakeTracker
+
+from tracker import State, Tracker
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def timed(make_tracker: MakeTracker, clock: FakeClock) -> Tracker:
+    return make_tracker(clock=clock)
+
+
+def test_jobs_are_listed_newest_update_first(timed: Tracker, clock: FakeClock) -> None:
+    for jid in ["a", "b", "c"]:
+        timed.register(jid)
+        clock.advance(1)
+    timed.track_set("a", percent=5)
+    assert [t.jid for t in timed.list().jobs] == ["a", "c", "b"]
+
+
+def test_list_filters_by_state_queue_and_label(timed: Tracker, clock: FakeClock) -> None:
+    timed.register("mail-1", queue="mail", labels={"customer": "acme"})
+    timed.register("mail-2", queue="mail")
+    timed.register("img-1", queue="images", labels={"customer": "acme"})
+    timed.start("mail-2")
+    assert {t.jid for t in timed.list(queue="mail").jobs} == {"mail-1", "mail-2"}
+    assert [t.jid for t in timed.list(state="working").jobs] == ["mail-2"]
+    assert [t.jid for t in timed.list(state="enqueued", queue="mail").jobs] == ["mail-1"]
+    assert {t.jid for t in timed.list(label="customer:acme").jobs} == {"mail-1", "img-1"}
+    assert [t.jid for t in timed.list(label="customer:acme", queue="images").jobs] == ["img-1"]
+    assert timed.list(queue="nowhere").jobs == []
+
+
+def test_the_cursor_walks_every_job_once_in_order(timed: Tracker, clock: FakeClock) -> None:
+    for n in range(120):
+        timed.register(f"job-{n:03d}", queue=("a", "b", "c")[n % 3])
+        clock.advance(0.001 * (n % 2))  # many jobs share a millisecond
+    seen, cursor = [], None
+    while True:
+        page = timed.list(limit=50, cursor=cursor)
+        seen.extend(t.jid for t in page.jobs)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [t.jid for t in timed.list(limit=1000).jobs]
+    assert sorted(seen) == [f"job-{n:03d}" for n in range(120)]
+
+
+def test_a_label_listing_pages_too(timed: Tracker, clock: FakeClock) -> None:
+    for n in range(7):
+        timed.register(f"job-{n}", labels={"run": "r1"})
+        clock.advance(1)
+    first = timed.list(label="run:r1", limit=4)
+    assert [t.jid for t in first.jobs] == ["job-6", "job-5", "job-4", "job-3"]
+    rest = timed.list(label="run:r1", limit=4, cursor=first.next)
+    assert [t.jid for t in rest.jobs] == ["job-2", "job-1", "job-0"]
+    assert rest.next is None
+
+
+def test_stats_counts_by_state_overall_and_per_queue(tracker: Tracker) -> None:
+    tracker.register("a1", queue="a")
+    tracker.register("a2", queue="a")
+    tracker.register("b1", queue="b")
+    tracker.start("a1")
+    tracker.success("b1")
+    stats = tracker.stats()
+    assert stats.states == {"enqueued": 1, "working": 1, "success": 1}
+    assert stats.queues == {"a": {"enqueued": 1, "working": 1}, "b": {"success": 1}}
+
+
+def test_a_job_moves_between_state_lists_with_its_state(tracker: Tracker) -> None:
+    tracker.register("job-1")
+    tracker.start("job-1")
+    tracker.success("job-1")
+    for state in ("enqueued", "working"):
+        assert tracker.list(state=state).jobs == []
+    assert [t.state for t in tracker.list(state="success").jobs] == [State.SUCCESS]

@@ -162,7 +162,7 @@ def check_payload(value: object) -> dict[str, Any]:
     if extra:
         raise InvalidInput("payload", f"unknown fields {sorted(extra)}")
     func = value.get("func")
-    if not isinstance(func, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", func):
+    if not isinstance(func, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", func):
         raise InvalidInput("payload.func", "expected a dotted path such as 'app.tasks.resize'")
     args = value.get("args", [])
     kwargs = value.get("kwargs", {})
@@ -233,6 +233,18 @@ class TrackUpdate:
     percent: int | None = None
     desc: str | None = None
     reserve_until: int | None = None
+
+
+def checked_update(update: TrackUpdate) -> TrackUpdate:
+    """Check a :class:`TrackUpdate` built by hand, as :func:`track_update` checks its fields."""
+    check_name("jid", update.jid)
+    if update.percent is not None:
+        check_int("percent", update.percent, 0, 100)
+    if update.desc is not None:
+        check_text("desc", update.desc, MAX_DESC)
+    if update.reserve_until is not None:
+        check_int("reserve_until", update.reserve_until, 0, 253402300799999)
+    return update
 
 
 def track_update(

@@ -31,6 +31,7 @@ from .model import (
     check_int,
     check_name,
     check_text,
+    checked_update,
     registration,
     track_update,
 )
@@ -154,7 +155,9 @@ class Ops:
         self, items: Iterable[TrackUpdate | Mapping[str, Any]]
     ) -> Plan[list[Track | TrackerError]]:
         """Validates every update before anything is sent; then one call per 1,000."""
-        updates = [u if isinstance(u, TrackUpdate) else _update_from(u) for u in items]
+        updates = [
+            checked_update(u) if isinstance(u, TrackUpdate) else _update_from(u) for u in items
+        ]
         return self._track_set_many(updates)
 
     def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[Track | TrackerError]]:

@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import redis
+
 from .errors import InvalidInput, SettingsError
 from .model import check_name
 
@@ -40,10 +42,8 @@ class Settings:
         """Read every ``TRACKER_*`` variable; a bad value raises :class:`SettingsError`."""
         env = os.environ if env is None else env
         url = env.get("TRACKER_REDIS_URL") or None
-        if url is not None and not url.startswith(_URL_SCHEMES):
-            raise SettingsError(
-                "TRACKER_REDIS_URL", f"must start with one of {', '.join(_URL_SCHEMES)}"
-            )
+        if url is not None:
+            _check_url(url)
         cluster = _flag(env, "TRACKER_REDIS_CLUSTER", False)
         if cluster:
             raise SettingsError(
@@ -70,6 +70,17 @@ class Settings:
             api_token=env.get("TRACKER_API_TOKEN") or None,
             read_token=env.get("TRACKER_READ_TOKEN") or None,
         )
+
+
+def _check_url(url: str) -> None:
+    if not url.startswith(_URL_SCHEMES):
+        raise SettingsError(
+            "TRACKER_REDIS_URL", f"must start with one of {', '.join(_URL_SCHEMES)}"
+        )
+    try:
+        redis.ConnectionPool.from_url(url)  # parses every part; connects to nothing
+    except (ValueError, TypeError) as exc:
+        raise SettingsError("TRACKER_REDIS_URL", str(exc)) from None
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

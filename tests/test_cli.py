@@ -1,0 +1,321 @@
+"""SPEC section 7: the ``tracker`` command, its output and its exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner, Result
+from conftest import cleanup
+
+from tracker import Settings, Tracker
+from tracker.cli import main
+from tracker.embedded import EmbeddedValkey
+
+Run = Callable[..., Result]
+SETTINGS = (
+    "TRACKER_REDIS_URL",
+    "TRACKER_REDIS_CLUSTER",
+    "TRACKER_NAMESPACE",
+    "TRACKER_TTL",
+    "TRACKER_PENDING_TTL",
+    "TRACKER_DONE_TTL",
+    "TRACKER_RESERVE_FOR",
+    "TRACKER_PROPAGATE_FAILURES",
+    "CAF_JOB_TRACKING_PROPAGATE_FAILURES",
+    "TRACKER_CANCEL_GRACE",
+    "TRACKER_API_TOKEN",
+    "TRACKER_READ_TOKEN",
+)
+
+
+@pytest.fixture
+def namespace(valkey_url: str) -> Iterator[str]:
+    name = "cli-" + uuid.uuid4().hex[:12]
+    yield name
+    client = redis.Redis.from_url(valkey_url)
+    cleanup(client, name)
+    client.close()
+
+
+@pytest.fixture
+def cli(valkey_url: str, namespace: str) -> Run:
+    """Runs ``tracker ARGS...`` in-process against the session's Valkey, in its own namespace."""
+
+    def run(*args: str, **env: str) -> Result:
+        environment: dict[str, str | None] = dict.fromkeys(SETTINGS)
+        environment |= {"TRACKER_REDIS_URL": valkey_url, "TRACKER_NAMESPACE": namespace, **env}
+        return CliRunner().invoke(main, list(args), env=environment)
+
+    return run
+
+
+@pytest.fixture
+def store(valkey_url: str, namespace: str) -> Iterator[Tracker]:
+    """A Tracker on the CLI's namespace, to arrange and inspect what the commands see."""
+    with Tracker.from_url(valkey_url, Settings(namespace=namespace)) as tracker:
+        yield tracker
+
+
+def shown(result: Result) -> dict[str, Any]:
+    assert result.exit_code == 0, result.output + result.stderr
+    track: dict[str, Any] = json.loads(result.stdout)
+    return track
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+def test_register_prints_the_new_track(cli: Run) -> None:
+    track = shown(cli("register", "job-1", "--queue", "mail", "--label", "customer=acme"))
+    assert (track["jid"], track["state"], track["queue"]) == ("job-1", "enqueued", "mail")
+    assert track["labels"] == {"customer": "acme"}
+
+
+def test_register_takes_reserve_for_and_max_attempts(cli: Run, store: Tracker) -> None:
+    cli("register", "job-1", "--reserve-for", "60", "--max-attempts", "3")
+    track = store.start("job-1")
+    assert track.reserve_until == track.updated_at + 60_000  # type: ignore[operator]
+    assert track.max_attempts == 3
+
+
+def test_get_prints_the_track_as_json(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.track_set("job-1", percent=12, desc="Calculating...")
+    assert shown(cli("get", "job-1")) == store.track_get("job-1").to_dict()
+
+
+def test_get_of_an_unknown_jid_prints_state_unknown_and_exits_1(cli: Run) -> None:
+    result = cli("get", "ghost")
+    assert result.exit_code == 1
+    assert json.loads(result.stdout) == {"jid": "ghost", "state": "unknown"}
+
+
+def test_set_reports_percent_and_desc(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    track = shown(cli("set", "job-1", "--percent", "40", "--desc", "step 2 of 5"))
+    assert (track["percent"], track["desc"]) == (40, "step 2 of 5")
+    assert store.track_get("job-1").percent == 40
+
+
+def test_set_extends_the_reservation(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.start("job-1")
+    track = shown(cli("set", "job-1", "--reserve-until", "2099-01-01T02:00:00+02:00"))
+    assert track["reserve_until"] == "2099-01-01T00:00:00Z"
+
+
+def test_ls_shows_a_table_with_jid_state_queue_and_percent(cli: Run, store: Tracker) -> None:
+    store.register("job-1", queue="mail")
+    store.track_set("job-1", percent=40)
+    result = cli("ls")
+    assert result.exit_code == 0, result.stderr
+    header, row = result.stdout.splitlines()
+    assert header.split()[:4] == ["JID", "STATE", "QUEUE", "PCT"]
+    assert row.split()[:4] == ["job-1", "enqueued", "mail", "40%"]
+
+
+def test_ls_filters_by_state(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.register("job-2")
+    store.start("job-2")
+    rows = cli("ls", "--state", "working").stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["job-2"]
+
+
+def test_ls_filters_by_queue(cli: Run, store: Tracker) -> None:
+    store.register("job-1", queue="mail")
+    store.register("job-2", queue="pdf")
+    rows = cli("ls", "--queue", "pdf").stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["job-2"]
+
+
+def test_ls_json_prints_one_track_per_line(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.register("job-2")
+    result = cli("ls", "--json")
+    assert result.exit_code == 0, result.stderr
+    tracks = [json.loads(line) for line in result.stdout.splitlines()]
+    assert sorted(t["jid"] for t in tracks) == ["job-1", "job-2"]
+    assert tracks[0] == store.track_get(tracks[0]["jid"]).to_dict()
+
+
+def test_ls_of_an_empty_namespace_prints_only_the_header(cli: Run) -> None:
+    assert cli("ls").stdout.split() == ["JID", "STATE", "QUEUE", "PCT", "UPDATED", "DESC"]
+
+
+@pytest.mark.parametrize(
+    ("commands", "state"),
+    [
+        ([["cancel"]], "cancelled"),
+        ([["pause"]], "paused"),
+        ([["pause"], ["resume"]], "enqueued"),
+        ([["start"]], "working"),
+        ([["start"], ["success"]], "success"),
+        ([["start"], ["fail", "boom"]], "failed"),
+        ([["start"], ["fail", "boom", "--no-retry"]], "dead"),
+    ],
+)
+def test_lifecycle_commands_move_the_job(
+    cli: Run, store: Tracker, commands: list[list[str]], state: str
+) -> None:
+    store.register("job-1")
+    for command, *rest in commands:
+        track = shown(cli(command, "job-1", *rest))
+    assert track["state"] == state
+    assert store.track_get("job-1").state.value == state
+
+
+def test_fail_records_the_error_message(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.start("job-1")
+    assert shown(cli("fail", "job-1", "disk full"))["error"]["message"] == "disk full"
+
+
+def test_stats_prints_counts_by_state_and_queue(cli: Run, store: Tracker) -> None:
+    store.register("job-1", queue="mail")
+    store.register("job-2", queue="mail")
+    store.start("job-2")
+    result = cli("stats")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "states": {"enqueued": 1, "working": 1},
+        "queues": {"mail": {"enqueued": 1, "working": 1}},
+    }
+
+
+def test_namespaces_keep_cli_users_apart(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    assert cli("get", "job-1", TRACKER_NAMESPACE=store.settings.namespace + "-x").exit_code == 1
+
+
+# --- exit codes --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["set", "start", "success", "cancel", "pause", "resume"])
+def test_a_write_to_an_unknown_jid_exits_1(cli: Run, command: str) -> None:
+    result = cli(command, "ghost")
+    assert result.exit_code == 1
+    assert "unknown" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["set", "job-1", "--percent", "101"], "percent"),
+        (["set", "job-1", "--reserve-until", "tomorrow"], "reserve_until"),
+        (["register", "bad jid"], "jid"),
+        (["register", "job-2", "--queue", "a/b"], "queue"),
+        (["register", "job-2", "--max-attempts", "0"], "max_attempts"),
+        (["get", "{ns}"], "jid"),
+        (["ls", "--limit", "0"], "limit"),
+    ],
+)
+def test_invalid_input_exits_2_with_the_reason_on_stderr(
+    cli: Run, store: Tracker, args: list[str], field: str
+) -> None:
+    store.register("job-1")
+    before = store.track_get("job-1")
+    result = cli(*args)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"tracker: {field}: ")
+    assert result.stdout == ""
+    assert store.track_get("job-1") == before
+    assert store.track_get("job-2").state.value == "unknown"
+
+
+def test_a_label_without_equals_sign_exits_2(cli: Run, store: Tracker) -> None:
+    result = cli("register", "job-1", "--label", "customer")
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.stderr
+    assert store.track_get("job-1").state.value == "unknown"
+
+
+def test_a_usage_error_exits_2(cli: Run) -> None:
+    assert cli("set", "job-1", "--percent", "many").exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("commands", "state"),
+    [
+        ([["pause"], ["start"]], "paused"),
+        ([["start"], ["start"]], "working"),
+        ([["resume"]], "enqueued"),
+        ([["success"], ["cancel"]], "success"),
+        ([["cancel"], ["set", "--percent", "5"]], "cancelled"),
+    ],
+)
+def test_a_refused_transition_exits_3_naming_the_state(
+    cli: Run, store: Tracker, commands: list[list[str]], state: str
+) -> None:
+    store.register("job-1")
+    *setup, (command, *rest) = commands
+    for step, *more in setup:
+        assert cli(step, "job-1", *more).exit_code == 0
+    before = store.track_get("job-1")
+    result = cli(command, "job-1", *rest)
+    assert result.exit_code == 3
+    assert f"is {state}" in result.stderr
+    assert store.track_get("job-1") == before
+
+
+@pytest.mark.parametrize("command", [["get", "job-1"], ["register", "job-1"], ["ls"], ["stats"]])
+def test_an_unreachable_redis_exits_4(cli: Run, command: list[str]) -> None:
+    result = cli(*command, TRACKER_REDIS_URL="redis://127.0.0.1:1")
+    assert result.exit_code == 4
+    assert "Redis did not answer" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("TRACKER_TTL", "abc"),
+        ("TRACKER_REDIS_URL", "http://127.0.0.1:6379"),
+        ("TRACKER_NAMESPACE", "a b"),
+        ("TRACKER_PROPAGATE_FAILURES", "maybe"),
+        ("TRACKER_REDIS_CLUSTER", "1"),
+    ],
+)
+def test_a_bad_setting_exits_4_naming_the_variable(cli: Run, variable: str, raw: str) -> None:
+    result = cli("get", "job-1", **{variable: raw})
+    assert result.exit_code == 4
+    assert variable in result.stderr
+
+
+def test_a_redis_url_with_a_malformed_port_exits_4_naming_the_variable(cli: Run) -> None:
+    result = cli("get", "job-1", TRACKER_REDIS_URL="redis://127.0.0.1:abc")
+    assert result.exit_code == 4
+    assert "TRACKER_REDIS_URL" in result.stderr
+
+
+# --- the console script on the embedded server ---------------------------------------------
+
+
+def _console(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    script = Path(sys.executable).with_name("tracker")
+    return subprocess.run(
+        [str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_the_console_script_without_a_url_keeps_data_in_the_embedded_server(
+    tmp_path: Path,
+) -> None:
+    registered = _console(tmp_path, "register", "x")
+    assert registered.returncode == 0, registered.stderr
+    assert (tmp_path / ".tracker").is_dir()
+    stopped = redis.Redis.from_url(EmbeddedValkey(tmp_path / ".tracker").url)
+    with stopped, pytest.raises(redis.ConnectionError):  # so the next read comes from the AOF
+        stopped.ping()
+    read = _console(tmp_path, "get", "x")
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["state"] == "enqueued"

@@ -6,13 +6,13 @@ Both drive the same plans from :mod:`tracker.ops`; only the I/O differs.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis.asyncio
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
-from .model import State, Track, TrackUpdate
+from .model import RegisterFields, State, Track, TrackUpdate
 from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 from .store import UNAVAILABLE
@@ -73,26 +73,8 @@ class AsyncTracker:
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
 
-    async def register(
-        self,
-        jid: str,
-        *,
-        queue: str = "default",
-        labels: Mapping[str, str] | None = None,
-        reserve_for: int | None = None,
-        max_attempts: int = 25,
-        payload: Mapping[str, Any] | None = None,
-    ) -> Registered:
-        return await self._drive(
-            self.ops.register(
-                jid,
-                queue=queue,
-                labels=labels,
-                reserve_for=reserve_for,
-                max_attempts=max_attempts,
-                payload=payload,
-            )
-        )
+    async def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Registered:
+        return await self._drive(self.ops.register(jid, **fields))
 
     async def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
         return await self._drive(self.ops.start(jid, reserve_for))
@@ -131,6 +113,18 @@ class AsyncTracker:
     async def resume(self, jid: str) -> Track:
         return await self._drive(self.ops.resume(jid))
 
+    async def seal(self, jid: str) -> Track:
+        """A batch takes no more children; it succeeds once all of them have."""
+        return await self._drive(self.ops.seal(jid))
+
+    async def drain(self) -> int:
+        """Finish fan-out work (releases, propagation) that an interrupted call left."""
+        return await self._drive(self.ops.drain())
+
+    async def promote(self) -> int:
+        """Enqueue delayed jobs whose time has come; returns how many."""
+        return await self._drive(self.ops.promote())
+
     async def reap(self, limit: int = 100) -> list[Track]:
         return await self._drive(self.ops.reap(limit))
 
@@ -147,11 +141,14 @@ class AsyncTracker:
         state: str | State | None = None,
         queue: str | None = None,
         label: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
         return await self._drive(
-            self.ops.list_jobs(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+            self.ops.list_jobs(
+                state=state, queue=queue, label=label, parent=parent, limit=limit, cursor=cursor
+            )
         )
 
     async def stats(self) -> Stats:

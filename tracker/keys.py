@@ -3,19 +3,34 @@
 Key layout for namespace ``ns``::
 
     {ns}:j:<jid>          hash    the track of one job (fields below)
-    {ns}:p:<jid>          string  the job's payload (msgpack) until it finishes
+    {ns}:p:<jid>          list    the job's queue hand-off commands, until it finishes
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
     {ns}:ev               stream  one entry per change, holding the track; capped
-    {ns}:l:<key>=<value>  zset    jobs carrying that label, score = updated_at (ms)
-    {ns}:lx               set     the label zsets in use, for the pruner
+    {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
+    {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
+    {ns}:lx               set     the label and children zsets in use, for the pruner
+    {ns}:d:<jid>          set     job keys waiting for <jid> to succeed (its dependents)
+    {ns}:g:<batch>        set     job keys of children held while their batch waits
+    {ns}:o:<batch>        set     job keys of a batch's unfinished children
+    {ns}:sched            zset    job keys released with a delay, by eligible_at (ms)
+    {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
 
 Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
 ``u`` updated, ``p`` percent, ``d`` desc, ``r`` reserve_until, ``rf`` reserve_for
 (seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
-first), ``l`` labels (msgpack), ``lk`` the job's label zsets (newline separated),
-``h`` the fingerprint of the registration body.
+first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
+separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
+prerequisites, ``pp`` pending ones (a waiting batch counts as one), ``pl`` the sets
+it waits in, ``dk`` its dependents set, ``bb`` blocked_by, ``dl`` delay (s), ``ea``
+eligible_at; for batches ``B`` 1, ``bt`` children, ``bs`` succeeded, ``bd`` dead or
+cancelled, ``bp`` the sum of unfinished children's percent, ``sl`` sealed, ``gk``
+and ``ok`` its gate and open-children sets; ``P`` the parent's key; ``pk`` the
+payload key, a list of the queue hand-off commands (see dispatch.py).
+
+Keys of jobs reached through data (a dependent, a parent) are stored, as built
+here, in the sets and fields above; the scripts read them and never build one.
 
 Why a state zset is banded by queue: a worker reports with a jid alone, so a
 script cannot be handed a per-queue key without first reading the job. Instead
@@ -48,14 +63,20 @@ class Keys:
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
         self.labels_in_use = self.prefix + "lx"
+        self.schedule = self.prefix + "sched"
+        self.fanout = self.prefix + "fan"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}
-        #: The keys every job script receives after the job's own, in this order.
+        #: The keys every script receives first, in this order (see lua/_common.lua).
         self.shared: tuple[str, ...] = (
             self.events,
             self.reservations,
             self.queues,
             *self.states.values(),
+            self.schedule,
+            self.fanout,
         )
+        #: Length of a job key's prefix: scripts read a jid off a stored job key with it.
+        self.job_prefix_len = len(self.job(""))
 
     def job(self, jid: str) -> str:
         return self.prefix + "j:" + jid
@@ -68,6 +89,23 @@ class Keys:
 
     def label(self, key: str, value: str) -> str:
         return self.prefix + "l:" + key + "=" + value
+
+    def dependents(self, jid: str) -> str:
+        return self.prefix + "d:" + jid
+
+    def gate(self, batch: str) -> str:
+        return self.prefix + "g:" + batch
+
+    def open_children(self, batch: str) -> str:
+        return self.prefix + "o:" + batch
+
+    def children(self, batch: str) -> str:
+        return self.prefix + "c:" + batch
+
+    def jid_of(self, job_key: bytes | str) -> str:
+        """The jid of a job key read back from Redis."""
+        text = job_key.decode() if isinstance(job_key, bytes) else job_key
+        return text[self.job_prefix_len :]
 
     def for_job(self, jid: str) -> list[str]:
         """``KEYS`` of a script that changes one job: :attr:`shared`, then the job's own."""

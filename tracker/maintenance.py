@@ -1,4 +1,5 @@
-"""Background upkeep: the reaper of ended reservations and the label-index pruner.
+"""Background upkeep: fan-out work left unfinished, the delay schedule, the reaper of
+ended reservations and the index pruner.
 
 Every step is a script that re-checks its condition atomically, so any number
 of processes may run :class:`Maintenance` against the same namespace at once.
@@ -25,7 +26,10 @@ class Maintenance:
         self._thread: threading.Thread | None = None
 
     def run_once(self, batch: int = 100) -> int:
-        """Reap every ended reservation and prune the indexes; returns jobs reaped."""
+        """Finish fan-outs, enqueue due delayed jobs, reap ended reservations and prune the
+        indexes; returns jobs reaped."""
+        self.tracker.drain()
+        self.tracker.promote()
         reaped = 0
         while True:
             done = len(self.tracker.reap(batch))

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 import msgpack
 
@@ -29,6 +29,7 @@ MAX_ATTEMPTS = 1000
 MAX_RESERVE_FOR = 365 * 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 25
 MAX_LIST_LIMIT = 1000
+MAX_PREREQUISITES = 10_000
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -196,11 +197,42 @@ class Registration:
     reserve_for: int = 1800
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     payload: dict[str, Any] | None = None
+    prerequisites: tuple[str, ...] = ()
+    missing_prerequisites: str = "pending"
+    delay: int = 0
+    parent: str | None = None
+    batch: bool = False
 
     def fingerprint(self) -> bytes:
         """8 bytes that differ when two bodies mean different things."""
-        body = [self.queue, self.labels, self.reserve_for, self.max_attempts, self.payload]
+        body = [
+            self.queue,
+            self.labels,
+            self.reserve_for,
+            self.max_attempts,
+            self.payload,
+            sorted(self.prerequisites),
+            self.missing_prerequisites,
+            self.delay,
+            self.parent,
+            self.batch,
+        ]
         return hashlib.blake2b(pack(body), digest_size=8).digest()
+
+
+class RegisterFields(TypedDict, total=False):
+    """The optional fields of a registration (SPEC section 6, ``PUT /jobs/{jid}``)."""
+
+    queue: str
+    labels: Mapping[str, str] | None
+    reserve_for: int | None
+    max_attempts: int
+    payload: Mapping[str, Any] | None
+    prerequisites: Iterable[str] | None
+    missing_prerequisites: str
+    delay: int
+    parent: str | None
+    batch: bool
 
 
 def registration(
@@ -211,6 +243,11 @@ def registration(
     reserve_for: int | None = None,
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     payload: Mapping[str, Any] | None = None,
+    prerequisites: Iterable[str] | None = None,
+    missing_prerequisites: str = "pending",
+    delay: int = 0,
+    parent: str | None = None,
+    batch: bool = False,
     default_reserve_for: int = 1800,
 ) -> Registration:
     return Registration(
@@ -222,7 +259,40 @@ def registration(
         else default_reserve_for,
         max_attempts=check_int("max_attempts", max_attempts, 1, MAX_ATTEMPTS),
         payload=check_payload(payload) if payload is not None else None,
+        prerequisites=check_prerequisites(prerequisites),
+        missing_prerequisites=check_choice(
+            "missing_prerequisites", missing_prerequisites, ("pending", "satisfied")
+        ),
+        delay=check_int("delay", delay, 0, MAX_RESERVE_FOR),
+        parent=None if parent is None else check_name("parent", parent),
+        batch=check_bool("batch", batch),
     )
+
+
+def check_prerequisites(value: object) -> tuple[str, ...]:
+    """Distinct jids, in the order given; at most MAX_PREREQUISITES."""
+    if value is None:
+        return ()
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise InvalidInput("prerequisites", f"expected a list of jids, got {type(value).__name__}")
+    jids = list(dict.fromkeys(check_name("prerequisites", jid) for jid in value))
+    if len(jids) > MAX_PREREQUISITES:
+        raise InvalidInput(
+            "prerequisites", f"at most {MAX_PREREQUISITES} prerequisites, got {len(jids)}"
+        )
+    return tuple(jids)
+
+
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise InvalidInput(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return str(value)
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(name, f"expected true or false, got {type(value).__name__}")
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +351,11 @@ class Track:
     max_attempts: int | None = None
     labels: dict[str, str] | None = None
     errors: tuple[dict[str, Any], ...] = ()
+    prerequisites: dict[str, int] | None = None
+    parent: str | None = None
+    batch: dict[str, Any] | None = None
+    blocked_by: str | None = None
+    eligible_at: int | None = None
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -308,6 +383,16 @@ class Track:
             out["max_attempts"] = self.max_attempts
         if self.labels:
             out["labels"] = self.labels
+        if self.prerequisites is not None:
+            out["prerequisites"] = self.prerequisites
+        if self.parent is not None:
+            out["parent"] = self.parent
+        if self.batch is not None:
+            out["batch"] = self.batch
+        if self.blocked_by is not None:
+            out["blocked_by"] = self.blocked_by
+        if self.eligible_at is not None:
+            out["eligible_at"] = format_time(self.eligible_at)
         if self.errors:
             out["error"] = _error_json(self.errors[0])
             out["errors"] = [_error_json(e) for e in self.errors]

@@ -1,6 +1,7 @@
 """The Lua scripts: loaded once from package data, registered once per client.
 
-Each operation is ``lua/<name>.lua`` with ``lua/_common.lua`` in front of it.
+Each operation is ``lua/<name>.lua`` with ``lua/_common.lua`` and ``lua/_graph.lua``
+in front of it.
 Scripts reply with a small code (see ``_common.lua``); :func:`outcome` turns a
 reply into its value or the matching exception, in one place.
 """
@@ -30,6 +31,9 @@ OPERATIONS = (
     "list",
     "prune",
     "prune_labels",
+    "seal",
+    "drain",
+    "promote",
 )
 
 OK, NOT_FOUND, CONFLICT, INVALID = 0, 1, 2, 3
@@ -37,11 +41,10 @@ OK, NOT_FOUND, CONFLICT, INVALID = 0, 1, 2, 3
 
 @cache
 def source(name: str) -> str:
-    """The full text of one operation's script (common preamble included)."""
+    """The full text of one operation's script (the shared preambles included)."""
     folder = resources.files("tracker") / "lua"
-    common = (folder / "_common.lua").read_text(encoding="utf-8")
-    own = (folder / f"{name}.lua").read_text(encoding="utf-8")
-    return common + "\n" + own
+    parts = ("_common.lua", "_graph.lua", f"{name}.lua")
+    return "\n".join((folder / part).read_text(encoding="utf-8") for part in parts)
 
 
 def register_all(client: Any) -> dict[str, Any]:
@@ -64,6 +67,15 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
     "not_pausable": lambda _: "only a waiting or enqueued job can be paused",
     "not_paused": lambda _: "only a paused job can be resumed",
     "not_expired": lambda _: "the reservation has not ended",
+    "batch_computed": lambda _: "a batch's state comes from its children",
+    "batch_percent": lambda _: "a batch's percent is computed from its children",
+    "not_batch": lambda _: "only a batch can be sealed",
+    "parent_unknown": lambda _: "the parent batch has no track",
+    "parent_not_batch": lambda _: "the parent is not a batch",
+    "sealed": lambda _: "the parent batch is sealed: it takes no more children",
+    "parent_finished": lambda extra: f"the parent batch is {_text(extra[0])}",
+    "cycle": lambda _: "its prerequisites already wait for it: that would be a cycle",
+    "graph_too_large": lambda _: "too many jobs wait for it to check for a cycle",
 }
 
 _INVALID: dict[str, str] = {

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import redis
 import redis.exceptions
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
-from .model import State, Track, TrackUpdate
+from .model import RegisterFields, State, Track, TrackUpdate
 from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 
@@ -89,27 +89,15 @@ class Tracker:
 
     # --- lifecycle -------------------------------------------------------------
 
-    def register(
-        self,
-        jid: str,
-        *,
-        queue: str = "default",
-        labels: Mapping[str, str] | None = None,
-        reserve_for: int | None = None,
-        max_attempts: int = 25,
-        payload: Mapping[str, Any] | None = None,
-    ) -> Registered:
-        """Create a job's track, enqueued. The same body again is a no-op, another a Conflict."""
-        return self._drive(
-            self.ops.register(
-                jid,
-                queue=queue,
-                labels=labels,
-                reserve_for=reserve_for,
-                max_attempts=max_attempts,
-                payload=payload,
-            )
-        )
+    def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Registered:
+        """Create a job's track: ``queue`` (default ``default``), ``labels``, ``reserve_for``,
+        ``max_attempts``, ``payload`` (run by RQ on release), ``prerequisites`` (with
+        ``missing_prerequisites`` "pending" or "satisfied"), ``delay``, ``parent``, ``batch``.
+
+        It waits while prerequisites are pending, else it is released (enqueued). The same
+        body again is a no-op (``created`` False); another body is a Conflict.
+        """
+        return self._drive(self.ops.register(jid, **fields))
 
     def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
         """A worker takes the job: working, attempts + 1, reserved for ``reserve_for`` s."""
@@ -155,6 +143,18 @@ class Tracker:
     def resume(self, jid: str) -> Track:
         return self._drive(self.ops.resume(jid))
 
+    def seal(self, jid: str) -> Track:
+        """A batch takes no more children; it succeeds once all of them have."""
+        return self._drive(self.ops.seal(jid))
+
+    def drain(self) -> int:
+        """Finish fan-out work (releases, propagation) that an interrupted call left."""
+        return self._drive(self.ops.drain())
+
+    def promote(self) -> int:
+        """Enqueue delayed jobs whose time has come; returns how many."""
+        return self._drive(self.ops.promote())
+
     def reap(self, limit: int = 100) -> list[Track]:
         """Fail working jobs whose reservation ended; safe to run in many processes."""
         return self._drive(self.ops.reap(limit))
@@ -175,12 +175,15 @@ class Tracker:
         state: str | State | None = None,
         queue: str | None = None,
         label: str | None = None,
+        parent: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> Page:
         """Live jobs, newest first; pass ``Page.next`` as ``cursor`` for the next page."""
         return self._drive(
-            self.ops.list_jobs(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+            self.ops.list_jobs(
+                state=state, queue=queue, label=label, parent=parent, limit=limit, cursor=cursor
+            )
         )
 
     def stats(self) -> Stats:

@@ -1,11 +1,17 @@
--- Shared by every script; scripts.py puts it in front of each operation's file.
+-- Shared by every script; scripts.py puts it (then _graph.lua) in front of each operation.
 --
 -- KEYS[1]  events stream          KEYS[2]  reservations zset    KEYS[3] queues hash
 -- KEYS[4..11] state zsets: waiting paused enqueued working failed success dead cancelled
--- KEYS[12..] the operation's own keys (a job's hash, then its payload, ...)
+-- KEYS[12] delay schedule zset    KEYS[13] fan-out task list
+-- KEYS[14..] the operation's own keys (a job's hash, then its payload, ...)
 -- ARGV[1] now in ms, or '' for the server's TIME   ARGV[2] TTL ms
--- ARGV[3] PENDING_TTL ms                           ARGV[4] events kept (approximate)
--- ARGV[5..] the operation's own arguments
+-- ARGV[3] PENDING_TTL ms   ARGV[4] DONE_TTL ms     ARGV[5] events kept (approximate)
+-- ARGV[6] length of a job key's prefix             ARGV[7] '1' to propagate failures
+-- ARGV[8] most jobs one call may touch through the graph (the rest becomes fan-out tasks)
+-- ARGV[9..] the operation's own arguments
+--
+-- Keys of jobs reached through data (dependents, children, parents) are never
+-- built here: registration stores the key names keys.py built, and scripts read them.
 --
 -- Replies are tables whose first element is a code:
 --   {0, ...}                 done
@@ -13,7 +19,7 @@
 --   {2, state, reason, ...}  the job's state refuses this (reason is a short code)
 --   {3, field, reason}       an input the script alone can judge is invalid
 
-local EVENTS, RESERVED, QUEUES = KEYS[1], KEYS[2], KEYS[3]
+local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[12], KEYS[13]
 local STATES = {'waiting', 'paused', 'enqueued', 'working', 'failed', 'success', 'dead', 'cancelled'}
 local STATE_KEY = {}
 for i, state in ipairs(STATES) do STATE_KEY[state] = KEYS[3 + i] end
@@ -26,10 +32,14 @@ if not NOW then
   local t = redis.call('TIME')
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
-local TTL, PENDING_TTL, EVENTS_KEPT = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local TTL, PENDING_TTL, DONE_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local EVENTS_KEPT, JOB_PREFIX_LEN = ARGV[5], tonumber(ARGV[6])
+local PROPAGATE, BUDGET = ARGV[7] == '1', tonumber(ARGV[8])
 
 -- Lua numbers are doubles; print them whole so scores and times stay exact.
 local function int(n) return string.format('%.0f', n) end
+
+local function jid_of(job_key) return string.sub(job_key, JOB_PREFIX_LEN + 1) end
 
 -- Entries of `state` older than this many ms before NOW have expired with their track.
 local function index_horizon(state)
@@ -38,10 +48,16 @@ local function index_horizon(state)
   return PENDING_TTL
 end
 
+-- How long an index keeps entries: a success is remembered DONE_TTL past its track.
+local function keep_horizon(state)
+  if state == 'success' then return TTL + DONE_TTL end
+  return index_horizon(state)
+end
+
 -- Drop a few expired entries from one queue's band; each commit calls this, so the
 -- work stays small and the index never grows past what is alive.
 local function prune_band(state, qid)
-  local horizon = index_horizon(state)
+  local horizon = keep_horizon(state)
   if not horizon then return end
   local lo = qid * BAND
   local stale = redis.call('ZRANGEBYSCORE', STATE_KEY[state], int(lo), int(lo + NOW - horizon),
@@ -64,94 +80,83 @@ local function split_lines(text)
   return out
 end
 
+local function append(list, ...)
+  for _, value in ipairs({...}) do list[#list + 1] = value end
+end
+
+-- The fields every script may need to move a job and follow its edges.
+local JOB_FIELDS = {'s', 'Q', 'r', 'lk', 'P', 'pp', 'dk', 'B', 'p', 'pl', 'pk', 'gk', 'ok', 'e',
+                    'dl', 'bb', 'ea'}
+
+-- A job read from its hash, or nil; `extra` field values land in job.extra[i].
+local function load(key, ...)
+  local names = {unpack(JOB_FIELDS)}
+  append(names, ...)
+  local got = redis.call('HMGET', key, unpack(names))
+  if not got[2] then return nil end -- every track has a queue id, even mid-registration
+  local job = {key = key, jid = jid_of(key), state = got[1], qid = tonumber(got[2]),
+               reserve_until = tonumber(got[3]), label_keys = got[4], parent = got[5],
+               pending = tonumber(got[6]) or 0, dependents = got[7], batch = got[8] == '1',
+               percent = tonumber(got[9]), prerequisite_sets = got[10], payload = got[11],
+               gate = got[12], open_children = got[13], errors = got[14],
+               delay = tonumber(got[15]), blocked_by = got[16], eligible_at = tonumber(got[17]),
+               extra = {}}
+  for i = #JOB_FIELDS + 1, #got do job.extra[i - #JOB_FIELDS] = got[i] end
+  return job
+end
+
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
--- stream. `job` is what the caller read: {key, jid, state, qid, reserve_until, label_keys}.
--- Returns the track as a flat field/value list.
+-- stream. Returns the track as a flat field/value list.
 local function commit(job, new_state, fields)
   local old_state = job.state
-  fields[#fields + 1] = 's'
-  fields[#fields + 1] = new_state
-  fields[#fields + 1] = 'u'
-  fields[#fields + 1] = int(NOW)
+  append(fields, 's', new_state, 'u', int(NOW))
   redis.call('HSET', job.key, unpack(fields))
   if old_state and old_state ~= new_state then
     redis.call('ZREM', STATE_KEY[old_state], job.jid)
   end
   redis.call('ZADD', STATE_KEY[new_state], int(job.qid * BAND + NOW), job.jid)
   local lifetime
-  if new_state == 'working' then
+  if new_state == 'working' and job.reserve_until then
     redis.call('ZADD', RESERVED, int(job.reserve_until), job.jid)
     lifetime = math.max(job.reserve_until - NOW + TTL, 1000)
   else
-    if old_state == 'working' then
+    if old_state == 'working' and job.reserve_until then
       redis.call('ZREM', RESERVED, job.jid)
       redis.call('HDEL', job.key, 'r')
+      job.reserve_until = nil
     end
     lifetime = TERMINAL[new_state] and TTL or PENDING_TTL
     prune_band(new_state, job.qid)
   end
   redis.call('PEXPIRE', job.key, int(lifetime))
   for _, label_key in ipairs(split_lines(job.label_keys)) do
-    redis.call('ZADD', label_key, int(NOW), job.jid)
+    redis.call('ZADD', label_key, int(NOW), job.key)
   end
+  job.state = new_state
   local track = redis.call('HGETALL', job.key)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, unpack(track))
   return track
 end
 
--- Read what commit() needs plus `extra` fields (returned as job.extra[i]).
-local function load(key, jid, ...)
-  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', ...)
-  if not got[1] then return nil end
-  local extra = {}
-  for i = 5, #got do extra[i - 4] = got[i] end
-  return {key = key, jid = jid, state = got[1], qid = tonumber(got[2]),
-          reserve_until = tonumber(got[3]), label_keys = got[4], extra = extra}
-end
-
--- A failed attempt: record the error, then `failed` if a retry is allowed and
--- attempts remain, else `dead`. Used by fail.lua and by the reaper.
-local function fail_job(job, payload_key, message, error_type, retry, source)
-  local attempts = tonumber(job.extra[1]) or 0
-  local max_attempts = tonumber(job.extra[2]) or 25
+-- Prepend an error to the job's history (newest first, MAX_ERRORS kept); returns the JSON.
+local function with_error(job, message, error_type, source)
   local errors = {}
-  if job.extra[3] then errors = cjson.decode(job.extra[3]) end
+  if job.errors then errors = cjson.decode(job.errors) end
   local entry = {message = message, at = NOW}
   if error_type ~= '' then entry.type = error_type end
   if source ~= '' then entry.source = source end
   table.insert(errors, 1, entry)
   while #errors > MAX_ERRORS do table.remove(errors) end
-  local new_state = 'dead'
-  if retry and attempts < max_attempts then new_state = 'failed' end
-  if new_state == 'dead' then redis.call('DEL', payload_key) end
-  return commit(job, new_state, {'e', cjson.encode(errors)})
+  job.errors = cjson.encode(errors)
+  return job.errors
 end
 
--- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
--- later, only while working. A refusal applies nothing. Used by track_set(_many).lua.
-local function track_set(key, jid, percent, desc_given, desc, reserve_until)
-  local job = load(key, jid)
-  if not job then return {1} end
-  if TERMINAL[job.state] then return {2, job.state, 'finished'} end
-  local fields = {}
-  if reserve_until ~= '' then
-    local wanted = tonumber(reserve_until)
-    if job.state ~= 'working' then return {2, job.state, 'not_working'} end
-    if wanted < job.reserve_until then
-      return {2, job.state, 'reserve_earlier', int(job.reserve_until)}
-    end
-    job.reserve_until = wanted
-    fields[#fields + 1] = 'r'
-    fields[#fields + 1] = int(wanted)
+-- The job a failure started from: the source of the newest error, or the job itself.
+local function root_of(job)
+  if job.errors then
+    local newest = cjson.decode(job.errors)[1]
+    if newest and newest.source then return newest.source end
   end
-  if percent ~= '' then
-    fields[#fields + 1] = 'p'
-    fields[#fields + 1] = percent
-  end
-  if desc_given == '1' then
-    fields[#fields + 1] = 'd'
-    fields[#fields + 1] = desc
-  end
-  return {0, commit(job, job.state, fields)}
+  return job.jid
 end

@@ -1,9 +1,12 @@
 -- cancel: any unfinished job becomes cancelled; its worker learns it at its next report.
--- KEYS[12] job hash  KEYS[13] payload
--- ARGV[5] jid
--- Returns {0, track}, {1}, or {2, state, 'finished'}.
-local job = load(KEYS[12], ARGV[5])
+-- A cancelled batch cancels its unfinished children; dependents follow failure propagation.
+-- KEYS[14] job hash
+-- ARGV[9] jid
+-- Returns {0, track, more}, {1}, or {2, state, 'finished'}.
+local job = load(KEYS[14])
 if not job then return {1} end
 if TERMINAL[job.state] then return {2, job.state, 'finished'} end
-redis.call('DEL', KEYS[13])
-return {0, commit(job, 'cancelled', {})}
+local was = job.state
+local track = commit(job, 'cancelled', {})
+settle(job, was)
+return {0, track, work()}

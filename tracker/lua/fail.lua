@@ -1,10 +1,12 @@
 -- fail: an attempt failed; the job becomes failed (retry expected) or dead.
--- KEYS[12] job hash  KEYS[13] payload
--- ARGV[5] jid  ARGV[6] error message  ARGV[7] error type or ''  ARGV[8] '1' to allow a retry
--- Returns {0, track}, {1}, or {2, state, 'not_running'}.
-local job = load(KEYS[12], ARGV[5], 'a', 'm', 'e')
+-- KEYS[14] job hash
+-- ARGV[9] jid  ARGV[10] error message  ARGV[11] error type or ''  ARGV[12] '1' to allow a retry
+-- Returns {0, track, more}, {1}, or {2, state, 'not_running' | 'batch_computed'}.
+local job = load(KEYS[14], 'a', 'm')
 if not job then return {1} end
+if job.batch then return {2, job.state, 'batch_computed'} end
 if job.state ~= 'working' and job.state ~= 'enqueued' then
   return {2, job.state, 'not_running'}
 end
-return {0, fail_job(job, KEYS[13], ARGV[6], ARGV[7], ARGV[8] == '1', '')}
+local track = fail_job(job, ARGV[10], ARGV[11], ARGV[12] == '1')
+return {0, track, work()}

@@ -1,22 +1,22 @@
 -- list: the newest live jobs by state and queue, after a cursor, as jids with their times.
--- ARGV[5] states, comma separated ('' for all)  ARGV[6] queue ('' for all)
--- ARGV[7] cursor updated_at (ms) or ''  ARGV[8] cursor jid  ARGV[9] limit
+-- ARGV[9] states, comma separated ('' for all)  ARGV[10] queue ('' for all)
+-- ARGV[11] cursor updated_at (ms) or ''  ARGV[12] cursor jid  ARGV[13] limit
 -- Returns {0, {jid, updated_at, ...}}: up to limit + 1 entries, newest first; an extra
 -- entry means there is a next page.
 prune_working()
-local limit = tonumber(ARGV[9])
+local limit = tonumber(ARGV[13])
 local want = limit + 1
 local states = STATES
-if ARGV[5] ~= '' then states = split_lines(string.gsub(ARGV[5], ',', '\n')) end
+if ARGV[9] ~= '' then states = split_lines(string.gsub(ARGV[9], ',', '\n')) end
 local qids = {}
-if ARGV[6] ~= '' then
-  local qid = redis.call('HGET', QUEUES, ARGV[6])
+if ARGV[10] ~= '' then
+  local qid = redis.call('HGET', QUEUES, ARGV[10])
   if qid then qids[1] = tonumber(qid) end
 else
   local all = redis.call('HVALS', QUEUES)
   for i = 1, #all do qids[i] = tonumber(all[i]) end
 end
-local cursor_ms, cursor_jid = tonumber(ARGV[7]), ARGV[8]
+local cursor_ms, cursor_jid = tonumber(ARGV[11]), ARGV[12]
 local top = cursor_ms or (BAND - 1)
 
 local found = {}

@@ -1,13 +1,13 @@
 -- prune: drop expired entries from every queue's band of every state zset, and
 -- working jobs that expired unreaped. Maintenance runs it; commits prune a little too.
--- ARGV[5] most entries to drop per band
+-- ARGV[9] most entries to drop per band
 -- Returns {0, dropped}.
 prune_working()
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[9])
 local dropped = 0
 local qids = redis.call('HVALS', QUEUES)
 for _, state in ipairs(STATES) do
-  local horizon = index_horizon(state)
+  local horizon = keep_horizon(state)
   if horizon then
     for _, qid in ipairs(qids) do
       local lo = tonumber(qid) * BAND

@@ -1,40 +1,158 @@
--- register: create a job's track, enqueued (it has no prerequisites to wait for).
--- KEYS[12] job hash  KEYS[13] payload  KEYS[14] label zsets in use  KEYS[15..] the job's label zsets
--- ARGV[5] jid  ARGV[6] queue  ARGV[7] fingerprint  ARGV[8] reserve_for (s)  ARGV[9] max_attempts
--- ARGV[10] labels (msgpack) or ''  ARGV[11] payload (msgpack) or ''
--- Returns {0, created (1 or 0), track}, or {2, state, 'different_body'}, or {3, 'queue', 'too_many'}.
-local key, jid = KEYS[12], ARGV[5]
+-- register: create a job's track. It waits for pending prerequisites (and for a
+-- waiting parent batch); otherwise it is released at once.
+-- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
+-- KEYS[18] its gate set  KEYS[19] its open-children set
+-- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
+-- then per prerequisite: its hash and its dependents set; then the job's label zsets.
+-- ARGV[9] jid  ARGV[10] queue  ARGV[11] fingerprint  ARGV[12] reserve_for (s)
+-- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
+-- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
+-- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] number of
+-- hand-off commands; then the prerequisites' jids, then the hand-off commands.
+-- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
+-- {2, state, reason}, or {3, 'queue', 'too_many'}.
+local key, jid = KEYS[14], ARGV[9]
 local existing = redis.call('HMGET', key, 's', 'h')
 if existing[1] then
-  if existing[2] == ARGV[7] then return {0, 0, redis.call('HGETALL', key)} end
+  if existing[2] == ARGV[11] then return {0, 0, redis.call('HGETALL', key), 0} end
   return {2, existing[1], 'different_body'}
 end
 
-local queue = ARGV[6]
-local qid = tonumber(redis.call('HGET', QUEUES, queue))
+local has_parent, n_prereqs, n_commands = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
+local at = 20
+local parent
+if has_parent then
+  parent = {key = KEYS[20], gate = KEYS[21], open = KEYS[22], children = KEYS[23]}
+  local got = redis.call('HMGET', parent.key, 's', 'B', 'sl')
+  parent.state = got[1]
+  if not got[1] then return {2, 'unknown', 'parent_unknown'} end
+  if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
+  if got[3] == '1' then return {2, 'unknown', 'sealed'} end
+  if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
+  at = 24
+end
+local prereqs = {}
+for i = 1, n_prereqs do
+  prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], jid = ARGV[20 + i]}
+  at = at + 2
+end
+local label_keys = {}
+for i = at, #KEYS do label_keys[#label_keys + 1] = KEYS[i] end
+if parent then label_keys[#label_keys + 1] = parent.children end
+
+-- A cycle: some prerequisite already waits, through others, for this job to succeed.
+if n_prereqs > 0 then
+  local wanted = {}
+  for _, p in ipairs(prereqs) do wanted[p.key] = true end
+  if wanted[key] then return {2, 'unknown', 'cycle'} end
+  local seen, queue = {}, {}
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[17])) do queue[#queue + 1] = member end
+  if parent then queue[#queue + 1] = parent.key end
+  local head = 1
+  while head <= #queue do
+    local node = queue[head]
+    head = head + 1
+    if not seen[node] then
+      seen[node] = true
+      if wanted[node] then return {2, 'unknown', 'cycle'} end
+      if head > 20000 then return {2, 'unknown', 'graph_too_large'} end
+      local edges = redis.call('HMGET', node, 'dk', 'P')
+      if edges[1] then
+        for _, member in ipairs(redis.call('SMEMBERS', edges[1])) do queue[#queue + 1] = member end
+      end
+      if edges[2] then queue[#queue + 1] = edges[2] end
+    end
+  end
+end
+
+local queue_name = ARGV[10]
+local qid = tonumber(redis.call('HGET', QUEUES, queue_name))
 if not qid then
   qid = redis.call('HLEN', QUEUES) + 1
   if qid > 2047 then return {3, 'queue', 'too_many'} end
-  redis.call('HSET', QUEUES, queue, qid)
+  redis.call('HSET', QUEUES, queue_name, qid)
 end
 
-local fields = {'q', queue, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[9], 'rf', ARGV[8],
-                'h', ARGV[7]}
-if ARGV[10] ~= '' then
-  fields[#fields + 1] = 'l'
-  fields[#fields + 1] = ARGV[10]
+-- Prerequisites: done, pending (this job joins its dependents), or dead / cancelled.
+local pending, waits_on, blocked_by, failed = 0, {}, nil, nil
+for _, p in ipairs(prereqs) do
+  local got = redis.call('HMGET', p.key, 's', 'bb', 'e')
+  local state = got[1]
+  local done = state == 'success'
+  if not state then
+    local score = redis.call('ZSCORE', STATE_KEY.success, p.jid)
+    done = (score and tonumber(score) % BAND >= NOW - TTL - DONE_TTL) or ARGV[17] == '1'
+  end
+  if state == 'dead' or state == 'cancelled' then
+    if not failed then
+      local root = p.jid
+      if state == 'dead' then root = root_of({jid = p.jid, errors = got[3]}) end
+      failed = {root = root, reason = 'prerequisite ' .. p.jid .. ' is ' .. state}
+    end
+  elseif not done then
+    pending = pending + 1
+    waits_on[#waits_on + 1] = p.dependents
+    redis.call('SADD', p.dependents, key)
+    redis.call('PEXPIRE', p.dependents, int(PENDING_TTL))
+    if state then redis.call('HSET', p.key, 'dk', p.dependents) end
+    if got[2] then blocked_by = got[2] end
+  end
 end
-local label_keys = {}
-for i = 15, #KEYS do
-  label_keys[#label_keys + 1] = KEYS[i]
-  redis.call('SADD', KEYS[14], KEYS[i])
+local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
+if held then
+  pending = pending + 1
+  waits_on[#waits_on + 1] = parent.gate
+  redis.call('SADD', parent.gate, key)
+  redis.call('PEXPIRE', parent.gate, int(PENDING_TTL))
 end
-if #label_keys > 0 then
-  fields[#fields + 1] = 'lk'
-  fields[#fields + 1] = table.concat(label_keys, '\n')
-end
-if ARGV[11] ~= '' then redis.call('SET', KEYS[13], ARGV[11], 'PX', int(PENDING_TTL)) end
 
-local job = {key = key, jid = jid, qid = qid}
-if #label_keys > 0 then job.label_keys = table.concat(label_keys, '\n') end
-return {0, 1, commit(job, 'enqueued', fields)}
+local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[13], 'rf', ARGV[12],
+                'h', ARGV[11]}
+if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
+for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
+if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
+if n_prereqs > 0 then append(fields, 'pt', n_prereqs) end
+if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
+if parent then append(fields, 'P', parent.key) end
+if held then append(fields, 'gh', 1) end
+if #waits_on > 0 then append(fields, 'pl', table.concat(waits_on, '\n')) end
+if redis.call('EXISTS', KEYS[17]) == 1 then append(fields, 'dk', KEYS[17]) end
+if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0,
+                               'gk', KEYS[18], 'ok', KEYS[19]) end
+if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
+if n_commands > 0 then
+  local first = 21 + n_prereqs
+  redis.call('DEL', KEYS[15])
+  redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_commands - 1))
+  redis.call('PEXPIRE', KEYS[15], int(PENDING_TTL))
+  append(fields, 'pk', KEYS[15])
+end
+redis.call('HSET', key, unpack(fields))
+-- a success remembered from this jid's previous life no longer stands for it
+redis.call('ZREM', STATE_KEY.success, jid)
+
+if parent then
+  redis.call('HINCRBY', parent.key, 'bt', 1)
+  redis.call('SADD', parent.open, key)
+  redis.call('PEXPIRE', parent.open, int(PENDING_TTL))
+  local batch = load(parent.key)
+  commit(batch, batch.state, {})
+end
+
+local job = load(key)
+local track
+if failed and PROPAGATE then
+  track = commit(job, 'dead', {'e', with_error(job, failed.reason, 'PrerequisiteFailed',
+    failed.root)})
+  settle(job, nil)
+elseif failed or blocked_by or pending > 0 then
+  local extra = {}
+  if failed then blocked_by = failed.root end
+  if blocked_by then append(extra, 'bb', blocked_by) end
+  track = commit(job, 'waiting', extra)
+  if blocked_by then add_work('mark', job.dependents, blocked_by) end
+else
+  release(job)
+  track = redis.call('HGETALL', key)
+end
+return {0, 1, track, work()}

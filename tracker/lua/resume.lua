@@ -1,10 +1,21 @@
--- resume: a paused job goes back to waiting or enqueued, as its prerequisites say.
--- KEYS[12] job hash
--- ARGV[5] jid
--- Returns {0, track}, {1}, or {2, state, 'not_paused'}.
-local job = load(KEYS[12], ARGV[5], 'pp')
+-- resume: a paused job goes back to waiting (prerequisites pending or blocked, or its
+-- delay still running) or on, as if released now.
+-- KEYS[14] job hash
+-- ARGV[9] jid
+-- Returns {0, track, more}, {1}, or {2, state, 'not_paused'}.
+local job = load(KEYS[14])
 if not job then return {1} end
 if job.state ~= 'paused' then return {2, job.state, 'not_paused'} end
-local new_state = 'enqueued'
-if (tonumber(job.extra[1]) or 0) > 0 then new_state = 'waiting' end
-return {0, commit(job, new_state, {})}
+if job.pending > 0 or job.blocked_by then
+  commit(job, 'waiting', {})
+elseif job.eligible_at and job.eligible_at > NOW then
+  commit(job, 'waiting', {})
+  redis.call('ZADD', SCHEDULE, int(job.eligible_at), job.key)
+elseif job.eligible_at then
+  redis.call('HDEL', job.key, 'ea')
+  commit(job, 'enqueued', {})
+  dispatch(job)
+else
+  release(job)
+end
+return {0, redis.call('HGETALL', job.key), work()}

@@ -1,0 +1,247 @@
+-- The dependency graph, shared by every script after _common.lua: releases,
+-- failure propagation, batch roll-up, and the queue hand-off.
+--
+-- Work that spreads through the graph (a job with 100,000 dependents) is a list
+-- of tasks: this call does at most BUDGET jobs' worth, and pushes what is left
+-- onto the fan-out list for drain.lua, so no call blocks Redis for long. Each
+-- task consumes a set with SPOP in the same script that acts on the members, so
+-- every edge is followed exactly once, whoever runs the task and however often
+-- a process dies in between.
+--
+-- A task is {kind, set key, root jid, reason, SSCAN cursor}; kinds:
+--   release  members lose one pending prerequisite; at zero they are released
+--   open     the same for the children a batch held while it waited
+--   kill     members become dead (failure propagation on)
+--   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
+--   cancel   members are cancelled (a cancelled batch's unfinished children)
+
+local WORK, SPENT = {}, 0
+
+local function add_work(kind, set_key, root, reason)
+  if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0'} end
+end
+
+-- The queue hand-off is recorded at registration as commands, one per list
+-- element, each a run of netstrings ("5:RPUSH,"). Element 0 undoes the hand-off.
+local function run_command(encoded)
+  local args, pos = {}, 1
+  while pos <= #encoded do
+    local colon = string.find(encoded, ':', pos, true)
+    local size = tonumber(string.sub(encoded, pos, colon - 1))
+    args[#args + 1] = string.sub(encoded, colon + 1, colon + size)
+    pos = colon + size + 2
+  end
+  redis.call(unpack(args))
+end
+
+local function dispatch(job)
+  if not job.payload then return end
+  for _, command in ipairs(redis.call('LRANGE', job.payload, 1, -1)) do run_command(command) end
+end
+
+local function undispatch(job)
+  if not job.payload then return end
+  local undo = redis.call('LINDEX', job.payload, 0)
+  if undo then run_command(undo) end
+end
+
+local settle, release
+
+local function finish_batch_if_done(batch)
+  if batch.state ~= 'working' then return false end
+  local c = redis.call('HMGET', batch.key, 'bt', 'bs', 'bd', 'sl')
+  if c[4] ~= '1' or tonumber(c[3] or 0) > 0 or tonumber(c[2] or 0) ~= tonumber(c[1] or 0) then
+    return false
+  end
+  commit(batch, 'success', {})
+  settle(batch, 'working')
+  return true
+end
+
+-- A child moved (old_state -> child.state) or its percent changed by `delta`:
+-- keep its batch's running sums, and end the batch when the children decide it.
+local function rollup(child, old_state, delta)
+  if not child.parent then return end
+  local batch = load(child.parent)
+  if not batch or TERMINAL[batch.state] then return end
+  local state = child.state
+  if state == 'success' and old_state ~= 'success' then
+    redis.call('HINCRBY', batch.key, 'bs', 1)
+    redis.call('HINCRBY', batch.key, 'bp', -(child.percent or 0))
+    redis.call('SREM', batch.open_children, child.key)
+  elseif (state == 'dead' or state == 'cancelled') and not TERMINAL[old_state] then
+    redis.call('HINCRBY', batch.key, 'bd', 1)
+    redis.call('SREM', batch.open_children, child.key)
+    local root = child.jid
+    if state == 'dead' then root = root_of(child) end
+    local was = batch.state
+    commit(batch, 'dead', {'e', with_error(batch, 'child ' .. child.jid .. ' is ' .. state,
+      'ChildFailed', root)})
+    settle(batch, was)
+    return
+  elseif delta ~= 0 then
+    redis.call('HINCRBY', batch.key, 'bp', delta)
+  end
+  if not finish_batch_if_done(batch) then commit(batch, batch.state, {}) end
+end
+
+-- A job whose prerequisites all succeeded goes on: a batch starts working (and
+-- lets its children go), a delayed job waits in the schedule, any other job is
+-- enqueued and handed to its queue.
+release = function(job)
+  if job.batch then
+    commit(job, 'working', {})
+    add_work('open', job.gate)
+    finish_batch_if_done(job)
+  elseif job.delay and job.delay > 0 then
+    local at = NOW + job.delay * 1000
+    commit(job, 'waiting', {'ea', int(at)})
+    redis.call('ZADD', SCHEDULE, int(at), job.key)
+  else
+    commit(job, 'enqueued', {})
+    dispatch(job)
+  end
+end
+
+-- What follows from a job reaching its current state from `old_state`.
+settle = function(job, old_state)
+  local state = job.state
+  if not TERMINAL[state] then return end
+  if old_state == 'enqueued' then undispatch(job) end
+  if job.payload then redis.call('DEL', job.payload) end
+  if state == 'success' then
+    add_work('release', job.dependents)
+  else
+    for _, set_key in ipairs(split_lines(job.prerequisite_sets)) do
+      redis.call('SREM', set_key, job.key)
+    end
+    local root = job.jid
+    if state == 'dead' then root = root_of(job) end
+    local kind = PROPAGATE and 'kill' or 'mark'
+    add_work(kind, job.dependents, root, 'prerequisite ' .. job.jid .. ' is ' .. state)
+    if job.batch and state == 'cancelled' then
+      add_work('cancel', job.open_children)
+    elseif job.batch then
+      add_work(kind, job.gate, root, 'batch ' .. job.jid .. ' is ' .. state)
+    end
+  end
+  rollup(job, old_state, 0)
+end
+
+local function decrement(key, held_by_batch)
+  local job = load(key)
+  if not job then return end
+  if held_by_batch then redis.call('HDEL', key, 'gh') end
+  job.pending = redis.call('HINCRBY', key, 'pp', -1)
+  if job.pending <= 0 and job.state == 'waiting' and not job.blocked_by then release(job) end
+end
+
+local function kill(key, root, reason)
+  local job = load(key)
+  if not job or TERMINAL[job.state] then return end
+  local was = job.state
+  commit(job, 'dead', {'e', with_error(job, reason, 'PrerequisiteFailed', root)})
+  settle(job, was)
+end
+
+local function mark(key, root)
+  local job = load(key)
+  if not job or TERMINAL[job.state] or job.blocked_by then return end
+  commit(job, job.state, {'bb', root})
+  add_work('mark', job.dependents, root)
+  if job.batch then add_work('mark', job.gate, root) end
+end
+
+local function cancel_job(key)
+  local job = load(key)
+  if not job or TERMINAL[job.state] then return end
+  local was = job.state
+  commit(job, 'cancelled', {})
+  settle(job, was)
+end
+
+-- Run this call's tasks within the budget; leave the rest on the fan-out list.
+-- Returns 1 when the fan-out list holds work for drain.lua, else 0.
+local function work()
+  local i = 1
+  while i <= #WORK do
+    local task = WORK[i]
+    i = i + 1
+    local kind, set_key, root, reason = task[1], task[2], task[3], task[4]
+    local room = BUDGET - SPENT
+    if room <= 0 then
+      redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
+    elseif kind == 'mark' then
+      local scan = redis.call('SSCAN', set_key, task[5], 'COUNT', room)
+      for _, key in ipairs(scan[2]) do
+        SPENT = SPENT + 1
+        mark(key, root)
+      end
+      if scan[1] ~= '0' then
+        task[5] = scan[1]
+        redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
+      end
+    else
+      for _, key in ipairs(redis.call('SPOP', set_key, room)) do
+        SPENT = SPENT + 1
+        if kind == 'release' or kind == 'open' then
+          decrement(key, kind == 'open')
+        elseif kind == 'kill' then
+          kill(key, root, reason)
+        else
+          cancel_job(key)
+        end
+      end
+      if redis.call('EXISTS', set_key) == 1 then
+        redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
+      end
+    end
+  end
+  WORK = {}
+  if redis.call('LLEN', FANOUT) > 0 then return 1 end
+  return 0
+end
+
+-- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
+-- later, only while working. A refusal applies nothing. Used by track_set(_many).lua.
+local function track_set(key, percent, desc_given, desc, reserve_until)
+  local job = load(key)
+  if not job then return {1} end
+  if TERMINAL[job.state] then return {2, job.state, 'finished'} end
+  local fields = {}
+  if reserve_until ~= '' then
+    local wanted = tonumber(reserve_until)
+    if job.state ~= 'working' then return {2, job.state, 'not_working'} end
+    if wanted < job.reserve_until then
+      return {2, job.state, 'reserve_earlier', int(job.reserve_until)}
+    end
+    job.reserve_until = wanted
+    append(fields, 'r', int(wanted))
+  end
+  local delta = 0
+  if percent ~= '' then
+    if job.batch then return {2, job.state, 'batch_percent'} end
+    delta = tonumber(percent) - (job.percent or 0)
+    append(fields, 'p', percent)
+  end
+  if desc_given == '1' then append(fields, 'd', desc) end
+  local track = commit(job, job.state, fields)
+  if delta ~= 0 then
+    job.percent = tonumber(percent)
+    rollup(job, job.state, delta)
+  end
+  return {0, track}
+end
+
+-- A failed attempt: record the error, then `failed` if a retry is allowed and
+-- attempts remain, else `dead`. Used by fail.lua and by the reaper.
+local function fail_job(job, message, error_type, retry)
+  local attempts = tonumber(job.extra[1]) or 0
+  local max_attempts = tonumber(job.extra[2]) or 25
+  local new_state = 'dead'
+  if retry and attempts < max_attempts then new_state = 'failed' end
+  local was = job.state
+  local track = commit(job, new_state, {'e', with_error(job, message, error_type, '')})
+  settle(job, was)
+  return track
+end

@@ -1,0 +1,166 @@
+"""Operations as plans: the script calls and reads they need, without doing I/O.
+
+A plan is a generator that yields :class:`Call` (run one script) or :class:`Read`
+(run plain read commands in one pipeline), receives each reply, and returns the
+operation's result. :class:`~tracker.store.Tracker` drives plans with a blocking
+client and :class:`~tracker.aio.AsyncTracker` with an asyncio one, so the logic
+of each operation is written once (in writes.py and reads.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import msgpack
+
+from . import scripts
+from .keys import Keys
+from .model import State, Track
+from .settings import Settings
+
+T = TypeVar("T")
+EVENTS_KEPT = 10_000
+#: Most jobs one script call may touch through the graph; the rest waits as fan-out work.
+GRAPH_BUDGET = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    commands: list[tuple[str, tuple[Any, ...]]]
+
+
+Plan = Generator[Call | Read, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    track: Track
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    jobs: list[Track]
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    states: dict[str, int] = field(default_factory=dict)
+    queues: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class PlanBase:
+    """What every plan needs: the namespace's keys, the settings, the clock."""
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.namespace)
+        self.clock = clock
+        self._fixed = [
+            str(settings.ttl * 1000),
+            str(settings.pending_ttl * 1000),
+            str(settings.done_ttl * 1000),
+            EVENTS_KEPT,
+            self.keys.job_prefix_len,
+            "1" if settings.propagate_failures else "0",
+            GRAPH_BUDGET,
+        ]
+
+    def _head(self) -> list[Any]:
+        """The ARGV every script starts with (see lua/_common.lua)."""
+        now = "" if self.clock is None else str(int(self.clock() * 1000))
+        return [now, *self._fixed]
+
+    def _now_ms(self, server_time: tuple[int, int]) -> int:
+        if self.clock is not None:
+            return int(self.clock() * 1000)
+        return int(server_time[0]) * 1000 + int(server_time[1]) // 1000
+
+    def _job_call(self, script: str, jid: str, *args: Any) -> Call:
+        return Call(script, self.keys.for_job(jid), [*self._head(), jid, *args])
+
+    def _transition(self, script: str, jid: str, *args: Any) -> Plan[Track]:
+        reply = yield self._job_call(script, jid, *args)
+        flat, more = scripts.outcome(reply, jid)
+        if more:
+            yield from self.drain()
+        return self.decode(jid, flat)
+
+    def drain(self) -> Plan[int]:
+        """Finish fan-out work (releases, propagation) left by earlier calls."""
+        rounds = 1
+        while True:
+            reply = yield Call("drain", list(self.keys.shared), self._head())
+            if not scripts.outcome(reply, ""):
+                return rounds
+            rounds += 1
+
+    def decode(self, jid: str, fields: Iterable[Any] | dict[bytes, bytes]) -> Track:
+        """A Track from a hash (HGETALL's dict, or a script's flat field/value list)."""
+        if not isinstance(fields, dict):
+            flat = list(fields)
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+        if not fields:
+            return Track(jid=jid, state=State.UNKNOWN)
+        get = fields.get
+        state = State(fields[b"s"].decode())
+        percent, desc, reserve, labels = get(b"p"), get(b"d"), get(b"r"), get(b"l")
+        errors, parent, blocked, eligible = get(b"e"), get(b"P"), get(b"bb"), get(b"ea")
+        total = get(b"pt")
+        batch = _batch(fields, state) if get(b"B") else None
+        return Track(
+            jid=jid,
+            state=state,
+            updated_at=int(fields[b"u"]),
+            created_at=int(fields[b"c"]),
+            percent=batch.pop("percent") if batch else None if percent is None else int(percent),
+            desc=None if desc is None else desc.decode(),
+            reserve_until=None if reserve is None else int(reserve),
+            queue=fields[b"q"].decode(),
+            attempts=int(fields[b"a"]),
+            max_attempts=int(fields[b"m"]),
+            labels=None if labels is None else msgpack.unpackb(labels),
+            errors=() if errors is None else tuple(json.loads(errors)),
+            prerequisites=None
+            if total is None
+            else {"total": int(total), "pending": _pending_prerequisites(fields)},
+            parent=None if parent is None else self.keys.jid_of(parent),
+            batch=batch,
+            blocked_by=None if blocked is None else blocked.decode(),
+            eligible_at=None if eligible is None else int(eligible),
+        )
+
+
+def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:
+    """Prerequisites not yet succeeded: ``pp`` less the hold of a waiting batch (``gh``)."""
+    return int(fields.get(b"pp", 0)) - int(fields.get(b"gh", 0))
+
+
+def _batch(fields: dict[bytes, bytes], state: State) -> dict[str, Any]:
+    total, success, dead = (int(fields.get(k, 0)) for k in (b"bt", b"bs", b"bd"))
+    sealed = fields.get(b"sl") == b"1"
+    if state is State.SUCCESS:
+        percent = 100
+    else:
+        share = int(fields.get(b"bp", 0)) + 100 * success
+        children = total + (0 if sealed else 1)  # an unsealed batch may grow: one more
+        percent = min(99, share // children) if children else 0
+    return {
+        "total": total,
+        "pending": total - success - dead,
+        "success": success,
+        "dead": dead,
+        "sealed": sealed,
+        "percent": percent,
+    }

@@ -1,0 +1,169 @@
+"""Plans of every read: TRACK GET, lists and counts; and the pruning of indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import scripts
+from .errors import InvalidInput
+from .model import MAX_LIST_LIMIT, STORED_STATES, State, Track, check_int, check_name
+from .plans import Call, Page, Plan, PlanBase, Read, Stats
+
+_INDEX_PAGE = 200
+
+
+class ReadPlans(PlanBase):
+    def get(self, jid: str) -> Plan[Track]:
+        check_name("jid", jid)
+        (fields,) = yield Read([("hgetall", (self.keys.job(jid),))])
+        return self.decode(jid, fields)
+
+    def stats(self) -> Plan[Stats]:
+        reply = yield Call("stats", list(self.keys.shared), self._head())
+        flat = scripts.outcome(reply, "")
+        stats = Stats()
+        for i in range(0, len(flat), 3):
+            queue, state, count = flat[i].decode(), flat[i + 1].decode(), int(flat[i + 2])
+            stats.states[state] = stats.states.get(state, 0) + count
+            stats.queues.setdefault(queue, {})[state] = count
+        return stats
+
+    def list_jobs(
+        self,
+        *,
+        state: str | State | None = None,
+        queue: str | None = None,
+        label: str | None = None,
+        parent: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Plan[Page]:
+        """Live jobs, newest ``updated_at`` first, filtered; ``Page.next`` continues."""
+        states = [_check_state(state)] if state is not None else [s.value for s in STORED_STATES]
+        if queue is not None:
+            check_name("queue", queue)
+        check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        after = _parse_cursor(cursor)
+        if label is not None or parent is not None:
+            if label is not None and parent is not None:
+                raise InvalidInput("label", "filter by label or by parent, not both")
+            index = self._label_index(label) if label else self.keys.children(str(parent))
+            if parent is not None:
+                check_name("parent", parent)
+            return (yield from self._list_index(index, states, queue, limit, after))
+        reply = yield Call(
+            "list",
+            list(self.keys.shared),
+            [
+                *self._head(),
+                ",".join(states),
+                queue or "",
+                "" if after is None else after[0],
+                "" if after is None else after[1],
+                limit,
+            ],
+        )
+        flat = scripts.outcome(reply, "")
+        ids = [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return (yield from self._page(ids, limit, lambda track: True))
+
+    def _label_index(self, label: str) -> str:
+        key, sep, value = label.partition(":")
+        if not sep:
+            raise InvalidInput("label", "expected key:value")
+        check_name("label key", key)
+        return self.keys.label(key, value)
+
+    def _list_index(
+        self,
+        index: str,
+        states: list[str],
+        queue: str | None,
+        limit: int,
+        after: tuple[int, str] | None,
+    ) -> Plan[Page]:
+        """Walk a label or children zset (job keys by updated_at), filtering as we go."""
+        wanted: set[str] = set(states)
+
+        def keep(track: Track) -> bool:
+            return track.state.value in wanted and (queue is None or track.queue == queue)
+
+        chosen: list[tuple[str, int]] = []
+        top: Any = "+inf" if after is None else after[0]
+        offset = 0
+        while len(chosen) <= limit:
+            (page,) = yield Read(
+                [("zrevrangebyscore", (index, top, "-inf", offset, _INDEX_PAGE, True))]
+            )
+            ids = [(self.keys.jid_of(member), int(ms)) for member, ms in page]
+            if after is not None:
+                ids = [(j, ms) for j, ms in ids if ms < after[0] or j < after[1]]
+            hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
+            for (jid, ms), fields in zip(ids, hashes, strict=True):
+                if fields and keep(self.decode(jid, fields)):
+                    chosen.append((jid, ms))
+            if len(page) < _INDEX_PAGE:
+                break
+            offset += _INDEX_PAGE
+        return (yield from self._page(chosen, limit, keep))
+
+    def _page(
+        self, ids: list[tuple[str, int]], limit: int, keep: Callable[[Track], bool]
+    ) -> Plan[Page]:
+        if not ids:
+            return Page([], None)
+        hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
+        kept = [
+            (track, ms)
+            for (jid, ms), fields in zip(ids, hashes, strict=True)
+            if fields and keep(track := self.decode(jid, fields))
+        ]
+        more = len(ids) > limit
+        kept = kept[:limit]
+        cursor = f"{kept[-1][1]}.{kept[-1][0].jid}" if more and kept else None
+        return Page([track for track, _ in kept], cursor)
+
+    def prune(self, batch: int = 1000) -> Plan[int]:
+        """Drop expired entries from the state indexes; returns how many went."""
+        reply = yield Call("prune", list(self.keys.shared), [*self._head(), batch])
+        return int(scripts.outcome(reply, ""))
+
+    def prune_labels(self, batch: int = 200) -> Plan[int]:
+        """Drop expired jobs from the label and children zsets; returns how many went."""
+        server_time, index_keys = yield Read(
+            [("time", ()), ("smembers", (self.keys.labels_in_use,))]
+        )
+        now = self._now_ms(server_time)
+        # every live track was updated less than its shortest lifetime ago
+        horizon = now - min(self.settings.ttl, self.settings.pending_ttl) * 1000
+        removed = 0
+        for raw_key in index_keys:
+            index = raw_key.decode()
+            (old,) = yield Read([("zrangebyscore", (index, "-inf", horizon, 0, batch))])
+            reply = yield Call(
+                "prune_labels",
+                [*self.keys.shared, self.keys.labels_in_use, index, *(k.decode() for k in old)],
+                self._head(),
+            )
+            removed += scripts.outcome(reply, "")
+        return removed
+
+
+def _check_state(state: str | State) -> str:
+    try:
+        value = State(state)
+    except ValueError:
+        raise InvalidInput("state", f"unknown state {state!r}") from None
+    if value is State.UNKNOWN:
+        raise InvalidInput("state", "no stored track is in state unknown")
+    return value.value
+
+
+def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
+    if cursor is None:
+        return None
+    ms, _, jid = str(cursor).partition(".")
+    if not ms.isdigit() or not jid:
+        raise InvalidInput("cursor", "not a cursor this server returned")
+    return int(ms), check_name("cursor", jid)

@@ -1,0 +1,219 @@
+"""Plans of every write: register, the lifecycle, TRACK SET, and the graph's upkeep."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import msgpack
+
+from . import scripts
+from .dispatch import rq_handoff
+from .errors import InvalidInput, TrackerError
+from .model import (
+    DEFAULT_MAX_ATTEMPTS,
+    MAX_ERROR,
+    MAX_RESERVE_FOR,
+    Registration,
+    Track,
+    TrackUpdate,
+    check_int,
+    check_name,
+    check_text,
+    checked_update,
+    registration,
+    track_update,
+)
+from .plans import Call, Plan, PlanBase, Read, Registered
+
+MAX_BATCH = 1000
+
+
+class WritePlans(PlanBase):
+    def register(
+        self,
+        jid: str,
+        *,
+        queue: str = "default",
+        labels: Mapping[str, str] | None = None,
+        reserve_for: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        payload: Mapping[str, Any] | None = None,
+        prerequisites: Iterable[str] | None = None,
+        missing_prerequisites: str = "pending",
+        delay: int = 0,
+        parent: str | None = None,
+        batch: bool = False,
+    ) -> Plan[Registered]:
+        reg = registration(
+            jid,
+            queue=queue,
+            labels=labels,
+            reserve_for=reserve_for,
+            max_attempts=max_attempts,
+            payload=payload,
+            prerequisites=prerequisites,
+            missing_prerequisites=missing_prerequisites,
+            delay=delay,
+            parent=parent,
+            batch=batch,
+            default_reserve_for=self.settings.reserve_for,
+        )
+        return self._register(reg)
+
+    def _register(self, reg: Registration) -> Plan[Registered]:
+        keys = self.keys
+        own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
+        own.append(keys.open_children(reg.jid))
+        if reg.parent is not None:
+            parent = reg.parent
+            own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]
+            own.append(keys.children(parent))
+        for prerequisite in reg.prerequisites:
+            own += [keys.job(prerequisite), keys.dependents(prerequisite)]
+        own += [keys.label(k, v) for k, v in reg.labels.items()]
+        handoff = rq_handoff(reg.jid, reg.queue, reg.payload) if reg.payload else []
+        reply = yield Call(
+            "register",
+            [*keys.for_job(reg.jid), *own],
+            [
+                *self._head(),
+                reg.jid,
+                reg.queue,
+                reg.fingerprint(),
+                reg.reserve_for,
+                reg.max_attempts,
+                msgpack.packb(reg.labels) if reg.labels else "",
+                "1" if reg.batch else "0",
+                reg.delay,
+                "1" if reg.missing_prerequisites == "satisfied" else "0",
+                "1" if reg.parent is not None else "0",
+                len(reg.prerequisites),
+                len(handoff),
+                *reg.prerequisites,
+                *handoff,
+            ],
+        )
+        created, flat, more = scripts.outcome(reply, reg.jid)
+        if more:
+            yield from self.drain()
+        return Registered(self.decode(reg.jid, flat), bool(created))
+
+    def start(self, jid: str, reserve_for: int | None = None) -> Plan[Track]:
+        check_name("jid", jid)
+        if reserve_for is not None:
+            check_int("reserve_for", reserve_for, 1, MAX_RESERVE_FOR)
+        return self._transition("start", jid, "" if reserve_for is None else reserve_for)
+
+    def track_set(
+        self, jid: str, *, percent: object = None, desc: object = None, reserve_until: object = None
+    ) -> Plan[Track]:
+        update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        return self._transition("track_set", update.jid, *_update_args(update)[1:])
+
+    def track_set_many(
+        self, items: Iterable[TrackUpdate | Mapping[str, Any]]
+    ) -> Plan[list[Track | TrackerError]]:
+        """Validates every update before anything is sent; then one call per 1,000."""
+        updates = [
+            checked_update(u) if isinstance(u, TrackUpdate) else _update_from(u) for u in items
+        ]
+        return self._track_set_many(updates)
+
+    def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[Track | TrackerError]]:
+        results: list[Track | TrackerError] = []
+        for start in range(0, len(updates), MAX_BATCH):
+            chunk = updates[start : start + MAX_BATCH]
+            args = [*self._head()]
+            for update in chunk:
+                args.extend(_update_args(update))
+            reply = yield Call(
+                "track_set_many", [*self.keys.shared, *(self.keys.job(u.jid) for u in chunk)], args
+            )
+            replies, more = scripts.outcome(reply, "")
+            for update, one in zip(chunk, replies, strict=True):
+                if one[0] == scripts.OK:
+                    results.append(self.decode(update.jid, one[1]))
+                else:
+                    results.append(scripts.error(one, update.jid))  # type: ignore[arg-type]
+            if more:
+                yield from self.drain()
+        return results
+
+    def success(self, jid: str) -> Plan[Track]:
+        return self._transition("success", check_name("jid", jid))
+
+    def fail(
+        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+    ) -> Plan[Track]:
+        check_name("jid", jid)
+        check_text("error", error, MAX_ERROR)
+        if error_type is not None:
+            check_text("error_type", error_type, 256)
+        if not isinstance(retry, bool):
+            raise InvalidInput("retry", f"expected true or false, got {type(retry).__name__}")
+        return self._transition("fail", jid, error, error_type or "", "1" if retry else "0")
+
+    def cancel(self, jid: str) -> Plan[Track]:
+        return self._transition("cancel", check_name("jid", jid))
+
+    def pause(self, jid: str) -> Plan[Track]:
+        return self._transition("pause", check_name("jid", jid))
+
+    def resume(self, jid: str) -> Plan[Track]:
+        return self._transition("resume", check_name("jid", jid))
+
+    def seal(self, jid: str) -> Plan[Track]:
+        return self._transition("seal", check_name("jid", jid))
+
+    def reap(self, limit: int = 100) -> Plan[list[Track]]:
+        """Fail up to ``limit`` working jobs whose reservation has ended."""
+        server_time, due = yield Read(
+            [
+                ("time", ()),
+                ("zrangebyscore", (self.keys.reservations, "-inf", "+inf", 0, limit, True)),
+            ]
+        )
+        now = self._now_ms(server_time)
+        reaped: list[Track] = []
+        for raw, reserve_until in due:
+            if reserve_until > now:
+                break
+            jid = raw.decode()
+            reply = yield self._job_call("reap", jid)
+            if reply[0] == scripts.OK:
+                reaped.append(self.decode(jid, reply[1]))
+                if reply[2]:
+                    yield from self.drain()
+        return reaped
+
+    def promote(self) -> Plan[int]:
+        """Enqueue delayed jobs whose time has come; returns how many."""
+        total = 0
+        while True:
+            reply = yield Call("promote", list(self.keys.shared), self._head())
+            enqueued, more = scripts.outcome(reply, "")
+            total += int(enqueued)
+            if not more:
+                return total
+
+
+def _update_from(item: Mapping[str, Any]) -> TrackUpdate:
+    if not isinstance(item, Mapping):
+        raise InvalidInput("updates", f"expected objects, got {type(item).__name__}")
+    unknown = set(item) - {"jid", "percent", "desc", "reserve_until"}
+    if unknown:
+        raise InvalidInput("updates", f"unknown fields {sorted(unknown)}")
+    if "jid" not in item:
+        raise InvalidInput("jid", "is required")
+    return track_update(**item)
+
+
+def _update_args(update: TrackUpdate) -> list[Any]:
+    return [
+        update.jid,
+        "" if update.percent is None else update.percent,
+        "" if update.desc is None else "1",
+        update.desc or "",
+        "" if update.reserve_until is None else update.reserve_until,
+    ]

@@ -1,0 +1,327 @@
+"""Redis memory per finished track, beside the same number of finished RQ jobs.
+
+    python bench/memory.py [--url URL ...] [--tracks 100000] [--jid short|uuid]
+
+Each track is registered, started, given a percent and a 20-character desc with
+TRACK SET, then marked a success: four calls of tracker's real scripts, built by
+tracker's own plans and pipelined 1,000 at a time. The figure is the growth of
+``used_memory`` divided by the number of tracks: job hashes, the state index and
+the (capped) event stream all included. Job ids are ``job-0000001`` (11
+characters) or, with ``--jid uuid``, 36-character UUIDs like RQ's; the namespace
+is unique to the run but as long as the default one (``tracker``), since every
+key name carries it.
+
+The RQ figure is as many finished jobs of a trivial function. A real
+``SimpleWorker`` runs a sample (``--rq-sample``; it manages a few hundred a
+second); the full count is then written the way that worker stored its last
+job (job hash, result stream, finished-registry entry, expiries), so the two
+figures should agree.
+
+By default every measurement gets a fresh private server, so that nothing else
+moves ``used_memory`` (not even a big keyspace table shrinking after a previous
+cleanup): a ``redis-server`` on a unix socket without persistence, and tracker's
+embedded Valkey, each in a temporary directory and stopped after. ``--url``
+measures the given servers instead, one after the other; on a shared server the
+figures pick up whatever else changes meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+import rq
+from _common import (
+    cleanup,
+    embedded_valkey,
+    first_call,
+    machine,
+    namespace,
+    private_redis,
+    server_label,
+    table,
+    url_parser,
+)
+
+from tracker import Settings, Tracker, scripts
+from tracker.ops import Plan
+
+DESC = "copying files 17/400"  # 20 characters
+BATCH = 1000
+TARGET = 400
+RESULT_TTL = 3600
+WARM_UP_JOBS = 20
+
+
+def noop() -> None:
+    """The trivial RQ job."""
+
+
+def used_memory(client: redis.Redis) -> int:
+    return int(client.info("memory")["used_memory"])
+
+
+def job_ids(kind: str, first: int, count: int) -> list[str]:
+    if kind == "uuid":
+        return [str(uuid.uuid4()) for _ in range(count)]
+    return [f"job-{i:07d}" for i in range(first, first + count)]
+
+
+# --- tracker -------------------------------------------------------------------
+
+
+def drive_pipelined(tracker: Tracker, bound: dict[str, Any], plans: list[Plan[Any]]) -> None:
+    """Run one-call plans together, their script calls in one pipeline.
+
+    The steps of ``Tracker._drive`` with the round trips shared: each plan yields
+    its ``Call``, gets its reply back and checks it (raising on a refusal).
+    """
+    pipe = tracker.client.pipeline(transaction=False)
+    for plan in plans:
+        call = first_call(plan)
+        bound[call.script](keys=call.keys, args=call.args, client=pipe)
+    for plan, reply in zip(plans, pipe.execute(), strict=True):
+        try:
+            plan.send(reply)
+        except StopIteration:
+            continue
+        raise AssertionError("a plan wanted more than one call")
+
+
+@dataclass
+class TrackerMemory:
+    per_track: float
+    seconds: float
+    keys: int
+    parts: dict[str, int]
+
+
+def measure_tracker(url: str, count: int, jid_kind: str) -> TrackerMemory:
+    # as long as the default namespace, "tracker", so key names are as long as by default
+    settings = Settings(namespace=namespace(len(Settings().namespace)))
+    client = redis.Redis.from_url(url)
+    tracker = Tracker(client, settings)
+    ops = tracker.ops
+    bound = scripts.register_all(client)
+    try:
+        for name in scripts.OPERATIONS:  # the script cache is not per track
+            client.script_load(scripts.source(name))
+        before = used_memory(client)
+        start = time.perf_counter()
+        last = ""
+        for first in range(0, count, BATCH):
+            jids = job_ids(jid_kind, first, min(BATCH, count - first))
+            drive_pipelined(tracker, bound, [ops.register(jid) for jid in jids])
+            drive_pipelined(tracker, bound, [ops.start(jid) for jid in jids])
+            drive_pipelined(
+                tracker, bound, [ops.track_set(jid, percent=50, desc=DESC) for jid in jids]
+            )
+            drive_pipelined(tracker, bound, [ops.success(jid) for jid in jids])
+            last = jids[-1]
+        seconds = time.perf_counter() - start
+        after = used_memory(client)
+        track = tracker.track_get(last)
+        assert track.state.value == "success" and track.desc == DESC, track
+        keys = tracker.keys
+        parts = {
+            "one job hash (MEMORY USAGE)": int(client.memory_usage(keys.job(last)) or 0),
+            "success index (zset, whole)": int(
+                client.memory_usage(keys.states[track.state], samples=0) or 0
+            ),
+            "event stream (whole)": int(client.memory_usage(keys.events, samples=0) or 0),
+            "event stream entries": int(client.xlen(keys.events)),
+        }
+        found = sum(1 for _ in client.scan_iter(match="{" + settings.namespace + "}:*", count=1000))
+        return TrackerMemory((after - before) / count, seconds, found, parts)
+    finally:
+        cleanup(client, settings.namespace)
+        client.close()
+
+
+# --- RQ ------------------------------------------------------------------------
+
+
+@dataclass
+class RQMemory:
+    worker_per_job: float
+    worker_seconds: float
+    stored_per_job: float
+    stored_seconds: float
+
+
+@dataclass
+class FinishedJob:
+    """What RQ keeps of one finished job, to be written again under other ids."""
+
+    fields: dict[Any, Any]
+    job_ttl: int
+    result: dict[Any, Any]
+    result_ttl: int
+    registry_key: str
+
+
+def _enqueue(client: redis.Redis, queue: rq.Queue, count: int) -> list[str]:
+    ids: list[str] = []
+    for first in range(0, count, BATCH):
+        with client.pipeline() as pipe:
+            data = [
+                rq.Queue.prepare_data(noop, result_ttl=RESULT_TTL)
+                for _ in range(min(BATCH, count - first))
+            ]
+            ids += [job.id for job in queue.enqueue_many(data, pipeline=pipe)]
+            pipe.execute()
+    return ids
+
+
+def _finished_job(client: redis.Redis, queue: rq.Queue, job_id: str) -> FinishedJob:
+    job_key, result_key = f"rq:job:{job_id}", f"rq:results:{job_id}"
+    ((_, result),) = client.xrange(result_key)  # type: ignore[misc]
+    return FinishedJob(
+        fields=client.hgetall(job_key),
+        job_ttl=int(client.ttl(job_key)),
+        result=result or {},
+        result_ttl=int(client.ttl(result_key)),
+        registry_key=queue.finished_job_registry.key,
+    )
+
+
+def _store_finished(client: redis.Redis, job: FinishedJob, count: int) -> list[str]:
+    """``count`` finished jobs laid out as ``job`` is, under new RQ-style ids."""
+    ids: list[str] = []
+    for first in range(0, count, BATCH):
+        batch = [str(uuid.uuid4()) for _ in range(min(BATCH, count - first))]
+        pipe = client.pipeline(transaction=False)
+        score = time.time() + job.job_ttl
+        for job_id in batch:
+            pipe.hset(f"rq:job:{job_id}", mapping=job.fields)
+            pipe.expire(f"rq:job:{job_id}", job.job_ttl)
+            pipe.xadd(f"rq:results:{job_id}", job.result, maxlen=10)
+            pipe.expire(f"rq:results:{job_id}", job.result_ttl)
+        pipe.zadd(job.registry_key, dict.fromkeys(batch, score))
+        pipe.execute()
+        ids += batch
+    return ids
+
+
+def measure_rq(url: str, count: int, sample: int) -> RQMemory:
+    client = redis.Redis.from_url(url)
+    queue = rq.Queue("bench-" + uuid.uuid4().hex[:10], connection=client)
+    worker = rq.SimpleWorker([queue], connection=client)
+    made: list[str] = []
+    try:
+        # a first run creates what is not per job: the worker's keys, connections, scripts
+        made += _enqueue(client, queue, WARM_UP_JOBS)
+        worker.work(burst=True, logging_level="WARNING")
+        before = used_memory(client)
+        start = time.perf_counter()
+        made += _enqueue(client, queue, sample)
+        worker.work(burst=True, logging_level="WARNING")
+        worker_seconds = time.perf_counter() - start
+        worker_per_job = (used_memory(client) - before) / sample
+        assert queue.finished_job_registry.count == WARM_UP_JOBS + sample
+
+        template = _finished_job(client, queue, made[-1])
+        before = used_memory(client)
+        start = time.perf_counter()
+        made += _store_finished(client, template, count)
+        stored_seconds = time.perf_counter() - start
+        stored_per_job = (used_memory(client) - before) / count
+        return RQMemory(worker_per_job, worker_seconds, stored_per_job, stored_seconds)
+    finally:
+        keys = [key for job_id in made for key in (f"rq:job:{job_id}", f"rq:results:{job_id}")]
+        keys += [queue.key, worker.key, f"rq:workers:{queue.name}"]
+        keys += [queue.finished_job_registry.key, queue.started_job_registry.key]
+        for first in range(0, len(keys), BATCH):
+            client.delete(*keys[first : first + BATCH])
+        client.srem("rq:queues", queue.key)
+        client.srem("rq:workers", worker.key)
+        client.close()
+
+
+# --- servers -------------------------------------------------------------------
+
+
+def fresh_servers(
+    urls: list[str] | None,
+) -> list[Callable[[], contextlib.AbstractContextManager[str]]]:
+    """One factory per server kind; each call gives a server for one measurement."""
+    if urls:
+        return [lambda url=url: contextlib.nullcontext(url) for url in urls]  # type: ignore[misc]
+    if shutil.which("redis-server") is None:
+        print("redis-server is not on PATH: measuring the embedded Valkey only")
+        return [embedded_valkey]
+    return [_private_redis, embedded_valkey]
+
+
+@contextlib.contextmanager
+def _private_redis() -> Iterator[str]:
+    with private_redis() as url:
+        assert url is not None
+        yield url
+
+
+def main() -> int:
+    parser = url_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--tracks", type=int, default=100_000, help="tracks and RQ jobs")
+    parser.add_argument(
+        "--jid", choices=["short", "uuid"], default="short", help="job ids (default short)"
+    )
+    parser.add_argument(
+        "--rq-sample", type=int, default=1000, help="jobs run by a real SimpleWorker"
+    )
+    options = parser.parse_args()
+    count = options.tracks
+    print(f"machine: {machine()}; {count:,} tracks (jid: {options.jid}), {count:,} RQ jobs")
+    rows = []
+    for server in fresh_servers(options.url):
+        with server() as url:
+            label = server_label(url)
+            ours = measure_tracker(url, count, options.jid)
+        with server() as url:
+            theirs = measure_rq(url, count, options.rq_sample)
+        rows.append(
+            [
+                label,
+                f"{ours.per_track:,.0f}",
+                f"<= {TARGET}",
+                "yes" if ours.per_track <= TARGET else "NO",
+                f"{theirs.stored_per_job:,.0f}",
+                f"{theirs.worker_per_job:,.0f}",
+                f"{theirs.stored_per_job / ours.per_track:.1f}x",
+            ]
+        )
+        print(
+            f"\n{label}: {ours.per_track:.1f} bytes per track; {count:,} tracks in "
+            f"{ours.seconds:.1f} s, {ours.keys:,} keys left; RQ {count:,} jobs stored in "
+            f"{theirs.stored_seconds:.1f} s, {options.rq_sample:,} run by SimpleWorker in "
+            f"{theirs.worker_seconds:.1f} s"
+        )
+        for part, value in ours.parts.items():
+            print(f"  {part}: {value:,}")
+    print("\nused_memory growth per finished job, bytes:\n")
+    print(
+        table(
+            [
+                "server",
+                "tracker/track",
+                "target",
+                "met",
+                "RQ/job",
+                f"RQ/job (SimpleWorker, {options.rq_sample:,})",
+                "RQ / tracker",
+            ],
+            rows,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

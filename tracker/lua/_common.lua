@@ -84,25 +84,25 @@ local function append(list, ...)
   for _, value in ipairs({...}) do list[#list + 1] = value end
 end
 
--- The fields every script may need to move a job and follow its edges.
-local JOB_FIELDS = {'s', 'Q', 'r', 'lk', 'P', 'pp', 'dk', 'B', 'p', 'pl', 'pk', 'gk', 'ok', 'e',
-                    'dl', 'bb', 'ea'}
+-- A job read from its hash (every field, in job.h), or nil when it has no track.
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  if not h.Q then return nil end -- every track has a queue id, even mid-registration
+  return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h.Q),
+          reserve_until = tonumber(h.r), label_keys = h.lk, parent = h.P,
+          pending = tonumber(h.pp) or 0, dependents = h.dk, batch = h.B == '1',
+          percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, gate = h.gk,
+          open_children = h.ok, errors = h.e, delay = tonumber(h.dl), blocked_by = h.bb,
+          eligible_at = tonumber(h.ea)}
+end
 
--- A job read from its hash, or nil; `extra` field values land in job.extra[i].
-local function load(key, ...)
-  local names = {unpack(JOB_FIELDS)}
-  append(names, ...)
-  local got = redis.call('HMGET', key, unpack(names))
-  if not got[2] then return nil end -- every track has a queue id, even mid-registration
-  local job = {key = key, jid = jid_of(key), state = got[1], qid = tonumber(got[2]),
-               reserve_until = tonumber(got[3]), label_keys = got[4], parent = got[5],
-               pending = tonumber(got[6]) or 0, dependents = got[7], batch = got[8] == '1',
-               percent = tonumber(got[9]), prerequisite_sets = got[10], payload = got[11],
-               gate = got[12], open_children = got[13], errors = got[14],
-               delay = tonumber(got[15]), blocked_by = got[16], eligible_at = tonumber(got[17]),
-               extra = {}}
-  for i = #JOB_FIELDS + 1, #got do job.extra[i - #JOB_FIELDS] = got[i] end
-  return job
+-- HDEL that keeps the loaded copy of the hash in step.
+local function forget(job, field)
+  redis.call('HDEL', job.key, field)
+  job.h[field] = nil
 end
 
 -- Write the new state and `fields` of one job, then keep everything derived from
@@ -112,29 +112,36 @@ local function commit(job, new_state, fields)
   local old_state = job.state
   append(fields, 's', new_state, 'u', int(NOW))
   redis.call('HSET', job.key, unpack(fields))
-  if old_state and old_state ~= new_state then
-    redis.call('ZREM', STATE_KEY[old_state], job.jid)
+  local h = job.h
+  local reserved_until = tonumber(h.r)
+  for i = 1, #fields, 2 do h[fields[i]] = fields[i + 1] end
+  if old_state ~= new_state then
+    if old_state then redis.call('ZREM', STATE_KEY[old_state], job.jid) end
+    if TERMINAL[new_state] then prune_band(new_state, job.qid) end
   end
   redis.call('ZADD', STATE_KEY[new_state], int(job.qid * BAND + NOW), job.jid)
-  local lifetime
+  -- the expiry follows the state, and a working job's reservation
+  local expiry = nil
   if new_state == 'working' and job.reserve_until then
-    redis.call('ZADD', RESERVED, int(job.reserve_until), job.jid)
-    lifetime = math.max(job.reserve_until - NOW + TTL, 1000)
+    if old_state ~= new_state or job.reserve_until ~= reserved_until then
+      redis.call('ZADD', RESERVED, int(job.reserve_until), job.jid)
+      expiry = math.max(job.reserve_until - NOW + TTL, 1000)
+    end
   else
-    if old_state == 'working' and job.reserve_until then
+    if old_state == 'working' and h.r then
       redis.call('ZREM', RESERVED, job.jid)
-      redis.call('HDEL', job.key, 'r')
+      forget(job, 'r')
       job.reserve_until = nil
     end
-    lifetime = TERMINAL[new_state] and TTL or PENDING_TTL
-    prune_band(new_state, job.qid)
+    expiry = TERMINAL[new_state] and TTL or PENDING_TTL
   end
-  redis.call('PEXPIRE', job.key, int(lifetime))
+  if expiry then redis.call('PEXPIRE', job.key, int(expiry)) end
   for _, label_key in ipairs(split_lines(job.label_keys)) do
     redis.call('ZADD', label_key, int(NOW), job.key)
   end
   job.state = new_state
-  local track = redis.call('HGETALL', job.key)
+  local track = {}
+  for field, value in pairs(h) do append(track, field, value) end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, unpack(track))
   return track
 end

@@ -47,10 +47,17 @@ end
 
 local settle, release
 
+-- HINCRBY that keeps the loaded copy of the hash in step.
+local function bump(job, field, by)
+  local value = redis.call('HINCRBY', job.key, field, by)
+  job.h[field] = tostring(value)
+  return value
+end
+
 local function finish_batch_if_done(batch)
   if batch.state ~= 'working' then return false end
-  local c = redis.call('HMGET', batch.key, 'bt', 'bs', 'bd', 'sl')
-  if c[4] ~= '1' or tonumber(c[3] or 0) > 0 or tonumber(c[2] or 0) ~= tonumber(c[1] or 0) then
+  local c = batch.h
+  if c.sl ~= '1' or tonumber(c.bd) > 0 or tonumber(c.bs) ~= tonumber(c.bt) then
     return false
   end
   commit(batch, 'success', {})
@@ -66,11 +73,11 @@ local function rollup(child, old_state, delta)
   if not batch or TERMINAL[batch.state] then return end
   local state = child.state
   if state == 'success' and old_state ~= 'success' then
-    redis.call('HINCRBY', batch.key, 'bs', 1)
-    redis.call('HINCRBY', batch.key, 'bp', -(child.percent or 0))
+    bump(batch, 'bs', 1)
+    if (child.percent or 0) ~= 0 then bump(batch, 'bp', -child.percent) end
     redis.call('SREM', batch.open_children, child.key)
   elseif (state == 'dead' or state == 'cancelled') and not TERMINAL[old_state] then
-    redis.call('HINCRBY', batch.key, 'bd', 1)
+    bump(batch, 'bd', 1)
     redis.call('SREM', batch.open_children, child.key)
     local root = child.jid
     if state == 'dead' then root = root_of(child) end
@@ -80,7 +87,7 @@ local function rollup(child, old_state, delta)
     settle(batch, was)
     return
   elseif delta ~= 0 then
-    redis.call('HINCRBY', batch.key, 'bp', delta)
+    bump(batch, 'bp', delta)
   end
   if not finish_batch_if_done(batch) then commit(batch, batch.state, {}) end
 end
@@ -131,8 +138,8 @@ end
 local function decrement(key, held_by_batch)
   local job = load(key)
   if not job then return end
-  if held_by_batch then redis.call('HDEL', key, 'gh') end
-  job.pending = redis.call('HINCRBY', key, 'pp', -1)
+  if held_by_batch then forget(job, 'gh') end
+  job.pending = bump(job, 'pp', -1)
   if job.pending <= 0 and job.state == 'waiting' and not job.blocked_by then release(job) end
 end
 
@@ -236,8 +243,8 @@ end
 -- A failed attempt: record the error, then `failed` if a retry is allowed and
 -- attempts remain, else `dead`. Used by fail.lua and by the reaper.
 local function fail_job(job, message, error_type, retry)
-  local attempts = tonumber(job.extra[1]) or 0
-  local max_attempts = tonumber(job.extra[2]) or 25
+  local attempts = tonumber(job.h.a) or 0
+  local max_attempts = tonumber(job.h.m) or 25
   local new_state = 'dead'
   if retry and attempts < max_attempts then new_state = 'failed' end
   local was = job.state

@@ -2,7 +2,7 @@
 -- KEYS[14] job hash
 -- ARGV[9] jid  ARGV[10] error message  ARGV[11] error type or ''  ARGV[12] '1' to allow a retry
 -- Returns {0, track, more}, {1}, or {2, state, 'not_running' | 'batch_computed'}.
-local job = load(KEYS[14], 'a', 'm')
+local job = load(KEYS[14])
 if not job then return {1} end
 if job.batch then return {2, job.state, 'batch_computed'} end
 if job.state ~= 'working' and job.state ~= 'enqueued' then

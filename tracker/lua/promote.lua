@@ -8,7 +8,7 @@ for _, key in ipairs(due) do
   local job = load(key)
   if job and job.state == 'waiting' and job.pending <= 0 and not job.blocked_by
       and job.eligible_at and job.eligible_at <= NOW then
-    redis.call('HDEL', key, 'ea')
+    forget(job, 'ea')
     commit(job, 'enqueued', {})
     dispatch(job)
     enqueued = enqueued + 1

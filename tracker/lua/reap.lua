@@ -3,7 +3,7 @@
 -- KEYS[14] job hash
 -- ARGV[9] jid
 -- Returns {0, track, more} when reaped, {1} when the job has no track, {2, state, 'not_expired'}.
-local job = load(KEYS[14], 'a', 'm')
+local job = load(KEYS[14])
 if not job then
   redis.call('ZREM', RESERVED, ARGV[9])
   redis.call('ZREM', STATE_KEY.working, ARGV[9])

@@ -132,10 +132,10 @@ redis.call('HSET', key, unpack(fields))
 redis.call('ZREM', STATE_KEY.success, jid)
 
 if parent then
-  redis.call('HINCRBY', parent.key, 'bt', 1)
+  local batch = load(parent.key)
+  bump(batch, 'bt', 1)
   redis.call('SADD', parent.open, key)
   redis.call('PEXPIRE', parent.open, int(PENDING_TTL))
-  local batch = load(parent.key)
   commit(batch, batch.state, {})
 end
 

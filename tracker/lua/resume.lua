@@ -12,7 +12,7 @@ elseif job.eligible_at and job.eligible_at > NOW then
   commit(job, 'waiting', {})
   redis.call('ZADD', SCHEDULE, int(job.eligible_at), job.key)
 elseif job.eligible_at then
-  redis.call('HDEL', job.key, 'ea')
+  forget(job, 'ea')
   commit(job, 'enqueued', {})
   dispatch(job)
 else

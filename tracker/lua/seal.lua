@@ -2,10 +2,10 @@
 -- KEYS[14] job hash
 -- ARGV[9] jid
 -- Returns {0, track, more}, {1}, or {2, state, 'not_batch' | 'finished'}.
-local job = load(KEYS[14], 'sl')
+local job = load(KEYS[14])
 if not job then return {1} end
 if not job.batch then return {2, job.state, 'not_batch'} end
-if job.extra[1] == '1' then return {0, redis.call('HGETALL', job.key), 0} end
+if job.h.sl == '1' then return {0, redis.call('HGETALL', job.key), 0} end
 if TERMINAL[job.state] then return {2, job.state, 'finished'} end
 commit(job, job.state, {'sl', '1'})
 finish_batch_if_done(job)

@@ -110,6 +110,12 @@ def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def set_and_get(tracker: Tracker, jid: str, **fields: Any) -> Any:
+    """TRACK SET, then TRACK GET: the track as the update left it."""
+    tracker.track_set(jid, **fields)
+    return tracker.track_get(jid)
+
+
 class FakeClock:
     """A settable clock for tests that reason about time without waiting."""
 

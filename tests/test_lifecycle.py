@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from conftest import set_and_get
 
 from tracker import Conflict, NotFound, State, Tracker
 
@@ -69,7 +70,7 @@ def test_a_second_start_of_a_working_job_is_refused(tracker: Tracker) -> None:
 def test_track_set_reports_progress(tracker: Tracker) -> None:
     tracker.register("job-1")
     tracker.start("job-1")
-    track = tracker.track_set("job-1", percent=12, desc="Calculating...")
+    track = set_and_get(tracker, "job-1", percent=12, desc="Calculating...")
     assert (track.percent, track.desc, track.state) == (12, "Calculating...", State.WORKING)
     assert tracker.track_get("job-1") == track
 
@@ -77,14 +78,14 @@ def test_track_set_reports_progress(tracker: Tracker) -> None:
 def test_percent_zero_differs_from_never_set(tracker: Tracker) -> None:
     tracker.register("job-1")
     assert tracker.track_get("job-1").to_dict().get("percent", "absent") == "absent"
-    assert tracker.track_set("job-1", percent=0).to_dict()["percent"] == 0
+    assert set_and_get(tracker, "job-1", percent=0).to_dict()["percent"] == 0
 
 
 def test_track_set_leaves_fields_it_was_not_given(tracker: Tracker) -> None:
     tracker.register("job-1")
     tracker.track_set("job-1", percent=10, desc="one")
-    assert tracker.track_set("job-1", percent=20).desc == "one"
-    assert tracker.track_set("job-1", desc="").percent == 20
+    assert set_and_get(tracker, "job-1", percent=20).desc == "one"
+    assert set_and_get(tracker, "job-1", desc="").percent == 20
     assert tracker.track_get("job-1").desc == ""
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import FakeClock, MakeTracker, wait_until
+from conftest import FakeClock, MakeTracker, set_and_get, wait_until
 
 from tracker import Conflict, State, Tracker
 from tracker.model import format_time
@@ -18,14 +18,14 @@ def _working(tracker: Tracker, jid: str = "job-1", **register: int) -> int:
 
 def test_track_set_moves_the_reservation_later(tracker: Tracker) -> None:
     until = _working(tracker)
-    track = tracker.track_set("job-1", reserve_until=format_time(until + 60_000))
+    track = set_and_get(tracker, "job-1", reserve_until=format_time(until + 60_000))
     assert track.reserve_until == until + 60_000
     assert tracker.client.zscore(tracker.keys.reservations, "job-1") == until + 60_000
 
 
 def test_the_same_reserve_until_again_is_accepted(tracker: Tracker) -> None:
     until = _working(tracker)
-    assert tracker.track_set("job-1", reserve_until=format_time(until)).reserve_until == until
+    assert set_and_get(tracker, "job-1", reserve_until=format_time(until)).reserve_until == until
 
 
 def test_an_earlier_reserve_until_is_refused_and_nothing_in_the_call_applies(

@@ -268,12 +268,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             wanted = (job.reserve_until if job and job.reserve_until else self.now()) + shift
 
         def call() -> Track:
-            return self.tracker.track_set(
+            self.tracker.track_set(
                 jid,
                 percent=percent,
                 desc=desc,
                 reserve_until=None if wanted is None else moment(wanted, zone),
             )
+            return self.tracker.track_get(jid)
 
         def apply(job: Job, now: int) -> None:
             job.updated_at = now

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import FakeClock
+from conftest import FakeClock, set_and_get
 
 from tracker import InvalidInput, State, Tracker, TrackUpdate
 
@@ -264,14 +264,14 @@ LONGEST_NAME = (EVERY_CLASS * 12)[:128]
 @pytest.mark.parametrize("percent", [0, 100])
 def test_percent_at_its_bounds_is_accepted(tracker: Tracker, percent: int) -> None:
     tracker.register("job-1")
-    assert tracker.track_set("job-1", percent=percent).percent == percent
+    assert set_and_get(tracker, "job-1", percent=percent).percent == percent
     assert tracker.track_get("job-1").to_dict()["percent"] == percent
 
 
 def test_percent_none_means_not_given(tracker: Tracker) -> None:
     tracker.register("job-1")
     tracker.track_set("job-1", percent=40)
-    assert tracker.track_set("job-1", percent=None, desc="half").percent == 40
+    assert set_and_get(tracker, "job-1", percent=None, desc="half").percent == 40
 
 
 def test_a_desc_of_exactly_4096_characters_is_accepted(tracker: Tracker) -> None:
@@ -335,7 +335,7 @@ def test_reserve_until_with_a_zone_is_accepted_and_rendered_in_utc(
     tracker = make_tracker(clock=FakeClock())  # 2027-01-15T08:00:00Z
     tracker.register("job-1", reserve_for=60)
     tracker.start("job-1")
-    assert tracker.track_set("job-1", reserve_until=given).to_dict()["reserve_until"] == rendered
+    assert set_and_get(tracker, "job-1", reserve_until=given).to_dict()["reserve_until"] == rendered
 
 
 # --- rendering -------------------------------------------------------------------------

@@ -38,7 +38,7 @@ class AsyncTracker:
         self.settings = settings or Settings()
         self.ops = Ops(self.settings, clock)
         self.keys = self.ops.keys
-        self._scripts = scripts.register_all(client)
+        self._library = scripts.Library()
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncTracker:
@@ -58,7 +58,9 @@ class AsyncTracker:
             step = next(plan)
             while True:
                 if isinstance(step, Call):
-                    reply: Any = await self._scripts[step.script](keys=step.keys, args=step.args)
+                    reply: Any = await self._library.acall(
+                        self.client, step.script, step.keys, step.args
+                    )
                 elif len(step.commands) == 1:
                     name, args = step.commands[0]
                     reply = [await getattr(self.client, name)(*args)]
@@ -86,14 +88,14 @@ class AsyncTracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
-    ) -> Track:
-        return await self._drive(
+    ) -> None:
+        await self._drive(
             self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         )
 
     async def track_set_many(
         self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
-    ) -> list[Track | TrackerError]:
+    ) -> list[TrackerError | None]:
         return await self._drive(self.ops.track_set_many(updates))
 
     async def success(self, jid: str) -> Track:

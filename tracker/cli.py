@@ -134,9 +134,8 @@ def get(jid: str) -> None:
 def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
     """TRACK SET: report progress or extend the reservation."""
     with connected() as tracker:
-        _print_track(
-            tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
-        )
+        tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        _print_track(tracker.track_get(jid))
 
 
 @main.command(name="ls")

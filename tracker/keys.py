@@ -75,6 +75,12 @@ class Keys:
             self.schedule,
             self.fanout,
         )
+        #: The shorter shared keys of the hot path, TRACK SET (see lua/_common.lua).
+        self.hot: tuple[str, ...] = (
+            self.events,
+            self.reservations,
+            *(self.states[state] for state in STORED_STATES if not state.terminal),
+        )
         #: Length of a job key's prefix: scripts read a jid off a stored job key with it.
         self.job_prefix_len = len(self.job(""))
 

@@ -82,6 +82,11 @@ class PlanBase:
         now = "" if self.clock is None else str(int(self.clock() * 1000))
         return [now, *self._fixed]
 
+    def _hot_head(self) -> list[Any]:
+        """The ARGV of the hot layout (TRACK SET), shorter than :meth:`_head`."""
+        now = "" if self.clock is None else str(int(self.clock() * 1000))
+        return [now, *self._fixed[:2], EVENTS_KEPT, self.keys.job_prefix_len]
+
     def _now_ms(self, server_time: tuple[int, int]) -> int:
         if self.clock is not None:
             return int(self.clock() * 1000)

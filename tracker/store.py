@@ -47,7 +47,7 @@ class Tracker:
         self.settings = settings or Settings()
         self.ops = Ops(self.settings, clock)
         self.keys = self.ops.keys
-        self._scripts = scripts.register_all(client)
+        self._library = scripts.Library()
 
     #: Where the client connects, when built by :meth:`from_url`.
     url: str | None = None
@@ -72,7 +72,7 @@ class Tracker:
             step = next(plan)
             while True:
                 if isinstance(step, Call):
-                    reply: Any = self._scripts[step.script](keys=step.keys, args=step.args)
+                    reply: Any = self._library.call(self.client, step.script, step.keys, step.args)
                 elif len(step.commands) == 1:
                     name, args = step.commands[0]
                     reply = [getattr(self.client, name)(*args)]
@@ -110,16 +110,21 @@ class Tracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
-    ) -> Track:
-        """TRACK SET: report progress and/or extend the reservation (later only)."""
-        return self._drive(
+    ) -> None:
+        """TRACK SET: report progress and/or extend the reservation (later only).
+
+        One round trip. A refusal (a cancelled or finished job, an earlier reserve_until)
+        raises and applies nothing; TRACK GET reads the track back.
+        """
+        self._drive(
             self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         )
 
     def track_set_many(
         self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
-    ) -> list[Track | TrackerError]:
-        """Many TRACK SETs in one round trip per 1,000; each succeeds or fails on its own.
+    ) -> list[TrackerError | None]:
+        """Many TRACK SETs in one round trip per 1,000; each succeeds or fails on its own:
+        the result holds None for an update applied, else the error that refused it.
 
         Every update is validated first: one invalid update raises before anything is sent.
         """

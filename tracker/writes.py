@@ -106,38 +106,47 @@ class WritePlans(PlanBase):
         return self._transition("start", jid, "" if reserve_for is None else reserve_for)
 
     def track_set(
-        self, jid: str, *, percent: object = None, desc: object = None, reserve_until: object = None
-    ) -> Plan[Track]:
+        self,
+        jid: str,
+        *,
+        percent: object = None,
+        desc: object = None,
+        reserve_until: object = None,
+        returning: bool = False,
+    ) -> Plan[Track | None]:
+        """TRACK SET; the track comes back only when ``returning`` (the HTTP API's need)."""
         update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
-        return self._transition("track_set", update.jid, *_update_args(update)[1:])
+        reply = yield Call(
+            "track_set",
+            [*self.keys.hot, self.keys.job(jid)],
+            [*self._hot_head(), *_update_args(update), "1" if returning else ""],
+        )
+        if reply[0] != scripts.OK:
+            raise scripts.error(reply, jid)
+        return self.decode(jid, reply[2]) if returning else None
 
     def track_set_many(
         self, items: Iterable[TrackUpdate | Mapping[str, Any]]
-    ) -> Plan[list[Track | TrackerError]]:
+    ) -> Plan[list[TrackerError | None]]:
         """Validates every update before anything is sent; then one call per 1,000."""
         updates = [
             checked_update(u) if isinstance(u, TrackUpdate) else _update_from(u) for u in items
         ]
         return self._track_set_many(updates)
 
-    def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[Track | TrackerError]]:
-        results: list[Track | TrackerError] = []
+    def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[TrackerError | None]]:
+        results: list[TrackerError | None] = []
         for start in range(0, len(updates), MAX_BATCH):
             chunk = updates[start : start + MAX_BATCH]
-            args = [*self._head()]
+            args = self._hot_head()
             for update in chunk:
                 args.extend(_update_args(update))
             reply = yield Call(
-                "track_set_many", [*self.keys.shared, *(self.keys.job(u.jid) for u in chunk)], args
+                "track_set_many", [*self.keys.hot, *(self.keys.job(u.jid) for u in chunk)], args
             )
-            replies, more = scripts.outcome(reply, "")
-            for update, one in zip(chunk, replies, strict=True):
-                if one[0] == scripts.OK:
-                    results.append(self.decode(update.jid, one[1]))
-                else:
-                    results.append(scripts.error(one, update.jid))  # type: ignore[arg-type]
-            if more:
-                yield from self.drain()
+            for update, one in zip(chunk, scripts.outcome(reply, ""), strict=True):
+                ok = one[0] == scripts.OK
+                results.append(None if ok else scripts.error(one, update.jid))  # type: ignore[arg-type]
         return results
 
     def success(self, jid: str) -> Plan[Track]:

@@ -1,4 +1,7 @@
--- Shared by every script; scripts.py puts it (then _graph.lua) in front of each operation.
+-- The top of tracker's function library; scripts.py puts _graph.lua after it and
+-- registers each operation's file as one function. This part runs once, when the
+-- library is loaded: every call then starts with begin(), which sets the per-call
+-- values below from the call's KEYS and ARGV.
 --
 -- KEYS[1]  events stream          KEYS[2]  reservations zset    KEYS[3] queues hash
 -- KEYS[4..11] state zsets: waiting paused enqueued working failed success dead cancelled
@@ -19,22 +22,49 @@
 --   {2, state, reason, ...}  the job's state refuses this (reason is a short code)
 --   {3, field, reason}       an input the script alone can judge is invalid
 
-local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[12], KEYS[13]
 local STATES = {'waiting', 'paused', 'enqueued', 'working', 'failed', 'success', 'dead', 'cancelled'}
-local STATE_KEY = {}
-for i, state in ipairs(STATES) do STATE_KEY[state] = KEYS[3 + i] end
 local TERMINAL = {success = true, dead = true, cancelled = true}
 local BAND = 4398046511104 -- 2^42: one queue's range of scores in a state zset
 local MAX_ERRORS = 10
 
-local NOW = tonumber(ARGV[1])
-if not NOW then
-  local t = redis.call('TIME')
-  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT
+local STATE_KEY = {}
+local NOW, TTL, PENDING_TTL, DONE_TTL, EVENTS_KEPT, JOB_PREFIX_LEN, PROPAGATE, BUDGET
+local WORK, SPENT = {}, 0 -- this call's fan-out tasks (see _graph.lua)
+
+local function begin(KEYS, ARGV)
+  EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[12], KEYS[13]
+  STATE_KEY = {}
+  for i, state in ipairs(STATES) do STATE_KEY[state] = KEYS[3 + i] end
+  NOW = tonumber(ARGV[1])
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  TTL, PENDING_TTL, DONE_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+  EVENTS_KEPT, JOB_PREFIX_LEN = ARGV[5], tonumber(ARGV[6])
+  PROPAGATE, BUDGET = ARGV[7] == '1', tonumber(ARGV[8])
+  WORK, SPENT = {}, 0
 end
-local TTL, PENDING_TTL, DONE_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-local EVENTS_KEPT, JOB_PREFIX_LEN = ARGV[5], tonumber(ARGV[6])
-local PROPAGATE, BUDGET = ARGV[7] == '1', tonumber(ARGV[8])
+
+-- The hot path (TRACK SET) gets a shorter call, since every argument costs:
+-- KEYS[1] events  KEYS[2] reservations  KEYS[3..7] the unfinished states' zsets
+-- (waiting paused enqueued working failed)  KEYS[8..] the jobs' hashes
+-- ARGV[1] now or ''  ARGV[2] TTL ms  ARGV[3] PENDING_TTL ms  ARGV[4] events kept
+-- ARGV[5] length of a job key's prefix  ARGV[6..] the updates
+local function begin_hot(KEYS, ARGV)
+  EVENTS, RESERVED = KEYS[1], KEYS[2]
+  STATE_KEY = {waiting = KEYS[3], paused = KEYS[4], enqueued = KEYS[5], working = KEYS[6],
+               failed = KEYS[7]}
+  NOW = tonumber(ARGV[1])
+  if not NOW then
+    local t = redis.call('TIME')
+    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  TTL, PENDING_TTL, EVENTS_KEPT, JOB_PREFIX_LEN = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4],
+    tonumber(ARGV[5])
+  WORK, SPENT = {}, 0
+end
 
 -- Lua numbers are doubles; print them whole so scores and times stay exact.
 local function int(n) return string.format('%.0f', n) end

@@ -15,8 +15,6 @@
 --   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
 
-local WORK, SPENT = {}, 0
-
 local function add_work(kind, set_key, root, reason)
   if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0'} end
 end
@@ -210,34 +208,53 @@ local function work()
 end
 
 -- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
--- later, only while working. A refusal applies nothing. Used by track_set(_many).lua.
-local function track_set(key, percent, desc_given, desc, reserve_until)
-  local job = load(key)
-  if not job then return {1} end
-  if TERMINAL[job.state] then return {2, job.state, 'finished'} end
-  local fields = {}
+-- later, only while working. A refusal applies nothing. It is the hot path, so it
+-- reads only the fields it needs and streams only what changed (with jid, state
+-- and queue), rather than the whole track. Used by track_set(_many).lua, which run
+-- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
+local function track_set(key, percent, desc_given, desc, reserve_until, returning)
+  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q')
+  local state = got[1]
+  if not state then return {1} end
+  if TERMINAL[state] then return {2, state, 'finished'} end
+  local jid = jid_of(key)
+  local fields, n = {'u', int(NOW)}, 2
+  local extended = nil
   if reserve_until ~= '' then
-    local wanted = tonumber(reserve_until)
-    if job.state ~= 'working' then return {2, job.state, 'not_working'} end
-    if wanted < job.reserve_until then
-      return {2, job.state, 'reserve_earlier', int(job.reserve_until)}
+    local wanted, current = tonumber(reserve_until), tonumber(got[3])
+    if state ~= 'working' then return {2, state, 'not_working'} end
+    if wanted < current then return {2, state, 'reserve_earlier', int(current)} end
+    if wanted > current then
+      extended = wanted
+      fields[n + 1], fields[n + 2], n = 'r', int(wanted), n + 2
     end
-    job.reserve_until = wanted
-    append(fields, 'r', int(wanted))
   end
-  local delta = 0
   if percent ~= '' then
-    if job.batch then return {2, job.state, 'batch_percent'} end
-    delta = tonumber(percent) - (job.percent or 0)
-    append(fields, 'p', percent)
+    if got[7] == '1' then return {2, state, 'batch_percent'} end
+    fields[n + 1], fields[n + 2], n = 'p', percent, n + 2
   end
-  if desc_given == '1' then append(fields, 'd', desc) end
-  local track = commit(job, job.state, fields)
-  if delta ~= 0 then
-    job.percent = tonumber(percent)
-    rollup(job, job.state, delta)
+  if desc_given == '1' then fields[n + 1], fields[n + 2] = 'd', desc end
+  redis.call('HSET', key, unpack(fields))
+  redis.call('ZADD', STATE_KEY[state], int(tonumber(got[2]) * BAND + NOW), jid)
+  if extended then
+    redis.call('ZADD', RESERVED, int(extended), jid)
+    redis.call('PEXPIRE', key, int(extended - NOW + TTL))
+  elseif state ~= 'working' then
+    redis.call('PEXPIRE', key, int(PENDING_TTL))
   end
-  return {0, track}
+  if got[4] then
+    for _, label_key in ipairs(split_lines(got[4])) do
+      redis.call('ZADD', label_key, int(NOW), key)
+    end
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 's', state, 'q', got[8],
+    unpack(fields))
+  if got[5] and percent ~= '' and tonumber(percent) ~= (tonumber(got[6]) or 0) then
+    rollup(load(key), state, tonumber(percent) - (tonumber(got[6]) or 0))
+  end
+  if returning then return {0, state, redis.call('HGETALL', key)} end
+  return {0, state}
 end
 
 -- A failed attempt: record the error, then `failed` if a retry is allowed and

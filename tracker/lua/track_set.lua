@@ -1,9 +1,8 @@
 -- track_set: TRACK SET of one job (percent, desc, reserve_until), all or nothing.
--- KEYS[14] job hash
--- ARGV[9] jid  ARGV[10] percent or ''  ARGV[11] '1' when desc is given  ARGV[12] desc
--- ARGV[13] reserve_until (ms) or ''
--- Returns {0, track, more}, {1}, {2, state, 'finished' | 'not_working' | 'batch_percent'},
+-- Called in the hot layout (begin_hot, see _common.lua): KEYS[8] the job's hash
+-- ARGV[6] jid  ARGV[7] percent or ''  ARGV[8] '1' when desc is given  ARGV[9] desc
+-- ARGV[10] reserve_until (ms) or ''  ARGV[11] '1' to reply with the track
+-- Returns {0, state} or {0, state, track}; {1};
+-- {2, state, 'finished' | 'not_working' | 'batch_percent'};
 -- or {2, state, 'reserve_earlier', current reserve_until}.
-local reply = track_set(KEYS[14], ARGV[10], ARGV[11], ARGV[12], ARGV[13])
-if reply[1] == 0 then reply[3] = work() end
-return reply
+return track_set(KEYS[8], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11] == '1')

@@ -9,6 +9,7 @@ for _, key in ipairs(due) do
   if job and job.state == 'waiting' and job.pending <= 0 and not job.blocked_by
       and job.eligible_at and job.eligible_at <= NOW then
     forget(job, 'ea')
+    forget(job, 'dl') -- the delay is served: a pause and resume later does not restart it
     commit(job, 'enqueued', {})
     dispatch(job)
     enqueued = enqueued + 1

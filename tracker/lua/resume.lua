@@ -13,6 +13,7 @@ elseif job.eligible_at and job.eligible_at > NOW then
   redis.call('ZADD', SCHEDULE, int(job.eligible_at), job.key)
 elseif job.eligible_at then
   forget(job, 'ea')
+  forget(job, 'dl')
   commit(job, 'enqueued', {})
   dispatch(job)
 else

@@ -7,6 +7,7 @@ hashes and every change is one Lua script.
 
 from __future__ import annotations
 
+from .context import aprogress, progress
 from .errors import (
     Conflict,
     InvalidInput,
@@ -37,4 +38,6 @@ __all__ = [
     "TrackUpdate",
     "Tracker",
     "TrackerError",
+    "aprogress",
+    "progress",
 ]

@@ -5,6 +5,7 @@ Both drive the same plans from :mod:`tracker.ops`; only the I/O differs.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
@@ -12,7 +13,7 @@ import redis.asyncio
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
-from .model import RegisterFields, State, Track, TrackUpdate
+from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 from .store import UNAVAILABLE
@@ -77,6 +78,24 @@ class AsyncTracker:
 
     async def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Registered:
         return await self._drive(self.ops.register(jid, **fields))
+
+    async def enqueue(
+        self,
+        func: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        jid: str | None = None,
+        **fields: Unpack[RegisterFields],
+    ) -> str:
+        jid = jid or uuid.uuid4().hex
+        fields["payload"] = {
+            "func": func_name(func),
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+        }
+        await self.register(jid, **fields)
+        return jid
 
     async def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
         return await self._drive(self.ops.start(jid, reserve_for))
@@ -152,6 +171,10 @@ class AsyncTracker:
                 state=state, queue=queue, label=label, parent=parent, limit=limit, cursor=cursor
             )
         )
+
+    async def state(self, jid: str) -> State:
+        """Only the job's state (``unknown`` when it has no track)."""
+        return await self._drive(self.ops.state(jid))
 
     async def stats(self) -> Stats:
         return await self._drive(self.ops.stats())

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import NoReturn
 
 import click
+import rq
 
 from .embedded import EmbeddedValkey
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
@@ -90,6 +91,36 @@ def _wait_for_signal() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
     stopped.wait()
+
+
+@main.command()
+@click.argument("queues", nargs=-1)
+@click.option("--simple", is_flag=True, help="Run jobs in this process (no fork).")
+@click.option("--burst", is_flag=True, help="Quit once the queues are empty.")
+def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
+    """An RQ worker that reports every tracked job's lifecycle (queue: default)."""
+    from .worker import TrackedSimpleWorker, TrackedWorker
+
+    with connected() as tracker:
+        kind = TrackedSimpleWorker if simple else TrackedWorker
+        names = queues or ("default",)
+        rq_queues = [rq.Queue(name, connection=tracker.client) for name in names]
+        maintenance = Maintenance(tracker)
+        maintenance.start()
+        try:
+            kind(rq_queues, connection=tracker.client, tracker=tracker).work(burst=burst)
+        finally:
+            maintenance.stop()
+
+
+@main.command()
+def demo() -> None:
+    """Run a small workflow with an in-process worker, showing live progress."""
+    from . import demo as demo_module
+
+    with connected() as tracker:
+        code = demo_module.run(tracker)
+    sys.exit(code)
 
 
 @main.command()

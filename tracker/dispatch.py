@@ -39,6 +39,7 @@ def rq_handoff(jid: str, queue: str, payload: dict[str, Any]) -> list[bytes]:
         args=tuple(payload.get("args", ())),
         kwargs=payload.get("kwargs", {}),
         job_id=jid,
+        timeout=-1,  # the tracker's reservation, kept alive by the worker, bounds a run
     )
     pipe = _OFFLINE.pipeline(transaction=False)
     rq_queue.enqueue_job(job, pipeline=pipe)

@@ -177,6 +177,16 @@ def check_payload(value: object) -> dict[str, Any]:
     return payload
 
 
+def func_name(func: object) -> str:
+    """How RQ names a function: ``module.qualname``, or the dotted path given."""
+    if isinstance(func, str):
+        return func
+    module, qualname = getattr(func, "__module__", None), getattr(func, "__qualname__", None)
+    if not callable(func) or not module or not qualname or "<" in qualname:
+        raise InvalidInput("func", "expected a module-level function or a dotted path to one")
+    return f"{module}.{qualname}"
+
+
 def pack(value: object) -> bytes:
     try:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]

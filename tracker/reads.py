@@ -19,6 +19,12 @@ class ReadPlans(PlanBase):
         (fields,) = yield Read([("hgetall", (self.keys.job(jid),))])
         return self.decode(jid, fields)
 
+    def state(self, jid: str) -> Plan[State]:
+        """Only the job's state: what a worker polls to learn of a cancel."""
+        check_name("jid", jid)
+        (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
+        return State.UNKNOWN if raw is None else State(raw.decode())
+
     def stats(self) -> Plan[Stats]:
         reply = yield Call("stats", list(self.keys.shared), self._head())
         flat = scripts.outcome(reply, "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, Unpack
 
@@ -10,7 +11,7 @@ import redis.exceptions
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
-from .model import RegisterFields, State, Track, TrackUpdate
+from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 
@@ -98,6 +99,30 @@ class Tracker:
         body again is a no-op (``created`` False); another body is a Conflict.
         """
         return self._drive(self.ops.register(jid, **fields))
+
+    def enqueue(
+        self,
+        func: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        jid: str | None = None,
+        **fields: Unpack[RegisterFields],
+    ) -> str:
+        """Submit ``func(*args, **kwargs)`` as a tracked RQ job; returns its jid.
+
+        The jid is the RQ job id (a new uuid unless given). ``fields`` are register's:
+        ``queue``, ``prerequisites``, ``parent``, ``labels``, ``reserve_for``,
+        ``max_attempts``, ``delay``... The job reaches its RQ queue when released.
+        """
+        jid = jid or uuid.uuid4().hex
+        fields["payload"] = {
+            "func": func_name(func),
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+        }
+        self.register(jid, **fields)
+        return jid
 
     def start(self, jid: str, *, reserve_for: int | None = None) -> Track:
         """A worker takes the job: working, attempts + 1, reserved for ``reserve_for`` s."""
@@ -190,6 +215,10 @@ class Tracker:
                 state=state, queue=queue, label=label, parent=parent, limit=limit, cursor=cursor
             )
         )
+
+    def state(self, jid: str) -> State:
+        """Only the job's state (``unknown`` when it has no track)."""
+        return self._drive(self.ops.state(jid))
 
     def stats(self) -> Stats:
         """Counts of live jobs by state, overall and per queue."""

@@ -27,6 +27,8 @@ from .model import (
 from .plans import Call, Plan, PlanBase, Read, Registered
 
 MAX_BATCH = 1000
+#: A failed job with a payload goes back to its queue after this, doubling per attempt.
+RETRY_BACKOFF_MS = 1000
 
 
 class WritePlans(PlanBase):
@@ -161,7 +163,9 @@ class WritePlans(PlanBase):
             check_text("error_type", error_type, 256)
         if not isinstance(retry, bool):
             raise InvalidInput("retry", f"expected true or false, got {type(retry).__name__}")
-        return self._transition("fail", jid, error, error_type or "", "1" if retry else "0")
+        return self._transition(
+            "fail", jid, error, error_type or "", "1" if retry else "0", RETRY_BACKOFF_MS
+        )
 
     def cancel(self, jid: str) -> Plan[Track]:
         return self._transition("cancel", check_name("jid", jid))
@@ -189,7 +193,7 @@ class WritePlans(PlanBase):
             if reserve_until > now:
                 break
             jid = raw.decode()
-            reply = yield self._job_call("reap", jid)
+            reply = yield self._job_call("reap", jid, RETRY_BACKOFF_MS)
             if reply[0] == scripts.OK:
                 reaped.append(self.decode(jid, reply[1]))
                 if reply[2]:
@@ -197,7 +201,7 @@ class WritePlans(PlanBase):
         return reaped
 
     def promote(self) -> Plan[int]:
-        """Enqueue delayed jobs whose time has come; returns how many."""
+        """Hand due jobs to their queue (delays and retry backoffs); returns how many."""
         total = 0
         while True:
             reply = yield Call("promote", list(self.keys.shared), self._head())

@@ -112,7 +112,7 @@ end
 settle = function(job, old_state)
   local state = job.state
   if not TERMINAL[state] then return end
-  if old_state == 'enqueued' then undispatch(job) end
+  if old_state == 'enqueued' or old_state == 'failed' then undispatch(job) end
   if job.payload then redis.call('DEL', job.payload) end
   if state == 'success' then
     add_work('release', job.dependents)
@@ -259,13 +259,22 @@ end
 
 -- A failed attempt: record the error, then `failed` if a retry is allowed and
 -- attempts remain, else `dead`. Used by fail.lua and by the reaper.
-local function fail_job(job, message, error_type, retry)
+-- A job with a payload goes back to its queue after `backoff` ms, doubling with each
+-- attempt up to 32 times (the schedule, see promote.lua); others wait for their worker.
+local function fail_job(job, message, error_type, retry, backoff)
   local attempts = tonumber(job.h.a) or 0
   local max_attempts = tonumber(job.h.m) or 25
   local new_state = 'dead'
   if retry and attempts < max_attempts then new_state = 'failed' end
   local was = job.state
-  local track = commit(job, new_state, {'e', with_error(job, message, error_type, '')})
+  local fields = {'e', with_error(job, message, error_type, '')}
+  local again = nil
+  if new_state == 'failed' and job.payload and backoff then
+    again = NOW + backoff * 2 ^ math.min(math.max(attempts - 1, 0), 5)
+    append(fields, 'ea', int(again))
+  end
+  local track = commit(job, new_state, fields)
+  if again then redis.call('ZADD', SCHEDULE, int(again), job.key) end
   settle(job, was)
   return track
 end

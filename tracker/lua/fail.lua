@@ -1,6 +1,7 @@
 -- fail: an attempt failed; the job becomes failed (retry expected) or dead.
 -- KEYS[14] job hash
 -- ARGV[9] jid  ARGV[10] error message  ARGV[11] error type or ''  ARGV[12] '1' to allow a retry
+-- ARGV[13] the first retry's backoff (ms) for a job with a payload
 -- Returns {0, track, more}, {1}, or {2, state, 'not_running' | 'batch_computed'}.
 local job = load(KEYS[14])
 if not job then return {1} end
@@ -8,5 +9,5 @@ if job.batch then return {2, job.state, 'batch_computed'} end
 if job.state ~= 'working' and job.state ~= 'enqueued' then
   return {2, job.state, 'not_running'}
 end
-local track = fail_job(job, ARGV[10], ARGV[11], ARGV[12] == '1')
+local track = fail_job(job, ARGV[10], ARGV[11], ARGV[12] == '1', tonumber(ARGV[13]))
 return {0, track, work()}

@@ -1,0 +1,65 @@
+"""Job functions the worker tests run (importable by a forked RQ worker)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from tracker import JobCancelled, progress
+from tracker.context import aprogress, current
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def report_steps(steps: int) -> str:
+    for n in range(1, steps + 1):
+        progress(percent=100 * n // steps, desc=f"step {n} of {steps}")
+    return "done"
+
+
+def broken(message: str = "it broke") -> None:
+    raise ValueError(message)
+
+
+def flaky() -> str:
+    """Fails on its first attempt, succeeds after."""
+    running = current()
+    if running.tracker.track_get(running.jid).attempts == 1:
+        raise RuntimeError("first attempt fails")
+    return "second time lucky"
+
+
+def report_until_cancelled(marker_key: str) -> str:
+    """Reports every 50 ms; records in Redis that it saw the cancel, then ends."""
+    running = current()
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            progress(desc="working")
+            time.sleep(0.05)
+    except JobCancelled:
+        running.tracker.client.set(marker_key, "saw JobCancelled", ex=60)
+        raise
+    return "never cancelled"
+
+
+def ignore_cancel(seconds: float) -> str:
+    """Never reports: only the worker can stop it."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+    return "ran to the end"
+
+
+def sleep_then_succeed(seconds: float) -> str:
+    time.sleep(seconds)
+    return "slept"
+
+
+async def async_steps(steps: int) -> str:
+    for n in range(1, steps + 1):
+        await aprogress(percent=100 * n // steps)
+        await asyncio.sleep(0)
+    return "async done"

@@ -155,12 +155,8 @@ def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:
 def _batch(fields: dict[bytes, bytes], state: State) -> dict[str, Any]:
     total, success, dead = (int(fields.get(k, 0)) for k in (b"bt", b"bs", b"bd"))
     sealed = fields.get(b"sl") == b"1"
-    if state is State.SUCCESS:
-        percent = 100
-    else:
-        share = int(fields.get(b"bp", 0)) + 100 * success
-        children = total + (0 if sealed else 1)  # an unsealed batch may grow: one more
-        percent = min(99, share // children) if children else 0
+    # the scripts keep a batch's percent in p (see batch_percent in lua/_graph.lua)
+    percent = 100 if state is State.SUCCESS else int(fields.get(b"p", 0))
     return {
         "total": total,
         "pending": total - success - dead,

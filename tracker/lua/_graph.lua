@@ -52,6 +52,17 @@ local function bump(job, field, by)
   return value
 end
 
+-- SPEC section 5: floor(sum of children's percent, success counting 100) over the
+-- children, one more while unsealed, at most 99 until the batch succeeds.
+local function batch_percent(h)
+  local children = tonumber(h.bt)
+  if h.sl ~= '1' then children = children + 1 end
+  if children == 0 then return 0 end
+  return math.min(99, math.floor((tonumber(h.bp) + 100 * tonumber(h.bs)) / children))
+end
+
+local rollup
+
 local function finish_batch_if_done(batch)
   if batch.state ~= 'working' then return false end
   local c = batch.h
@@ -63,9 +74,20 @@ local function finish_batch_if_done(batch)
   return true
 end
 
+-- A batch's counters changed: it ends if its children decided it, else it keeps
+-- its percent in `p`, like any job, and passes a change on to its own batch.
+local function batch_changed(batch)
+  if finish_batch_if_done(batch) then return end
+  local old = batch.percent or 0
+  local new = batch_percent(batch.h)
+  commit(batch, batch.state, {'p', new})
+  batch.percent = new
+  if new ~= old then rollup(batch, batch.state, new - old) end
+end
+
 -- A child moved (old_state -> child.state) or its percent changed by `delta`:
 -- keep its batch's running sums, and end the batch when the children decide it.
-local function rollup(child, old_state, delta)
+rollup = function(child, old_state, delta)
   if not child.parent then return end
   local batch = load(child.parent)
   if not batch or TERMINAL[batch.state] then return end
@@ -87,7 +109,7 @@ local function rollup(child, old_state, delta)
   elseif delta ~= 0 then
     bump(batch, 'bp', delta)
   end
-  if not finish_batch_if_done(batch) then commit(batch, batch.state, {}) end
+  batch_changed(batch)
 end
 
 -- A job whose prerequisites all succeeded goes on: a batch starts working (and

@@ -23,8 +23,8 @@ local at = 20
 local parent
 if has_parent then
   parent = {key = KEYS[20], gate = KEYS[21], open = KEYS[22], children = KEYS[23]}
-  local got = redis.call('HMGET', parent.key, 's', 'B', 'sl')
-  parent.state = got[1]
+  local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
+  parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
@@ -40,14 +40,20 @@ local label_keys = {}
 for i = at, #KEYS do label_keys[#label_keys + 1] = KEYS[i] end
 if parent then label_keys[#label_keys + 1] = parent.children end
 
--- A cycle: some prerequisite already waits, through others, for this job to succeed.
-if n_prereqs > 0 then
+-- A cycle: something this job would wait for already waits for it. Events, not
+-- jobs, are followed: R(j) "j is released" and S(j) "j succeeded". S(j) is what j's
+-- dependents' R and its batch's S wait for; R(b) of a waiting batch is what its held
+-- children's R waits for. This job's R would wait for each prerequisite's S, and
+-- for R(parent) when its batch holds it: none of those may already follow from R(key).
+local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
+if n_prereqs > 0 or held then
   local wanted = {}
-  for _, p in ipairs(prereqs) do wanted[p.key] = true end
-  if wanted[key] then return {2, 'unknown', 'cycle'} end
+  for _, p in ipairs(prereqs) do wanted['S' .. p.key] = true end
+  if held then wanted['R' .. parent.key] = true end
+  if wanted['S' .. key] then return {2, 'unknown', 'cycle'} end
   local seen, queue = {}, {}
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[17])) do queue[#queue + 1] = member end
-  if parent then queue[#queue + 1] = parent.key end
+  for _, member in ipairs(redis.call('SMEMBERS', KEYS[17])) do queue[#queue + 1] = 'R' .. member end
+  if parent then queue[#queue + 1] = 'S' .. parent.key end
   local head = 1
   while head <= #queue do
     local node = queue[head]
@@ -56,11 +62,21 @@ if n_prereqs > 0 then
       seen[node] = true
       if wanted[node] then return {2, 'unknown', 'cycle'} end
       if head > 20000 then return {2, 'unknown', 'graph_too_large'} end
-      local edges = redis.call('HMGET', node, 'dk', 'P')
-      if edges[1] then
-        for _, member in ipairs(redis.call('SMEMBERS', edges[1])) do queue[#queue + 1] = member end
+      local job_key = string.sub(node, 2)
+      local edges = redis.call('HMGET', job_key, 'dk', 'P', 'gk')
+      if string.sub(node, 1, 1) == 'R' then
+        queue[#queue + 1] = 'S' .. job_key
+        if edges[3] then
+          for _, child in ipairs(redis.call('SMEMBERS', edges[3])) do queue[#queue + 1] = 'R' .. child end
+        end
+      else
+        if edges[1] then
+          for _, member in ipairs(redis.call('SMEMBERS', edges[1])) do
+            queue[#queue + 1] = 'R' .. member
+          end
+        end
+        if edges[2] then queue[#queue + 1] = 'S' .. edges[2] end
       end
-      if edges[2] then queue[#queue + 1] = edges[2] end
     end
   end
 end
@@ -98,8 +114,8 @@ for _, p in ipairs(prereqs) do
     if got[2] then blocked_by = got[2] end
   end
 end
-local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
 if held then
+  if parent.blocked_by then blocked_by = parent.blocked_by end
   pending = pending + 1
   waits_on[#waits_on + 1] = parent.gate
   redis.call('SADD', parent.gate, key)
@@ -117,7 +133,7 @@ if parent then append(fields, 'P', parent.key) end
 if held then append(fields, 'gh', 1) end
 if #waits_on > 0 then append(fields, 'pl', table.concat(waits_on, '\n')) end
 if redis.call('EXISTS', KEYS[17]) == 1 then append(fields, 'dk', KEYS[17]) end
-if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0,
+if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0, 'p', 0,
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
 if n_commands > 0 then
@@ -136,7 +152,7 @@ if parent then
   bump(batch, 'bt', 1)
   redis.call('SADD', parent.open, key)
   redis.call('PEXPIRE', parent.open, int(PENDING_TTL))
-  commit(batch, batch.state, {})
+  batch_changed(batch)
 end
 
 local job = load(key)

@@ -7,6 +7,7 @@ if not job then return {1} end
 if not job.batch then return {2, job.state, 'not_batch'} end
 if job.h.sl == '1' then return {0, redis.call('HGETALL', job.key), 0} end
 if TERMINAL[job.state] then return {2, job.state, 'finished'} end
-commit(job, job.state, {'sl', '1'})
-finish_batch_if_done(job)
+job.h.sl = '1'
+redis.call('HSET', job.key, 'sl', '1')
+batch_changed(job)
 return {0, redis.call('HGETALL', job.key), work()}

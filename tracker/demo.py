@@ -56,8 +56,9 @@ def _job(jid: str, queue: str, func: str, *args: object, **fields: object) -> di
     return {"jid": jid, "queue": queue, "payload": {"func": func, "args": list(args)}, **fields}
 
 
-def run(tracker: Tracker, out: TextIO = sys.stdout) -> int:
+def run(tracker: Tracker, out: TextIO | None = None) -> int:
     """Run the demo; returns the process exit code (0 when it ended as designed)."""
+    out = out or sys.stdout
     stamp = time.strftime("%Y%m%d-%H%M%S")
     settings = replace(tracker.settings, namespace=f"demo-{stamp}", propagate_failures=True)
     demo = Tracker(tracker.client, settings)

@@ -203,10 +203,13 @@ def test_a_big_fan_out_is_released_exactly_once_by_one_success(tracker: Tracker)
 def test_a_fan_out_is_released_in_chunks_that_drain_finishes(tracker: Tracker) -> None:
     dependents = register_fan_out(tracker)
     first_call_only(tracker, tracker.ops.success("root"))
-    assert tracker.stats().states == {
+    states = tracker.stats().states
+    # a call stops at GRAPH_BUDGET jobs, or sooner when it has run for 3 ms
+    assert 0 < states["enqueued"] <= GRAPH_BUDGET
+    assert states == {
         "success": 1,
-        "enqueued": GRAPH_BUDGET,
-        "waiting": FAN_OUT - GRAPH_BUDGET,
+        "enqueued": states["enqueued"],
+        "waiting": FAN_OUT - states["enqueued"],
     }
     tracker.drain()
     assert tracker.stats().states == {"success": 1, "enqueued": FAN_OUT}

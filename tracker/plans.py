@@ -23,8 +23,9 @@ from .settings import Settings
 
 T = TypeVar("T")
 EVENTS_KEPT = 10_000
-#: Most jobs one script call may touch through the graph; the rest waits as fan-out work.
-GRAPH_BUDGET = 200
+#: Most commits (a queue hand-off counts 2 more) one call may make through the graph,
+#: about 3 ms of server time; the rest waits as fan-out work.
+GRAPH_BUDGET = 100
 
 
 @dataclass(frozen=True, slots=True)

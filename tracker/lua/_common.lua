@@ -139,6 +139,7 @@ end
 -- it in step: its state index, reservation, expiry, label indexes and the event
 -- stream. Returns the track as a flat field/value list.
 local function commit(job, new_state, fields)
+  SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
   append(fields, 's', new_state, 'u', int(NOW))
   redis.call('HSET', job.key, unpack(fields))

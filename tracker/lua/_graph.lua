@@ -2,7 +2,8 @@
 -- failure propagation, batch roll-up, and the queue hand-off.
 --
 -- Work that spreads through the graph (a job with 100,000 dependents) is a list
--- of tasks: this call does at most BUDGET jobs' worth, and pushes what is left
+-- of tasks: this call does at most BUDGET commits' worth (a queue hand-off counts
+-- as two more), about 3 ms of server time, and pushes what is left
 -- onto the fan-out list for drain.lua, so no call blocks Redis for long. Each
 -- task consumes a set with SPOP in the same script that acts on the members, so
 -- every edge is followed exactly once, whoever runs the task and however often
@@ -34,6 +35,7 @@ end
 
 local function dispatch(job)
   if not job.payload then return end
+  SPENT = SPENT + 2 -- replaying a hand-off costs about twice a commit
   for _, command in ipairs(redis.call('LRANGE', job.payload, 1, -1)) do run_command(command) end
 end
 
@@ -200,17 +202,18 @@ local function work()
       redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
     elseif kind == 'mark' then
       local scan = redis.call('SSCAN', set_key, task[5], 'COUNT', room)
-      for _, key in ipairs(scan[2]) do
-        SPENT = SPENT + 1
-        mark(key, root)
-      end
+      for _, key in ipairs(scan[2]) do mark(key, root) end
       if scan[1] ~= '0' then
         task[5] = scan[1]
         redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
       end
     else
-      for _, key in ipairs(redis.call('SPOP', set_key, room)) do
-        SPENT = SPENT + 1
+      local members = redis.call('SPOP', set_key, room)
+      for m, key in ipairs(members) do
+        if SPENT >= BUDGET then -- costlier than hoped: the rest goes back for the next call
+          redis.call('SADD', set_key, unpack(members, m))
+          break
+        end
         if kind == 'release' or kind == 'open' then
           decrement(key, kind == 'open')
         elseif kind == 'kill' then

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import msgpack
 
@@ -11,9 +11,9 @@ from . import scripts
 from .dispatch import rq_handoff
 from .errors import InvalidInput, TrackerError
 from .model import (
-    DEFAULT_MAX_ATTEMPTS,
     MAX_ERROR,
     MAX_RESERVE_FOR,
+    RegisterFields,
     Registration,
     Track,
     TrackUpdate,
@@ -32,35 +32,8 @@ RETRY_BACKOFF_MS = 1000
 
 
 class WritePlans(PlanBase):
-    def register(
-        self,
-        jid: str,
-        *,
-        queue: str = "default",
-        labels: Mapping[str, str] | None = None,
-        reserve_for: int | None = None,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-        payload: Mapping[str, Any] | None = None,
-        prerequisites: Iterable[str] | None = None,
-        missing_prerequisites: str = "pending",
-        delay: int = 0,
-        parent: str | None = None,
-        batch: bool = False,
-    ) -> Plan[Registered]:
-        reg = registration(
-            jid,
-            queue=queue,
-            labels=labels,
-            reserve_for=reserve_for,
-            max_attempts=max_attempts,
-            payload=payload,
-            prerequisites=prerequisites,
-            missing_prerequisites=missing_prerequisites,
-            delay=delay,
-            parent=parent,
-            batch=batch,
-            default_reserve_for=self.settings.reserve_for,
-        )
+    def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Plan[Registered]:
+        reg = registration(jid, default_reserve_for=self.settings.reserve_for, **fields)
         return self._register(reg)
 
     def _register(self, reg: Registration) -> Plan[Registered]:

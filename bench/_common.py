@@ -16,12 +16,13 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import redis
 
+from tracker import Tracker, scripts
 from tracker.embedded import EmbeddedValkey
 from tracker.ops import Call, Plan
 
@@ -55,6 +56,109 @@ def first_call(plan: Plan[Any]) -> Call:
     step = next(plan)
     assert isinstance(step, Call), step
     return step
+
+
+def pipelined(tracker: Tracker, plans: Iterable[Plan[Any]]) -> None:
+    """Run one-call plans together, their function calls (FCALL) in one pipeline.
+
+    The steps of ``Tracker._drive`` with the round trips shared: each plan yields
+    its ``Call``, gets its reply back and checks it (raising on a refusal).
+    """
+    pipe = tracker.client.pipeline(transaction=False)
+    started = []
+    for plan in plans:
+        call = first_call(plan)
+        tracker._library.call(pipe, call.script, call.keys, call.args)
+        started.append(plan)
+    for plan, reply in zip(started, pipe.execute(), strict=True):
+        try:
+            plan.send(reply)
+        except StopIteration:
+            continue
+        raise AssertionError("a plan wanted more than one call")
+
+
+def cleanup_matching(client: redis.Redis, tag: str) -> int:
+    """Delete every key whose name contains ``tag``: the RQ keys of a run that put its
+    own unique tag in every RQ job id, queue name and worker name. Also drops the run's
+    queues and workers from RQ's ``rq:queues`` and ``rq:workers`` sets."""
+    deleted = 0
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"*{tag}*", count=1000):
+        batch.append(key)
+        if len(batch) == 1000:
+            deleted += client.delete(*batch)
+            batch.clear()
+    if batch:
+        deleted += client.delete(*batch)
+    for registry in ("rq:queues", "rq:workers"):
+        ours = [m for m in client.smembers(registry) if tag.encode() in m]
+        if ours:
+            client.srem(registry, *ours)
+    return deleted
+
+
+@contextlib.contextmanager
+def slow_commands(client: redis.Redis, slower_than_us: int) -> Iterator[list[dict[str, Any]]]:
+    """Log commands slower than ``slower_than_us`` inside the block; the list fills with
+    SLOWLOG's entries (``duration`` in us, ``command``) on the way out.
+
+    Only for a server of our own: it changes the server's configuration while inside,
+    and resets its slow log. The threshold should stay well above the commands a
+    function runs, since Redis 7 logs those too (at 0, a long function call floods
+    the log and the logging slows it down).
+    """
+    saved = client.config_get("slowlog-*")
+    entries: list[dict[str, Any]] = []
+    client.config_set("slowlog-max-len", 100_000)
+    client.slowlog_reset()
+    client.config_set("slowlog-log-slower-than", slower_than_us)
+    try:
+        yield entries
+    finally:
+        client.config_set("slowlog-log-slower-than", saved["slowlog-log-slower-than"])
+        entries.extend(client.slowlog_get(-1))
+        client.slowlog_reset()
+        client.config_set("slowlog-max-len", saved["slowlog-max-len"])
+
+
+def command_stats(client: redis.Redis) -> dict[str, tuple[int, int]]:
+    """INFO commandstats: calls and usec per command, those run by functions included."""
+    return {
+        name.removeprefix("cmdstat_"): (int(v["calls"]), int(v["usec"]))
+        for name, v in client.info("commandstats").items()
+    }
+
+
+def command_delta(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, tuple[int, int]]:
+    """What ran between two readings of :func:`command_stats`: name -> (calls, usec)."""
+    delta = {}
+    for name, (calls, usec) in after.items():
+        calls0, usec0 = before.get(name, (0, 0))
+        if calls != calls0:
+            delta[name] = (calls - calls0, usec - usec0)
+    return delta
+
+
+def server_time(commands: dict[str, tuple[int, int]], per: int) -> str:
+    """FCALL time per operation: each command the functions ran, and the rest of the
+    FCALLs' time (the Lua interpreter, and redis.call's own overhead). Commands of the
+    benchmark's own around the measurement (INFO, CONFIG, SLOWLOG) are left out."""
+    inner = {
+        name: usec
+        for name, (_, usec) in commands.items()
+        if name != "fcall" and not name.startswith(("slowlog", "config", "info"))
+    }
+    total = commands.get("fcall", (0, 0))[1]
+    rest = total - sum(inner.values())
+    top = sorted(inner.items(), key=lambda item: -item[1])[:8]
+    shown = ", ".join(f"{name} {usec / per:.1f}" for name, usec in top if usec / per >= 0.5)
+    return (
+        f"FCALL {total / per:.1f} us = commands {(total - rest) / per:.1f} ({shown}) "
+        f"+ Lua and redis.call overhead {rest / per:.1f}"
+    )
 
 
 def reachable(url: str) -> bool:
@@ -153,6 +257,40 @@ def private_redis() -> Iterator[str | None]:
                 time.sleep(0.05)
 
 
+def fresh_servers(
+    urls: Sequence[str] | None,
+) -> list[Callable[[], contextlib.AbstractContextManager[str]]]:
+    """One factory per server kind; each call gives a server for one measurement.
+
+    The URLs given (the same server each time), or else a fresh private
+    ``redis-server`` (when installed) and a fresh embedded Valkey per call.
+    """
+    if urls:
+        return [lambda url=url: contextlib.nullcontext(url) for url in urls]  # type: ignore[misc]
+    if shutil.which("redis-server") is None:
+        print("redis-server is not on PATH: measuring the embedded Valkey only")
+        return [embedded_valkey]
+    return [_private_redis, embedded_valkey]
+
+
+@contextlib.contextmanager
+def _private_redis() -> Iterator[str]:
+    with private_redis() as url:
+        assert url is not None
+        yield url
+
+
+@contextlib.contextmanager
+def private_servers(urls: Sequence[str] | None) -> Iterator[list[tuple[str, bool]]]:
+    """``(url, ours)`` pairs: the URLs given (not ours), or else a private Redis 7 (when
+    ``redis-server`` is installed) and an embedded Valkey, both started here (ours)."""
+    if urls:
+        yield [(url, False) for url in urls]
+        return
+    with private_redis() as redis_url, embedded_valkey() as valkey_url:
+        yield [*([(redis_url, True)] if redis_url else []), (valkey_url, True)]
+
+
 @contextlib.contextmanager
 def default_targets(urls: Sequence[str] | None) -> Iterator[list[str]]:
     """The URLs given, or an embedded Valkey plus the shared Redis when it answers."""
@@ -180,7 +318,30 @@ def median(values: Sequence[float]) -> float:
 
 
 def machine() -> str:
-    return f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}"
+    """The machine and the code measured: the commit, and the digest of the Lua library
+    (which names the exact functions the server ran)."""
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"{os.cpu_count()} cores, {python}; tracker {code_version()}"
+
+
+def code_version() -> str:
+    folder = Path(scripts.__file__).parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "-C", str(folder), "status", "--porcelain", "--", "."],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, changed = "?", ""
+    return f"{commit}{' (modified)' if changed else ''}, library {scripts.library()[0]}"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -3,8 +3,9 @@
     python bench/memory.py [--url URL ...] [--tracks 100000] [--jid short|uuid]
 
 Each track is registered, started, given a percent and a 20-character desc with
-TRACK SET, then marked a success: four calls of tracker's real scripts, built by
-tracker's own plans and pipelined 1,000 at a time. The figure is the growth of
+TRACK SET, then marked a success: four calls of tracker's real functions (its
+FCALL library, loaded before the first reading), built by tracker's own plans and
+pipelined 1,000 at a time. The figure is the growth of
 ``used_memory`` divided by the number of tracks: job hashes, the state index and
 the (capped) event stream all included. Job ids are ``job-0000001`` (11
 characters) or, with ``--jid uuid``, 36-character UUIDs like RQ's; the namespace
@@ -27,12 +28,9 @@ figures pick up whatever else changes meanwhile.
 
 from __future__ import annotations
 
-import contextlib
-import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,18 +38,16 @@ import redis
 import rq
 from _common import (
     cleanup,
-    embedded_valkey,
-    first_call,
+    fresh_servers,
     machine,
     namespace,
-    private_redis,
+    pipelined,
     server_label,
     table,
     url_parser,
 )
 
-from tracker import Settings, Tracker, scripts
-from tracker.ops import Plan
+from tracker import Settings, Tracker
 
 DESC = "copying files 17/400"  # 20 characters
 BATCH = 1000
@@ -77,24 +73,6 @@ def job_ids(kind: str, first: int, count: int) -> list[str]:
 # --- tracker -------------------------------------------------------------------
 
 
-def drive_pipelined(tracker: Tracker, bound: dict[str, Any], plans: list[Plan[Any]]) -> None:
-    """Run one-call plans together, their script calls in one pipeline.
-
-    The steps of ``Tracker._drive`` with the round trips shared: each plan yields
-    its ``Call``, gets its reply back and checks it (raising on a refusal).
-    """
-    pipe = tracker.client.pipeline(transaction=False)
-    for plan in plans:
-        call = first_call(plan)
-        bound[call.script](keys=call.keys, args=call.args, client=pipe)
-    for plan, reply in zip(plans, pipe.execute(), strict=True):
-        try:
-            plan.send(reply)
-        except StopIteration:
-            continue
-        raise AssertionError("a plan wanted more than one call")
-
-
 @dataclass
 class TrackerMemory:
     per_track: float
@@ -109,21 +87,17 @@ def measure_tracker(url: str, count: int, jid_kind: str) -> TrackerMemory:
     client = redis.Redis.from_url(url)
     tracker = Tracker(client, settings)
     ops = tracker.ops
-    bound = scripts.register_all(client)
     try:
-        for name in scripts.OPERATIONS:  # the script cache is not per track
-            client.script_load(scripts.source(name))
+        tracker._library.load(client)  # the function library is not per track
         before = used_memory(client)
         start = time.perf_counter()
         last = ""
         for first in range(0, count, BATCH):
             jids = job_ids(jid_kind, first, min(BATCH, count - first))
-            drive_pipelined(tracker, bound, [ops.register(jid) for jid in jids])
-            drive_pipelined(tracker, bound, [ops.start(jid) for jid in jids])
-            drive_pipelined(
-                tracker, bound, [ops.track_set(jid, percent=50, desc=DESC) for jid in jids]
-            )
-            drive_pipelined(tracker, bound, [ops.success(jid) for jid in jids])
+            pipelined(tracker, [ops.register(jid) for jid in jids])
+            pipelined(tracker, [ops.start(jid) for jid in jids])
+            pipelined(tracker, [ops.track_set(jid, percent=50, desc=DESC) for jid in jids])
+            pipelined(tracker, [ops.success(jid) for jid in jids])
             last = jids[-1]
         seconds = time.perf_counter() - start
         after = used_memory(client)
@@ -246,25 +220,6 @@ def measure_rq(url: str, count: int, sample: int) -> RQMemory:
 
 
 # --- servers -------------------------------------------------------------------
-
-
-def fresh_servers(
-    urls: list[str] | None,
-) -> list[Callable[[], contextlib.AbstractContextManager[str]]]:
-    """One factory per server kind; each call gives a server for one measurement."""
-    if urls:
-        return [lambda url=url: contextlib.nullcontext(url) for url in urls]  # type: ignore[misc]
-    if shutil.which("redis-server") is None:
-        print("redis-server is not on PATH: measuring the embedded Valkey only")
-        return [embedded_valkey]
-    return [_private_redis, embedded_valkey]
-
-
-@contextlib.contextmanager
-def _private_redis() -> Iterator[str]:
-    with private_redis() as url:
-        assert url is not None
-        yield url
 
 
 def main() -> int:

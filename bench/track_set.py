@@ -15,6 +15,10 @@ rounds' own ratios ("paired"):
     of 100 raw ``EVALSHA`` calls;
 (d) ``Tracker.track_get`` against a raw ``HGETALL`` of the same hash.
 
+tracker's side is an FCALL of its function library (TRACK SET's lean path, which
+replies with the state alone; ``track_set`` returns None, ``track_set_many`` a list
+of None or the error per update); the raw side stays the EVALSHA a user would write.
+
 Every job (1,000 of them, a fresh namespace per run) is registered and started first,
 so TRACK SET hits working jobs; the raw script writes the same hashes. The namespace's
 keys are deleted afterwards; the raw script stays in the server's script cache.

@@ -9,28 +9,33 @@ kernel included) and the server's time per command (from INFO commandstats; on
 a shared server other clients' commands of the same name blur it).
 
 One at a time and asyncio (8 tasks):
-  raw          a minimal HSET+PEXPIRE script: 1 key, 3 arguments, replies 1
-  +args        the same work, sent tracker's 13 keys and 9 arguments
-  +reply       ... and replying with the whole hash, as tracker's script does
-  script       tracker's own track_set script, its call built beforehand
-  tracker      Tracker.track_set / AsyncTracker.track_set: validation, plan, decoding
+  raw          a minimal HSET+PEXPIRE script by EVALSHA: 1 key, 3 arguments, replies 1
+  raw fcall    the same script as a Redis function, called with FCALL
+  +args        the same function work, sent tracker's hot layout: 8 keys, 11 arguments
+  function     tracker's own track_set function, its call built beforehand
+  tracker      Tracker.track_set / AsyncTracker.track_set: validation, plan, reply check
 Batches of 100:
-  raw          a pipeline of 100 raw script calls
-  script       tracker's track_set_many script, its call built beforehand
+  raw          a pipeline of 100 raw EVALSHA calls
+  function     tracker's track_set_many function, its call built beforehand
   tracker      Tracker.track_set_many
 TRACK GET:
   raw          HGETALL
-  +decode      HGETALL, then tracker's decode_track
+  +decode      HGETALL, then tracker's decoding into a Track
   tracker      Tracker.track_get
+
+The two raw functions are loaded as a library of this run's own, deleted at the end;
+tracker's own library stays loaded (other clients of a shared server may use it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 import redis.asyncio
@@ -47,20 +52,23 @@ from _common import (
 )
 from track_set import EXPIRY_MS, RAW_TRACK_SET, desc
 
-from tracker import Settings, Tracker, scripts
+from tracker import Settings, Tracker
 from tracker.aio import AsyncTracker
-from tracker.ops import Call, decode_track
+from tracker.ops import Call
 
-#: RAW_TRACK_SET, handed tracker's KEYS and ARGV (KEYS[12] the hash, ARGV[6] and [8]).
-RAW_WIDE = """
-redis.call('HSET', KEYS[12], 'p', ARGV[6], 'd', ARGV[8])
-redis.call('PEXPIRE', KEYS[12], 3600000)
-return 1
-"""
-RAW_WIDE_REPLY = """
-redis.call('HSET', KEYS[12], 'p', ARGV[6], 'd', ARGV[8])
-redis.call('PEXPIRE', KEYS[12], 3600000)
-return {0, redis.call('HGETALL', KEYS[12])}
+#: RAW_TRACK_SET as functions: ``raw`` takes its KEYS and ARGV; ``wide`` is handed
+#: tracker's hot layout (KEYS[8] the hash, ARGV[7] percent, ARGV[9] desc).
+RAW_LIBRARY = """#!lua name={name}
+redis.register_function('{name}_raw', function(KEYS, ARGV)
+  redis.call('HSET', KEYS[1], 'p', ARGV[1], 'd', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return 1
+end)
+redis.register_function('{name}_wide', function(KEYS, ARGV)
+  redis.call('HSET', KEYS[8], 'p', ARGV[7], 'd', ARGV[9])
+  redis.call('PEXPIRE', KEYS[8], 3600000)
+  return 1
+end)
 """
 JOBS = 1000
 TASKS = 8
@@ -104,14 +112,16 @@ def sync_round(stats: redis.Redis, step: Step, run: Callable[[], int], seconds: 
     record(step, ops, wall, cpu, calls1 - calls0, usec1 - usec0)
 
 
+def fcall(client: Any, name: str, keys: list[str], args: list[Any]) -> Any:
+    return client.fcall(name, len(keys), *keys, *args)
+
+
 def sync_steps(
-    url: str, tracker: Tracker, jids: list[str]
+    url: str, tracker: Tracker, jids: list[str], raw_name: str
 ) -> list[tuple[str, list[tuple[Step, Callable[[], int]]]]]:
     client = redis.Redis.from_url(url)
     raw = client.register_script(RAW_TRACK_SET)
-    wide = client.register_script(RAW_WIDE)
-    wide_reply = client.register_script(RAW_WIDE_REPLY)
-    own = scripts.register_all(client)
+    library = tracker._library
     keys = [tracker.keys.job(jid) for jid in jids]
     calls: list[Call] = [
         first_call(tracker.ops.track_set(jid, percent=i % 101, desc=desc(i)))
@@ -154,37 +164,41 @@ def sync_steps(
             loop(lambda i: raw(keys=[keys[i]], args=[i % 101, desc(i), EXPIRY_MS])),
         ),
         (
-            Step("+args", "evalsha", 1),
-            loop(lambda i: wide(keys=calls[i].keys, args=calls[i].args)),
+            Step("raw fcall", "fcall", 1),
+            loop(
+                lambda i: fcall(client, raw_name + "_raw", [keys[i]], [i % 101, desc(i), EXPIRY_MS])
+            ),
         ),
         (
-            Step("+reply", "evalsha", 1),
-            loop(lambda i: wide_reply(keys=calls[i].keys, args=calls[i].args)),
+            Step("+args", "fcall", 1),
+            loop(lambda i: fcall(client, raw_name + "_wide", calls[i].keys, calls[i].args)),
         ),
         (
-            Step("script", "evalsha", 1),
-            loop(lambda i: own["track_set"](keys=calls[i].keys, args=calls[i].args)),
+            Step("function", "fcall", 1),
+            loop(lambda i: library.call(client, "track_set", calls[i].keys, calls[i].args)),
         ),
         (
-            Step("tracker", "evalsha", 1),
+            Step("tracker", "fcall", 1),
             loop(lambda i: tracker.track_set(jids[i], percent=i % 101, desc=desc(i))),
         ),
     ]
     batches = [
         (Step("raw", "evalsha", 1), batch(raw_pipeline)),
         (
-            Step("script", "evalsha", BATCH),
+            Step("function", "fcall", BATCH),
             batch(
-                lambda b: own["track_set_many"](keys=many_calls[b].keys, args=many_calls[b].args)
+                lambda b: library.call(
+                    client, "track_set_many", many_calls[b].keys, many_calls[b].args
+                )
             ),
         ),
-        (Step("tracker", "evalsha", BATCH), batch(lambda b: tracker.track_set_many(updates[b]))),
+        (Step("tracker", "fcall", BATCH), batch(lambda b: tracker.track_set_many(updates[b]))),
     ]
     gets = [
         (Step("raw", "hgetall", 1), loop(lambda i: client.hgetall(keys[i]))),
         (
             Step("+decode", "hgetall", 1),
-            loop(lambda i: decode_track(jids[i], client.hgetall(keys[i]))),
+            loop(lambda i: tracker.ops.decode(jids[i], client.hgetall(keys[i]))),
         ),
         (Step("tracker", "hgetall", 1), loop(lambda i: tracker.track_get(jids[i]))),
     ]
@@ -196,14 +210,18 @@ def sync_steps(
 
 
 async def async_steps(
-    url: str, settings: Settings, jids: list[str], stats: redis.Redis, rounds: int, seconds: float
+    url: str,
+    settings: Settings,
+    jids: list[str],
+    raw_name: str,
+    stats: redis.Redis,
+    rounds: int,
+    seconds: float,
 ) -> list[Step]:
     client = redis.asyncio.Redis.from_url(url)
     tracker = AsyncTracker(redis.asyncio.Redis.from_url(url), settings)
     raw = client.register_script(RAW_TRACK_SET)
-    wide = client.register_script(RAW_WIDE)
-    wide_reply = client.register_script(RAW_WIDE_REPLY)
-    own = scripts.register_all(client)
+    library = tracker._library
     keys = [tracker.keys.job(jid) for jid in jids]
     calls = [
         first_call(tracker.ops.track_set(jid, percent=i % 101, desc=desc(i)))
@@ -215,17 +233,20 @@ async def async_steps(
             Step("raw", "evalsha", 1),
             lambda i: raw(keys=[keys[i]], args=[i % 101, desc(i), EXPIRY_MS]),
         ),
-        (Step("+args", "evalsha", 1), lambda i: wide(keys=calls[i].keys, args=calls[i].args)),
         (
-            Step("+reply", "evalsha", 1),
-            lambda i: wide_reply(keys=calls[i].keys, args=calls[i].args),
+            Step("raw fcall", "fcall", 1),
+            lambda i: fcall(client, raw_name + "_raw", [keys[i]], [i % 101, desc(i), EXPIRY_MS]),
         ),
         (
-            Step("script", "evalsha", 1),
-            lambda i: own["track_set"](keys=calls[i].keys, args=calls[i].args),
+            Step("+args", "fcall", 1),
+            lambda i: fcall(client, raw_name + "_wide", calls[i].keys, calls[i].args),
         ),
         (
-            Step("tracker", "evalsha", 1),
+            Step("function", "fcall", 1),
+            lambda i: library.acall(client, "track_set", calls[i].keys, calls[i].args),
+        ),
+        (
+            Step("tracker", "fcall", 1),
             lambda i: tracker.track_set(jids[i], percent=i % 101, desc=desc(i)),
         ),
     ]
@@ -283,14 +304,16 @@ def report(title: str, steps: list[Step]) -> None:
 
 def run(url: str, rounds: int, seconds: float) -> None:
     settings = Settings(namespace=namespace())
+    raw_name = settings.namespace  # the raw library's name: this run's own
     client = redis.Redis.from_url(url)
     tracker = Tracker(client, settings)
     jids = [f"job-{i:05d}" for i in range(JOBS)]
     try:
+        client.function_load(RAW_LIBRARY.format(name=raw_name))
         for jid in jids:
             tracker.register(jid)
             tracker.start(jid)
-        for title, steps in sync_steps(url, tracker, jids):
+        for title, steps in sync_steps(url, tracker, jids, raw_name):
             for step, body in steps:  # warm up, then forget
                 sync_round(client, step, body, 0.2)
                 step.forget()
@@ -300,9 +323,11 @@ def run(url: str, rounds: int, seconds: float) -> None:
             report(title, [step for step, _ in steps])
         report(
             f"TRACK SET, asyncio, {TASKS} tasks",
-            asyncio.run(async_steps(url, settings, jids, client, rounds, seconds)),
+            asyncio.run(async_steps(url, settings, jids, raw_name, client, rounds, seconds)),
         )
     finally:
+        with contextlib.suppress(redis.exceptions.ResponseError):
+            client.function_delete(raw_name)
         cleanup(client, settings.namespace)
         client.close()
 

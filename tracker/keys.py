@@ -7,7 +7,7 @@ Key layout for namespace ``ns``::
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
-    {ns}:ev               stream  one entry per change, holding the track; capped
+    {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
     {ns}:lx               set     the label and children zsets in use, for the pruner
@@ -28,6 +28,10 @@ eligible_at; for batches ``B`` 1, ``bt`` children, ``bs`` succeeded, ``bd`` dead
 cancelled, ``bp`` the sum of unfinished children's percent, ``sl`` sealed, ``gk``
 and ``ok`` its gate and open-children sets; ``P`` the parent's key; ``pk`` the
 payload key, a list of the queue hand-off commands (see dispatch.py).
+
+Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
+carries ``w`` (the state it left, empty for a new job) and the whole hash; a TRACK
+SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it changed.
 
 Keys of jobs reached through data (a dependent, a parent) are stored, as built
 here, in the sets and fields above; the scripts read them and never build one.

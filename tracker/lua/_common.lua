@@ -173,7 +173,8 @@ local function commit(job, new_state, fields)
   job.state = new_state
   local track = {}
   for field, value in pairs(h) do append(track, field, value) end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, unpack(track))
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
+    unpack(track))
   return track
 end
 

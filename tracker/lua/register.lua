@@ -45,6 +45,8 @@ if parent then label_keys[#label_keys + 1] = parent.children end
 -- dependents' R and its batch's S wait for; R(b) of a waiting batch is what its held
 -- children's R waits for. This job's R would wait for each prerequisite's S, and
 -- for R(parent) when its batch holds it: none of those may already follow from R(key).
+-- A job that ended waits for nothing and is waited for by nothing (its success is
+-- done, its death decides its dependents at once), so the search stops at it.
 local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
 if n_prereqs > 0 or held then
   local wanted = {}
@@ -60,11 +62,14 @@ if n_prereqs > 0 or held then
     head = head + 1
     if not seen[node] then
       seen[node] = true
-      if wanted[node] then return {2, 'unknown', 'cycle'} end
       if head > 20000 then return {2, 'unknown', 'graph_too_large'} end
       local job_key = string.sub(node, 2)
-      local edges = redis.call('HMGET', job_key, 'dk', 'P', 'gk')
-      if string.sub(node, 1, 1) == 'R' then
+      local edges = redis.call('HMGET', job_key, 'dk', 'P', 'gk', 's')
+      if TERMINAL[edges[4]] then
+        -- ended: nothing follows from it
+      elseif wanted[node] then
+        return {2, 'unknown', 'cycle'}
+      elseif string.sub(node, 1, 1) == 'R' then
         queue[#queue + 1] = 'S' .. job_key
         if edges[3] then
           for _, child in ipairs(redis.call('SMEMBERS', edges[3])) do queue[#queue + 1] = 'R' .. child end

@@ -7,6 +7,8 @@ hashes and every change is one Lua script.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
+
 from .context import aprogress, progress
 from .errors import (
     Conflict,
@@ -21,6 +23,11 @@ from .model import State, Track, TrackUpdate
 from .ops import Page, Registered, Stats
 from .settings import Settings
 from .store import Tracker
+
+try:
+    __version__ = version("tracker")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0.0.0"
 
 __all__ = [
     "Conflict",

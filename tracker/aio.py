@@ -6,7 +6,7 @@ Both drive the same plans from :mod:`tracker.ops`; only the I/O differs.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis.asyncio
@@ -14,7 +14,7 @@ import redis.asyncio
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
 from .model import RegisterFields, State, Track, TrackUpdate, func_name
-from .ops import Call, Ops, Page, Plan, Registered, Stats
+from .ops import Call, Event, Ops, Page, Plan, Registered, Related, Stats
 from .settings import Settings
 from .store import UNAVAILABLE
 
@@ -112,6 +112,23 @@ class AsyncTracker:
             self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         )
 
+    async def track_set_returning(
+        self,
+        jid: str,
+        *,
+        percent: int | None = None,
+        desc: str | None = None,
+        reserve_until: Any = None,
+    ) -> Track:
+        """TRACK SET that also returns the track as the write left it (one round trip)."""
+        track = await self._drive(
+            self.ops.track_set(
+                jid, percent=percent, desc=desc, reserve_until=reserve_until, returning=True
+            )
+        )
+        assert track is not None
+        return track
+
     async def track_set_many(
         self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
     ) -> list[TrackerError | None]:
@@ -178,6 +195,36 @@ class AsyncTracker:
 
     async def stats(self) -> Stats:
         return await self._drive(self.ops.stats())
+
+    async def related(self, jid: str, limit: int = 100) -> Related:
+        """The job's prerequisites, dependents and children, with their states."""
+        return await self._drive(self.ops.related(jid, limit))
+
+    async def oldest_enqueued(self) -> dict[str, int]:
+        """Per queue, when its oldest enqueued job was enqueued (epoch ms)."""
+        return await self._drive(self.ops.oldest_enqueued())
+
+    async def events(
+        self, after: str, count: int = 500, block_ms: int | None = None
+    ) -> Sequence[Event]:
+        """Events after the id ``after``, oldest first; ``block_ms`` waits for one."""
+        return await self._drive(self.ops.events(after, count, block_ms))
+
+    async def newest_event(self) -> str:
+        """The id of the newest event (``0-0`` when there is none)."""
+        return await self._drive(self.ops.newest_event())
+
+    async def snapshot(self, jid: str) -> tuple[str, Track]:
+        """The newest event's id and then the job's track (see ``ReadPlans.snapshot``)."""
+        return await self._drive(self.ops.snapshot(jid))
+
+    async def ready(self) -> bool:
+        """Redis answers and holds tracker's function library (loading it if it lost it)."""
+        try:
+            await self._library.aensure(self.client)
+        except UNAVAILABLE as exc:
+            raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+        return True
 
     async def ping(self) -> bool:
         try:

@@ -6,10 +6,9 @@ state refused the command (409); 4 Redis unavailable or bad settings.
 
 from __future__ import annotations
 
+import ipaddress
 import json
-import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -74,23 +73,39 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--interval", default=1.0, show_default=True, help="Seconds between reaper runs.")
-def serve(interval: float) -> None:
-    """Run the store: the embedded Valkey (without TRACKER_REDIS_URL) and the reaper."""
-    with connected() as tracker:
-        click.echo(f"tracker: namespace {tracker.settings.namespace!r} on {tracker.url}")
-        click.echo("tracker: press Ctrl-C to stop")
-        maintenance = Maintenance(tracker, interval)
-        maintenance.start()
-        _wait_for_signal()
-        maintenance.stop()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--insecure", is_flag=True, help="Listen beyond loopback without TRACKER_API_TOKEN.")
+def serve(host: str, port: int, insecure: bool) -> None:
+    """The HTTP API and dashboard, with the reaper and the delay schedule.
+
+    Without TRACKER_REDIS_URL it runs on this directory's embedded Valkey.
+    """
+    import uvicorn
+
+    from .web import create_app
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    if not settings.api_token and not insecure and not _loopback(host):
+        _fail(
+            f"refusing to listen on {host} without TRACKER_API_TOKEN (writes would be open "
+            "to anyone who reaches it); set a token, or pass --insecure",
+            EXIT_INVALID,
+        )
+    click.echo(f"tracker: namespace {settings.namespace!r}, http://{host}:{port}/")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
-def _wait_for_signal() -> None:
-    stopped = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stopped.set())
-    stopped.wait()
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @main.command()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .plans import Call, Page, Plan, Read, Registered, Stats
+from .plans import Call, Event, Page, Plan, Read, Registered, Related, Stats
 from .reads import ReadPlans
 from .writes import WritePlans
 
-__all__ = ["Call", "Ops", "Page", "Plan", "Read", "Registered", "Stats"]
+__all__ = ["Call", "Event", "Ops", "Page", "Plan", "Read", "Registered", "Related", "Stats"]
 
 
 class Ops(WritePlans, ReadPlans):

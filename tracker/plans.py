@@ -61,6 +61,32 @@ class Stats:
     queues: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Related:
+    """The jobs around one job, each with its state (see ``ReadPlans.related``)."""
+
+    prerequisites: list[tuple[str, State]]
+    dependents: list[tuple[str, State]]
+    children: list[tuple[str, State]]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event stream (see the key layout in keys.py).
+
+    ``was`` is the state a lifecycle change left (``None`` for a new job); a TRACK
+    SET has ``change`` False and a ``track`` of only what it changed (with state,
+    queue and updated_at). ``release_ms`` is how long a released job waited between
+    becoming releasable and its release, when the event is a release.
+    """
+
+    id: str
+    track: Track
+    change: bool
+    was: State | None = None
+    release_ms: int | None = None
+
+
 class PlanBase:
     """What every plan needs: the namespace's keys, the settings, the clock."""
 
@@ -146,6 +172,33 @@ class PlanBase:
             blocked_by=None if blocked is None else blocked.decode(),
             eligible_at=None if eligible is None else int(eligible),
         )
+
+    def decode_event(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+        """An :class:`Event` from one stream entry."""
+        event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        jid = fields[b"jid"].decode()
+        release = fields.get(b"rl")
+        if b"w" in fields:
+            was = fields[b"w"].decode()
+            return Event(
+                event_id,
+                self.decode(jid, fields),
+                change=True,
+                was=State(was) if was else None,
+                release_ms=None if release is None else int(release),
+            )
+        get = fields.get
+        percent, desc, reserve = get(b"p"), get(b"d"), get(b"r")
+        track = Track(
+            jid=jid,
+            state=State(fields[b"s"].decode()),
+            updated_at=int(fields[b"u"]),
+            queue=fields[b"q"].decode(),
+            percent=None if percent is None else int(percent),
+            desc=None if desc is None else desc.decode(),
+            reserve_until=None if reserve is None else int(reserve),
+        )
+        return Event(event_id, track, change=False)
 
 
 def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:

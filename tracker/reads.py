@@ -7,8 +7,9 @@ from typing import Any
 
 from . import scripts
 from .errors import InvalidInput
+from .keys import QUEUE_BAND
 from .model import MAX_LIST_LIMIT, STORED_STATES, State, Track, check_int, check_name
-from .plans import Call, Page, Plan, PlanBase, Read, Stats
+from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
 _INDEX_PAGE = 200
 
@@ -129,6 +130,88 @@ class ReadPlans(PlanBase):
         kept = kept[:limit]
         cursor = f"{kept[-1][1]}.{kept[-1][0].jid}" if more and kept else None
         return Page([track for track, _ in kept], cursor)
+
+    def related(self, jid: str, limit: int = 100) -> Plan[Related]:
+        """The jobs around one job, with their states, for the dashboard's graph.
+
+        Prerequisites are those it still waited for when it registered; dependents
+        are those still waiting for it (a success releases them and forgets them);
+        children are a batch's newest ``limit``.
+        """
+        check_name("jid", jid)
+        check_int("limit", limit, 1, MAX_LIST_LIMIT)
+        keys = self.keys
+        (waits_in, dependents, children) = yield Read(
+            [
+                ("hget", (keys.job(jid), "pl")),
+                ("srandmember", (keys.dependents(jid), limit)),
+                ("zrevrange", (keys.children(jid), 0, limit - 1)),
+            ]
+        )
+        prefix = len(keys.dependents(""))
+        groups = {
+            "prerequisites": [k[prefix:] for k in (waits_in or b"").decode().split("\n") if k],
+            "dependents": sorted(keys.jid_of(k) for k in dependents),
+            "children": [keys.jid_of(k) for k in children],
+        }
+        jids = [j for group in groups.values() for j in group[:limit]]
+        states = (yield Read([("hget", (keys.job(j), "s")) for j in jids])) if jids else []
+        state_of = {
+            j: State.UNKNOWN if raw is None else State(raw.decode())
+            for j, raw in zip(jids, states, strict=True)
+        }
+        return Related(
+            **{name: [(j, state_of[j]) for j in group[:limit]] for name, group in groups.items()}
+        )
+
+    def oldest_enqueued(self) -> Plan[dict[str, int]]:
+        """Per queue, when its oldest enqueued job was enqueued (epoch ms)."""
+        server_time, queues = yield Read([("time", ()), ("hgetall", (self.keys.queues,))])
+        now = self._now_ms(server_time)
+        index = self.keys.state(State.ENQUEUED)
+        names = [(name.decode(), int(qid) * QUEUE_BAND) for name, qid in queues.items()]
+        if not names:
+            return {}
+        # entries older than the pending lifetime belong to expired jobs (see prune.lua)
+        horizon = now - self.settings.pending_ttl * 1000
+        firsts = yield Read(
+            [
+                ("zrangebyscore", (index, band + horizon, band + QUEUE_BAND - 1, 0, 1, True))
+                for _, band in names
+            ]
+        )
+        return {
+            name: int(first[0][1]) - band
+            for (name, band), first in zip(names, firsts, strict=True)
+            if first
+        }
+
+    def events(
+        self, after: str, count: int = 500, block_ms: int | None = None
+    ) -> Plan[list[Event]]:
+        """Events after the id ``after`` (``"0"`` from the oldest still held), oldest first;
+        with ``block_ms``, wait that long for one to come."""
+        if block_ms is None:
+            (entries,) = yield Read([("xrange", (self.keys.events, f"({after}", "+", count))])
+        else:
+            (reply,) = yield Read([("xread", ({self.keys.events: after}, count, block_ms))])
+            entries = reply[0][1] if reply else []
+        return [self.decode_event(entry_id, fields) for entry_id, fields in entries]
+
+    def newest_event(self) -> Plan[str]:
+        """The id of the newest event (``0-0`` when there is none)."""
+        (newest,) = yield Read([("xrevrange", (self.keys.events, "+", "-", 1))])
+        return str(newest[0][0].decode()) if newest else "0-0"
+
+    def snapshot(self, jid: str) -> Plan[tuple[str, Track]]:
+        """The id of the newest event, then the job's track: a stream of the job's
+        events after that id misses nothing the track does not already show."""
+        check_name("jid", jid)
+        newest, fields = yield Read(
+            [("xrevrange", (self.keys.events, "+", "-", 1)), ("hgetall", (self.keys.job(jid),))]
+        )
+        last = newest[0][0].decode() if newest else "0-0"
+        return last, self.decode(jid, fields)
 
     def prune(self, batch: int = 1000) -> Plan[int]:
         """Drop expired entries from the state indexes; returns how many went."""

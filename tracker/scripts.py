@@ -113,6 +113,11 @@ class Library:
             if "already exists" not in str(exc):
                 raise
 
+    async def aensure(self, client: Any) -> None:
+        """Load the library unless the server already holds it."""
+        if not await client.function_list(library=f"tracker_{self.version}"):
+            await self.aload(client)
+
 
 def _reserve_earlier(extra: list[Any]) -> str:
     current = format_time(int(extra[0])) if extra else "its current end"

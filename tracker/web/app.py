@@ -1,0 +1,427 @@
+"""The HTTP API of SPEC section 6, its event streams, metrics and the dashboard.
+
+Each endpoint reads its input, makes one call on :class:`~tracker.aio.AsyncTracker`
+and renders the result; errors are raised and rendered by the handlers of
+problems.py. The table :data:`ENDPOINTS` is both the routing and the source of
+``/openapi.json``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from .. import __version__
+from ..aio import AsyncTracker
+from ..aio import connect as connect_async
+from ..embedded import EmbeddedValkey
+from ..errors import InvalidInput, NotFound, StoreUnavailable
+from ..maintenance import Maintenance
+from ..model import MAX_LIST_LIMIT, TERMINAL, State, Track, check_name
+from ..settings import Settings
+from ..store import Tracker
+from . import schema
+from .auth import TokenAuth
+from .metrics import CONTENT_TYPE, Metrics
+from .problems import HANDLERS
+from .schema import Body, read_body
+from .sse import EventHub, EventStreamResponse, Rendered
+
+STATIC = resources.files("tracker") / "web" / "static"
+READY_TIMEOUT = 2.0
+_LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
+_EVENT_PARAMS = frozenset({"state", "queue", "token"})
+
+
+def _tracker(request: Request) -> AsyncTracker:
+    return request.app.state.tracker  # type: ignore[no-any-return]
+
+
+def _track(track: Track, status: int = 200) -> JSONResponse:
+    return JSONResponse(track.to_dict(), status_code=status)
+
+
+def _jid(request: Request) -> str:
+    return check_name("jid", request.path_params["jid"])
+
+
+# --- jobs --------------------------------------------------------------------
+
+
+async def register(request: Request) -> Response:
+    body = await read_body(request, schema.REGISTER)
+    registered = await _tracker(request).register(_jid(request), **body)
+    return _track(registered.track, 201 if registered.created else 200)
+
+
+async def track_get(request: Request) -> Response:
+    track = await _tracker(request).track_get(_jid(request))
+    if track.state is State.UNKNOWN:
+        raise NotFound(track.jid)
+    return _track(track)
+
+
+async def track_set(request: Request) -> Response:
+    jid = _jid(request)
+    body = await read_body(request, schema.TRACK_SET)
+    if body.pop("jid", jid) != jid:
+        raise InvalidInput("jid", "the jid in the body is not the jid of the path")
+    return _track(await _tracker(request).track_set_returning(jid, **body))
+
+
+async def start(request: Request) -> Response:
+    body = await read_body(request, schema.START)
+    return _track(await _tracker(request).start(_jid(request), **body))
+
+
+async def fail(request: Request) -> Response:
+    body = await read_body(request, schema.FAIL)
+    tracker = _tracker(request)
+    track = await tracker.fail(
+        _jid(request), body["error"], retry=body.get("retry", True), error_type=body.get("type")
+    )
+    return _track(track)
+
+
+def _transition(name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        await read_body(request, schema.EMPTY)
+        method = getattr(_tracker(request), name)
+        return _track(await method(_jid(request)))
+
+    endpoint.__name__ = name
+    return endpoint
+
+
+def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
+    params = request.query_params
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise InvalidInput("query", f"unknown parameters {unknown}")
+    for name in params:
+        if len(params.getlist(name)) > 1:
+            raise InvalidInput(name, "given more than once")
+    return {name: value for name, value in params.items() if name != "token"}
+
+
+async def list_jobs(request: Request) -> Response:
+    query: dict[str, Any] = _query(request, _LIST_PARAMS)
+    if "limit" in query:
+        limit = query["limit"]
+        if not limit.isdigit():
+            raise InvalidInput("limit", f"expected an integer 1..{MAX_LIST_LIMIT}, got {limit!r}")
+        query["limit"] = int(limit)
+    page = await _tracker(request).list(**query)
+    return JSONResponse({"jobs": [t.to_dict() for t in page.jobs], "next": page.next})
+
+
+async def related(request: Request) -> Response:
+    tracker = _tracker(request)
+    jid = _jid(request)
+    if await tracker.state(jid) is State.UNKNOWN:
+        raise NotFound(jid)
+    found = await tracker.related(jid)
+    return JSONResponse(
+        {
+            name: [{"jid": j, "state": s.value} for j, s in getattr(found, name)]
+            for name in ("prerequisites", "dependents", "children")
+        }
+    )
+
+
+async def stats(request: Request) -> Response:
+    _query(request, frozenset({"token"}))
+    counts = await _tracker(request).stats()
+    return JSONResponse({"states": counts.states, "queues": counts.queues})
+
+
+# --- events ------------------------------------------------------------------
+
+
+def _last_event_id(request: Request) -> str | None:
+    value = request.headers.get("last-event-id", "").strip()
+    return value or None
+
+
+def _terminal(track: dict[str, Any]) -> bool:
+    return State(track["state"]) in TERMINAL
+
+
+async def job_events(request: Request) -> Response:
+    _query(request, frozenset({"token"}))
+    tracker = _tracker(request)
+    jid = _jid(request)
+    hub: EventHub = request.app.state.hub
+    last = _last_event_id(request)
+    first = None
+    if last is None:
+        newest, track = await tracker.snapshot(jid)
+        if track.state is State.UNKNOWN:
+            raise NotFound(jid)
+        first = Rendered(newest, track.to_dict())
+    elif await tracker.state(jid) is State.UNKNOWN:
+        raise NotFound(jid)
+    stream = hub.stream(
+        lambda t: t["jid"] == jid,
+        last_event_id=last,
+        first=first,
+        ends=_terminal,
+        keepalive=request.app.state.keepalive,
+    )
+    return EventStreamResponse(stream)
+
+
+async def all_events(request: Request) -> Response:
+    query = _query(request, _EVENT_PARAMS)
+    queue = query.get("queue")
+    if queue is not None:
+        check_name("queue", queue)
+    state = query.get("state")
+    if state is not None and state not in {s.value for s in State}:
+        raise InvalidInput("state", f"unknown state {state!r}")
+
+    def accepts(track: dict[str, Any]) -> bool:
+        return (queue is None or track.get("queue") == queue) and (
+            state is None or track["state"] == state
+        )
+
+    hub: EventHub = request.app.state.hub
+    last = _last_event_id(request)
+    stream = hub.stream(accepts, last_event_id=last, keepalive=request.app.state.keepalive)
+    return EventStreamResponse(stream)
+
+
+# --- operations ----------------------------------------------------------------
+
+
+async def livez(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT):
+            await _tracker(request).ready()
+    except TimeoutError:
+        raise StoreUnavailable(f"Redis did not answer within {READY_TIMEOUT} s") from None
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    body = await request.app.state.metrics.render(_tracker(request))
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_document())
+
+
+async def dashboard(request: Request) -> Response:
+    return FileResponse(str(STATIC / "index.html"), media_type="text/html")
+
+
+# --- the table ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Callable[[Request], Awaitable[Response]]
+    summary: str
+    body: Body | None = None
+    query: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    ok: tuple[int, ...] = (200,)
+    result: str = "Track"  # a component's name, or a media type
+    errors: tuple[int, ...] = ()
+
+
+_WRITE = (400, 401, 403, 413, 415, 503)
+_JOB_WRITE = (*_WRITE, 404, 409)
+_READ = (400, 401, 403, 503)
+_LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}
+_STATE_QUERY = ("state", schema.STATE, "Only jobs in this state.")
+_QUEUE_QUERY = ("queue", schema.NAME, "Only jobs of this queue.")
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("PUT", "/jobs/{jid}", register, "Register a job", schema.REGISTER, ok=(201, 200),
+             errors=(*_WRITE, 409)),
+    Endpoint("GET", "/jobs/{jid}", track_get, "TRACK GET", errors=(*_READ, 404)),
+    Endpoint("POST", "/jobs/{jid}/track", track_set, "TRACK SET", schema.TRACK_SET,
+             errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/start", start, "A worker starts the job", schema.START,
+             errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/success", _transition("success"), "The job succeeded",
+             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/fail", fail, "An attempt failed", schema.FAIL,
+             errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/cancel", _transition("cancel"), "Cancel the job",
+             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/pause", _transition("pause"), "Hold the job back",
+             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/resume", _transition("resume"), "Let a paused job go on",
+             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/seal", _transition("seal"), "A batch takes no more children",
+             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("GET", "/jobs", list_jobs, "List jobs, newest updated_at first",
+             query=(_STATE_QUERY, _QUEUE_QUERY,
+                    ("label", {"type": "string"}, "Only jobs with this label, as key:value."),
+                    ("parent", schema.NAME, "Only children of this batch."),
+                    ("limit", _LIMIT, "At most this many jobs."),
+                    ("cursor", {"type": "string"}, "The `next` of the previous page.")),
+             result="Page", errors=_READ),
+    Endpoint("GET", "/jobs/{jid}/related", related,
+             "The job's prerequisites, dependents and children, with their states",
+             result="Related", errors=(*_READ, 404)),
+    Endpoint("GET", "/jobs/{jid}/events", job_events,
+             "Server-Sent Events of one job: its track now, then one per change, "
+             "closing after a terminal state", result="text/event-stream",
+             errors=(*_READ, 404)),
+    Endpoint("GET", "/events", all_events, "Server-Sent Events of every change",
+             query=(_STATE_QUERY, _QUEUE_QUERY), result="text/event-stream", errors=_READ),
+    Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
+             errors=_READ),
+    Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),
+    Endpoint("GET", "/heartbeat", livez, "The same as /livez", result="Health"),
+    Endpoint("GET", "/readyz", readyz, "Redis answers and holds the scripts", result="Health",
+             errors=(503,)),
+    Endpoint("GET", "/metrics", metrics, "Prometheus metrics",
+             result="text/plain", errors=(401, 403, 503)),
+    Endpoint("GET", "/openapi.json", openapi, "This document", result="application/json",
+             errors=(401, 403)),
+    Endpoint("GET", "/", dashboard, "The dashboard", result="text/html", errors=(401, 403)),
+)  # fmt: skip
+
+
+def openapi_document() -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for e in ENDPOINTS:
+        op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__}
+        if e.path in ("/heartbeat",):
+            op["operationId"] = "heartbeat"
+        params = []
+        if "{jid}" in e.path:
+            params.append({"name": "jid", "in": "path", "required": True, "schema": schema.NAME})
+        for name, value, description in e.query:
+            params.append(
+                {"name": name, "in": "query", "required": False, "schema": value,
+                 "description": description}
+            )  # fmt: skip
+        if e.path.endswith("events"):
+            params.append(
+                {"name": "Last-Event-ID", "in": "header", "required": False,
+                 "schema": {"type": "string"}, "description": "Resume after this event."}
+            )  # fmt: skip
+        if params:
+            op["parameters"] = params
+        if e.body is not None:
+            op["requestBody"] = {
+                "required": False,
+                "content": {
+                    "application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.name}"}}
+                },
+            }
+        responses: dict[str, Any] = {}
+        for status in e.ok:
+            if "/" in e.result:
+                content = {e.result: {"schema": {"type": "string"}}}
+            else:
+                ref = {"$ref": f"#/components/schemas/{e.result}"}
+                content = {"application/json": {"schema": ref}}
+            responses[str(status)] = {"description": _OK_TEXT.get(status, "OK"), "content": content}
+        for status in e.errors:
+            responses[str(status)] = {
+                "description": _ERROR_TEXT[status],
+                "content": {
+                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+                },
+            }
+        paths.setdefault(e.path, {})[e.method.lower()] = op
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "tracker", "version": __version__,
+                 "description": "A Redis-backed job tracker (see SPEC section 6)."},
+        "paths": paths,
+        "components": {
+            "schemas": schema.COMPONENTS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }  # fmt: skip
+
+
+_OK_TEXT = {200: "OK", 201: "Registered"}
+_ERROR_TEXT = {
+    400: "Invalid input; nothing changed",
+    401: "A token is needed",
+    403: "The token does not allow this",
+    404: "The job has no track (state unknown)",
+    409: "The job's state refuses this; nothing changed",
+    413: "The body is over 64 KiB",
+    415: "The body is not JSON",
+    503: "Redis does not answer",
+}
+
+
+# --- the app -----------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings,
+    *,
+    url: str | None = None,
+    maintenance: bool = True,
+    keepalive: float = 15.0,
+) -> Starlette:
+    """The API on ``url``, else ``settings.redis_url``, else an embedded Valkey it starts.
+
+    With ``maintenance`` the app also runs the reaper, the delay schedule and the
+    index pruner (see maintenance.py) while it serves.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        embedded = None
+        target = url or settings.redis_url
+        if target is None:
+            embedded = EmbeddedValkey()
+            target = await asyncio.to_thread(embedded.start)
+        tracker = AsyncTracker(connect_async(target), settings)
+        upkeep = Maintenance(Tracker.from_url(target, settings)) if maintenance else None
+        app.state.tracker = tracker
+        app.state.metrics = Metrics()
+        app.state.hub = EventHub(tracker, app.state.metrics)
+        app.state.keepalive = keepalive
+        app.state.hub.start()
+        if upkeep is not None:
+            upkeep.start()
+        try:
+            yield
+        finally:
+            await app.state.hub.stop()
+            if upkeep is not None:
+                await asyncio.to_thread(upkeep.stop)
+                upkeep.tracker.close()
+            await tracker.close()
+            if embedded is not None:
+                await asyncio.to_thread(embedded.stop)
+
+    routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(TokenAuth, settings.api_token, settings.read_token)],
+        exception_handlers=HANDLERS,
+        lifespan=lifespan,
+    )

@@ -1,0 +1,323 @@
+"""The JSON shapes of the HTTP API, written once: bodies are checked against them and
+``/openapi.json`` is built from them.
+
+A :class:`Body` says which fields a request may carry and their JSON types; reading
+a body checks exactly that (an object, no unknown field, each value of its type,
+``null`` meaning "not given"), and :mod:`tracker.model` then checks every limit,
+naming the field. The limits in the schemas below come from the same constants.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+
+from .. import model
+from ..errors import InvalidInput
+from ..model import STORED_STATES
+from .problems import BodyTooLarge, UnsupportedMediaType
+
+MAX_BODY = 64 * 1024
+
+NAME: dict[str, Any] = {
+    "type": "string",
+    "pattern": r"^[A-Za-z0-9\-_.:@]{1,128}$",
+    "minLength": 1,
+    "maxLength": 128,
+}
+TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
+STATE: dict[str, Any] = {"type": "string", "enum": ["unknown", *(s.value for s in STORED_STATES)]}
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+
+
+@dataclass(frozen=True)
+class Field:
+    schema: dict[str, Any]
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Body:
+    """A request body: a JSON object with these fields (all optional unless required)."""
+
+    name: str
+    fields: dict[str, Field] = field(default_factory=dict)
+
+    def schema(self) -> dict[str, Any]:
+        properties = {}
+        for name, spec in self.fields.items():
+            value = {**spec.schema, "description": spec.description}
+            properties[name] = value if spec.required else {"anyOf": [value, {"type": "null"}]}
+        out: dict[str, Any] = {
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": False,
+        }
+        required = [name for name, spec in self.fields.items() if spec.required]
+        if required:
+            out["required"] = required
+        return out
+
+
+REGISTER = Body(
+    "Registration",
+    {
+        "queue": Field(NAME, "The queue it is released to (default `default`)."),
+        "prerequisites": Field(
+            {"type": "array", "items": NAME, "maxItems": model.MAX_PREREQUISITES},
+            "Jobs that must succeed first.",
+        ),
+        "missing_prerequisites": Field(
+            {"type": "string", "enum": ["pending", "satisfied"]},
+            "How a prerequisite without a track counts (default `pending`).",
+        ),
+        "delay": Field(
+            {"type": "integer", "minimum": 0, "maximum": model.MAX_RESERVE_FOR},
+            "Seconds to hold it once released.",
+        ),
+        "parent": Field(NAME, "The batch it belongs to."),
+        "batch": Field({"type": "boolean"}, "Whether it is a batch."),
+        "labels": Field(
+            {
+                "type": "object",
+                "maxProperties": model.MAX_LABELS,
+                "propertyNames": NAME,
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": model.MAX_LABEL_VALUE,
+                    "pattern": _NO_CONTROL,
+                },
+            },
+            "Free labels to list jobs by (`GET /jobs?label=key:value`).",
+        ),
+        "reserve_for": Field(
+            {"type": "integer", "minimum": 1, "maximum": model.MAX_RESERVE_FOR},
+            "Seconds a start reserves it for (default `TRACKER_RESERVE_FOR`).",
+        ),
+        "max_attempts": Field(
+            {"type": "integer", "minimum": 1, "maximum": model.MAX_ATTEMPTS},
+            "Attempts before a failure is final (default 25).",
+        ),
+        "payload": Field(
+            {
+                "type": "object",
+                "properties": {
+                    "func": {
+                        "type": "string",
+                        "pattern": r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$",
+                        "description": "The function, as RQ names it: `module.function`.",
+                    },
+                    "args": {"type": "array"},
+                    "kwargs": {"type": "object"},
+                },
+                "required": ["func"],
+                "additionalProperties": False,
+            },
+            "What the queue runs: the job is enqueued into RQ when released.",
+        ),
+    },
+)
+TRACK_SET = Body(
+    "TrackSet",
+    {
+        "jid": Field(NAME, "When given, must be the jid of the path."),
+        "percent": Field({"type": "integer", "minimum": 0, "maximum": 100}, "Progress."),
+        "desc": Field({"type": "string", "maxLength": model.MAX_DESC}, "What it is doing."),
+        "reserve_until": Field(TIME, "A later end of the reservation (RFC 3339, with a zone)."),
+    },
+)
+START = Body(
+    "Start",
+    {
+        "reserve_for": Field(
+            {"type": "integer", "minimum": 1, "maximum": model.MAX_RESERVE_FOR},
+            "Seconds to reserve it for (default: the job's own).",
+        )
+    },
+)
+FAIL = Body(
+    "Fail",
+    {
+        "error": Field(
+            {"type": "string", "maxLength": model.MAX_ERROR}, "What went wrong.", required=True
+        ),
+        "retry": Field({"type": "boolean"}, "Whether a retry is wanted (default true)."),
+        "type": Field({"type": "string", "maxLength": 256}, "The error's type, e.g. `ValueError`."),
+    },
+)
+EMPTY = Body("Empty")
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str,
+    "integer": int,
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
+
+
+async def read_body(request: Request, body: Body) -> dict[str, Any]:
+    """The request's JSON object, its fields of the declared types, nulls dropped.
+
+    A body over 64 KiB is refused before it is parsed, and so is a body that says it
+    is not JSON. An empty body is an empty object.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+        raise BodyTooLarge(MAX_BODY)
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY:
+            raise BodyTooLarge(MAX_BODY)
+    if not raw.strip():
+        data: Any = {}
+    else:
+        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
+        if media.lower() != "application/json" and not media.lower().endswith("+json"):
+            raise UnsupportedMediaType(media)
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput("body", f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("body", f"expected a JSON object, got {type(data).__name__}")
+    unknown = sorted(set(data) - set(body.fields))
+    if unknown:
+        raise InvalidInput("body", f"unknown fields {unknown}")
+    out = {}
+    for name, spec in body.fields.items():
+        value = data.get(name)
+        if value is None:
+            if spec.required:
+                raise InvalidInput(name, "is required")
+            continue
+        expected = spec.schema["type"]
+        if not isinstance(value, _JSON_TYPES[expected]) or (
+            expected == "integer" and isinstance(value, bool)
+        ):
+            raise InvalidInput(name, f"expected {expected}, got {_json_type(value)}")
+        out[name] = value
+    return out
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    for name, kind in _JSON_TYPES.items():
+        if isinstance(value, kind) and not (name == "integer" and isinstance(value, bool)):
+            return name
+    return "number" if isinstance(value, float) else type(value).__name__
+
+
+# --- responses ---------------------------------------------------------------
+
+ERROR: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "message": {"type": "string"},
+        "type": {"type": "string"},
+        "at": TIME,
+        "source": {"type": "string"},
+    },
+    "required": ["message"],
+}
+TRACK: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "jid": {"type": "string"},
+        "state": STATE,
+        "percent": {"type": "integer", "minimum": 0, "maximum": 100},
+        "desc": {"type": "string"},
+        "reserve_until": TIME,
+        "updated_at": TIME,
+        "created_at": TIME,
+        "queue": {"type": "string"},
+        "attempts": {"type": "integer", "minimum": 0},
+        "max_attempts": {"type": "integer", "minimum": 1},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+        "prerequisites": {
+            "type": "object",
+            "properties": {"total": {"type": "integer"}, "pending": {"type": "integer"}},
+            "required": ["total", "pending"],
+        },
+        "parent": {"type": "string"},
+        "batch": {
+            "type": "object",
+            "properties": {
+                "total": {"type": "integer"},
+                "pending": {"type": "integer"},
+                "success": {"type": "integer"},
+                "dead": {"type": "integer"},
+                "sealed": {"type": "boolean"},
+            },
+            "required": ["total", "pending", "success", "dead", "sealed"],
+        },
+        "blocked_by": {"type": "string"},
+        "eligible_at": TIME,
+        "error": ERROR,
+        "errors": {"type": "array", "items": ERROR, "description": "Newest first, 10 kept."},
+    },
+    "required": ["jid", "state", "updated_at"],
+}
+PROBLEM: dict[str, Any] = {
+    "type": "object",
+    "description": "RFC 9457 problem details.",
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "state": {"type": "string", "description": "The job's state (404 and 409)."},
+        "field": {"type": "string", "description": "The input that was refused (400)."},
+    },
+    "required": ["type", "title", "status", "detail"],
+}
+PAGE: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Track"}},
+        "next": {"type": ["string", "null"], "description": "The cursor of the next page."},
+    },
+    "required": ["jobs", "next"],
+}
+_COUNTS = {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}}
+STATS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "states": _COUNTS,
+        "queues": {"type": "object", "additionalProperties": _COUNTS},
+    },
+    "required": ["states", "queues"],
+}
+RELATED_JOB = {
+    "type": "object",
+    "properties": {"jid": {"type": "string"}, "state": STATE},
+    "required": ["jid", "state"],
+}
+RELATED: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        name: {"type": "array", "items": RELATED_JOB}
+        for name in ("prerequisites", "dependents", "children")
+    },
+    "required": ["prerequisites", "dependents", "children"],
+}
+HEALTH: dict[str, Any] = {
+    "type": "object",
+    "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
+    "required": ["status"],
+}
+COMPONENTS = {
+    "Track": TRACK,
+    "Problem": PROBLEM,
+    "Page": PAGE,
+    "Stats": STATS,
+    "Related": RELATED,
+    "Health": HEALTH,
+    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, FAIL, EMPTY)},
+}

@@ -10,6 +10,7 @@ import pytest
 from conftest import MakeTracker
 
 from tracker import Conflict, State, Tracker
+from tracker.plans import GRAPH_BUDGET
 
 PAYLOAD = {"func": "os.path.join", "args": ["a"]}
 
@@ -495,6 +496,27 @@ def test_cancelling_a_batch_cancels_nested_batches_and_their_children(tracker: T
     tracker.cancel("outer")
     assert tracker.track_get("inner").state is State.CANCELLED
     assert tracker.track_get("leaf").state is State.CANCELLED
+
+
+def test_a_cancel_in_chunks_cancels_every_grandchild_whatever_reaches_it_first(
+    make_tracker: MakeTracker,
+) -> None:
+    # more children than one call may touch: the cancel reaches "inner" in some chunk,
+    # while its cancelled siblings pass their failure on to the grandchildren meanwhile
+    tracker = make_tracker(propagate_failures=True)
+    tracker.register("outer", batch=True)
+    tracker.register("inner", batch=True, parent="outer")
+    children = GRAPH_BUDGET + 50
+    for n in range(children):
+        tracker.register(f"c{n}", parent="outer")
+        tracker.register(f"x{n}", parent="inner", prerequisites=[f"c{n}"])
+    tracker.cancel("outer")
+    assert tracker.stats().states == {"cancelled": 2 + 2 * children}
+    inner = tracker.track_get("inner")
+    assert (inner.error, inner.batch) == (
+        None,
+        {"total": children, "pending": children, "success": 0, "dead": 0, "sealed": False},
+    )
 
 
 def test_cancelling_a_waiting_batch_cancels_the_children_it_holds(tracker: Tracker) -> None:

@@ -65,12 +65,30 @@ end
 
 local rollup
 
+-- SPEC 3: cancelling a batch cancels its unfinished children, nested ones included.
+-- That cancel travels down through the open-children sets, a set (or a chunk) at a
+-- time, so something else may reach a job below it first: a failure passed on by a
+-- dependency, a child that ended badly, a nested batch's last child. Whatever
+-- reaches first, the cancel wins, so that the outcome never depends on the order in
+-- which sets are popped. True when the batch `parent_key` is cancelled, or is an
+-- unfinished batch below a cancelled one: the cancel will reach its children.
+local function cancel_coming(parent_key)
+  while parent_key do
+    local got = redis.call('HMGET', parent_key, 's', 'P')
+    if got[1] == 'cancelled' then return true end
+    if not got[1] or TERMINAL[got[1]] then return false end
+    parent_key = got[2]
+  end
+  return false
+end
+
 local function finish_batch_if_done(batch)
   if batch.state ~= 'working' then return false end
   local c = batch.h
   if c.sl ~= '1' or tonumber(c.bd) > 0 or tonumber(c.bs) ~= tonumber(c.bt) then
     return false
   end
+  if cancel_coming(batch.parent) then return false end
   commit(batch, 'success', {})
   settle(batch, 'working')
   return true
@@ -99,11 +117,16 @@ rollup = function(child, old_state, delta)
     if (child.percent or 0) ~= 0 then bump(batch, 'bp', -child.percent) end
     redis.call('SREM', batch.open_children, child.key)
   elseif (state == 'dead' or state == 'cancelled') and not TERMINAL[old_state] then
+    local was = batch.state
+    if cancel_coming(batch.parent) then -- as if the cancel had come first
+      commit(batch, 'cancelled', {})
+      settle(batch, was)
+      return
+    end
     bump(batch, 'bd', 1)
     redis.call('SREM', batch.open_children, child.key)
     local root = child.jid
     if state == 'dead' then root = root_of(child) end
-    local was = batch.state
     commit(batch, 'dead', {'e', with_error(batch, 'child ' .. child.jid .. ' is ' .. state,
       'ChildFailed', root)})
     settle(batch, was)
@@ -169,7 +192,11 @@ local function kill(key, root, reason)
   local job = load(key)
   if not job or TERMINAL[job.state] then return end
   local was = job.state
-  commit(job, 'dead', {'e', with_error(job, reason, 'PrerequisiteFailed', root)})
+  if cancel_coming(job.parent) then
+    commit(job, 'cancelled', {})
+  else
+    commit(job, 'dead', {'e', with_error(job, reason, 'PrerequisiteFailed', root)})
+  end
   settle(job, was)
 end
 

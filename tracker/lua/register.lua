@@ -174,6 +174,7 @@ elseif failed or blocked_by or pending > 0 then
   if blocked_by then add_work('mark', job.dependents, blocked_by) end
 else
   release(job)
-  track = redis.call('HGETALL', key)
 end
-return {0, 1, track, work()}
+local more = work()
+-- a released job's track is read after the work, which may move it again
+return {0, 1, track or redis.call('HGETALL', key), more}

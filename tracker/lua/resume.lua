@@ -19,4 +19,6 @@ elseif job.eligible_at then
 else
   release(job)
 end
-return {0, redis.call('HGETALL', job.key), work()}
+-- the work may move the job again (a batch whose released children finish it)
+local more = work()
+return {0, redis.call('HGETALL', job.key), more}

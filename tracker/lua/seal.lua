@@ -10,4 +10,5 @@ if TERMINAL[job.state] then return {2, job.state, 'finished'} end
 job.h.sl = '1'
 redis.call('HSET', job.key, 'sl', '1')
 batch_changed(job)
-return {0, redis.call('HGETALL', job.key), work()}
+local more = work() -- read the track after the work, which may move the batch again
+return {0, redis.call('HGETALL', job.key), more}

@@ -127,3 +127,22 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def real_url(real_backend: str, valkey_url: str) -> str:
+    """The URL of a real server: the embedded Valkey, or the Redis under test."""
+    if real_backend == "redis":
+        assert REDIS_URL is not None
+        return REDIS_URL
+    return valkey_url
+
+
+@pytest.fixture
+def namespace(real_url: str) -> Iterator[str]:
+    """A namespace of this test's own on ``real_url``, deleted after it."""
+    name = "t-" + uuid.uuid4().hex[:12]
+    yield name
+    client = redis.Redis.from_url(real_url)
+    cleanup(client, name)
+    client.close()

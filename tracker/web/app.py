@@ -347,6 +347,7 @@ def openapi_document() -> dict[str, Any]:
                     "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
                 },
             }
+        op["responses"] = responses
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {
         "openapi": "3.0.3",

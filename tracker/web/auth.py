@@ -40,7 +40,9 @@ class TokenAuth:
         if not accepted:
             await self.app(scope, receive, send)
             return
-        given = _bearer(scope) or (_query_token(scope) if what == "reading" else None)
+        given = _bearer(scope)
+        if given is None and what == "reading":
+            given = _query_token(scope)
         if given is None:
             response = problem(
                 401,

@@ -1,0 +1,482 @@
+"""The HTTP contract of SPEC section 6, endpoint by endpoint, through Starlette's
+TestClient against real servers. A refused request changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+import rq
+from conftest import wait_until
+from starlette.testclient import TestClient
+
+from tracker import Settings, Tracker
+from tracker.web import create_app
+from tracker.web.app import ENDPOINTS
+
+PROBLEM = "application/problem+json"
+
+
+@pytest.fixture
+def store(real_url: str, namespace: str) -> Iterator[Tracker]:
+    """A Python client on the app's namespace, to arrange and to check."""
+    with Tracker.from_url(real_url, Settings(namespace=namespace)) as tracker:
+        yield tracker
+
+
+def _app(real_url: str, namespace: str, **settings: Any) -> TestClient:
+    app = create_app(Settings(namespace=namespace, **settings), url=real_url, maintenance=False)
+    return TestClient(app, raise_server_exceptions=False)
+
+
+@pytest.fixture
+def http(real_url: str, namespace: str) -> Iterator[TestClient]:
+    with _app(real_url, namespace) as client:
+        yield client
+
+
+def problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert body["status"] == status
+    assert body["title"] and body["detail"] and body["type"]
+    return body  # type: ignore[no-any-return]
+
+
+def working(store: Tracker, jid: str = "j1") -> None:
+    store.register(jid)
+    store.start(jid)
+
+
+def events(store: Tracker) -> int:
+    return int(store.client.xlen(store.keys.events))
+
+
+# --- register -------------------------------------------------------------------
+
+
+def test_register_is_201_then_200_for_the_same_body(http: TestClient) -> None:
+    first = http.put("/jobs/j1", json={"queue": "q1", "labels": {"team": "a"}})
+    assert first.status_code == 201
+    assert first.json()["state"] == "enqueued"
+    assert first.json()["labels"] == {"team": "a"}
+    again = http.put("/jobs/j1", json={"queue": "q1", "labels": {"team": "a"}})
+    assert again.status_code == 200
+    assert again.json() == first.json()
+
+
+def test_register_with_a_different_body_is_a_409_naming_the_state(http: TestClient) -> None:
+    http.put("/jobs/j1", json={"queue": "q1"})
+    body = problem(http.put("/jobs/j1", json={"queue": "q2"}), 409)
+    assert body["state"] == "enqueued"
+
+
+def test_register_with_pending_prerequisites_waits(http: TestClient) -> None:
+    track = http.put("/jobs/late", json={"prerequisites": ["early"]}).json()
+    assert track["state"] == "waiting"
+    assert track["prerequisites"] == {"total": 1, "pending": 1}
+
+
+def test_register_with_a_payload_enqueues_into_rq(http: TestClient, store: Tracker) -> None:
+    queue = "q-" + store.settings.namespace
+    payload = {"func": "tests.jobs.add", "args": [1, 2]}
+    assert http.put("/jobs/pj1", json={"queue": queue, "payload": payload}).status_code == 201
+    rq_queue = rq.Queue(queue, connection=store.client)
+    try:
+        assert rq_queue.job_ids == ["pj1"]
+        assert rq_queue.fetch_job("pj1").func_name == "tests.jobs.add"  # type: ignore[union-attr]
+    finally:
+        rq_queue.empty()
+
+
+def test_a_batch_and_its_children(http: TestClient) -> None:
+    http.put("/jobs/b1", json={"batch": True})
+    http.put("/jobs/c1", json={"parent": "b1"})
+    http.post("/jobs/c1/start")
+    sealed = http.post("/jobs/b1/seal").json()
+    assert sealed["batch"]["sealed"] is True
+    http.post("/jobs/c1/success")
+    assert http.get("/jobs/b1").json()["state"] == "success"
+
+
+# --- TRACK GET / SET --------------------------------------------------------------
+
+
+def test_track_get_of_an_unknown_job_is_404_with_state_unknown(http: TestClient) -> None:
+    body = problem(http.get("/jobs/nobody"), 404)
+    assert body["state"] == "unknown"
+
+
+def test_track_set_returns_the_track(http: TestClient, store: Tracker) -> None:
+    working(store)
+    response = http.post(
+        "/jobs/j1/track",
+        json={
+            "jid": "j1",
+            "percent": 40,
+            "desc": "step 2",
+            "reserve_until": "2099-01-01T00:00:00Z",
+        },
+    )
+    assert response.status_code == 200
+    track = response.json()
+    assert (track["percent"], track["desc"]) == (40, "step 2")
+    assert track["reserve_until"] == "2099-01-01T00:00:00Z"
+    assert http.get("/jobs/j1").json() == track
+
+
+def test_track_set_with_another_jid_in_the_body_is_refused(
+    http: TestClient, store: Tracker
+) -> None:
+    working(store)
+    body = problem(http.post("/jobs/j1/track", json={"jid": "j2", "percent": 5}), 400)
+    assert body["field"] == "jid"
+    assert store.track_get("j1").percent is None
+
+
+def test_a_write_to_an_unknown_job_is_404_and_creates_nothing(
+    http: TestClient, store: Tracker
+) -> None:
+    for path, body in [
+        ("/jobs/ghost/track", {"percent": 1}),
+        ("/jobs/ghost/start", {}),
+        ("/jobs/ghost/success", None),
+        ("/jobs/ghost/fail", {"error": "x"}),
+        ("/jobs/ghost/cancel", None),
+        ("/jobs/ghost/pause", None),
+        ("/jobs/ghost/resume", None),
+        ("/jobs/ghost/seal", None),
+    ]:
+        assert problem(http.post(path, json=body), 404)["state"] == "unknown", path
+    assert store.track_get("ghost").state == "unknown"
+    assert not store.client.exists(store.keys.job("ghost"))
+
+
+def test_a_late_report_after_a_terminal_state_is_409_with_the_state(
+    http: TestClient, store: Tracker
+) -> None:
+    working(store)
+    http.post("/jobs/j1/cancel")
+    assert problem(http.post("/jobs/j1/track", json={"percent": 3}), 409)["state"] == "cancelled"
+    assert problem(http.post("/jobs/j1/success"), 409)["state"] == "cancelled"
+
+
+def test_an_earlier_reserve_until_is_409_and_applies_nothing(
+    http: TestClient, store: Tracker
+) -> None:
+    working(store)
+    before = store.track_get("j1")
+    response = http.post(
+        "/jobs/j1/track", json={"percent": 50, "reserve_until": "2000-01-01T00:00:00Z"}
+    )
+    assert problem(response, 409)["state"] == "working"
+    assert store.track_get("j1") == before
+
+
+# --- lifecycle -------------------------------------------------------------------
+
+
+def test_start_success_fail_and_their_refusals(http: TestClient, store: Tracker) -> None:
+    store.register("j1", max_attempts=2)
+    started = http.post("/jobs/j1/start", json={"reserve_for": 60}).json()
+    assert (started["state"], started["attempts"]) == ("working", 1)
+    assert problem(http.post("/jobs/j1/start"), 409)["state"] == "working"
+    failed = http.post("/jobs/j1/fail", json={"error": "boom", "type": "ValueError"}).json()
+    assert failed["state"] == "failed"
+    assert failed["error"]["message"] == "boom"
+    assert failed["error"]["type"] == "ValueError"
+    http.post("/jobs/j1/start")
+    dead = http.post("/jobs/j1/fail", json={"error": "again", "retry": True}).json()
+    assert dead["state"] == "dead"
+    assert [e["message"] for e in dead["errors"]] == ["again", "boom"]
+
+
+def test_success_twice_is_a_200_no_op(http: TestClient, store: Tracker) -> None:
+    working(store)
+    first = http.post("/jobs/j1/success")
+    second = http.post("/jobs/j1/success")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert second.json() == first.json()
+
+
+def test_pause_and_resume(http: TestClient, store: Tracker) -> None:
+    store.register("j1")
+    assert http.post("/jobs/j1/pause").json()["state"] == "paused"
+    assert problem(http.post("/jobs/j1/pause"), 409)["state"] == "paused"
+    assert http.post("/jobs/j1/resume").json()["state"] == "enqueued"
+    assert problem(http.post("/jobs/j1/resume"), 409)["state"] == "enqueued"
+
+
+def test_sealing_a_job_that_is_no_batch_is_409(http: TestClient, store: Tracker) -> None:
+    store.register("j1")
+    assert problem(http.post("/jobs/j1/seal"), 409)["state"] == "enqueued"
+
+
+# --- lists and counts -----------------------------------------------------------
+
+
+def test_list_filters_and_pages(http: TestClient, store: Tracker) -> None:
+    for i in range(5):
+        store.register(f"a{i}", queue="qa", labels={"k": "v" if i % 2 else "w"})
+    store.register("b0", queue="qb")
+    store.start("a0")
+    assert [j["jid"] for j in http.get("/jobs?state=working").json()["jobs"]] == ["a0"]
+    assert {j["jid"] for j in http.get("/jobs?queue=qb").json()["jobs"]} == {"b0"}
+    assert {j["jid"] for j in http.get("/jobs?label=k:v").json()["jobs"]} == {"a1", "a3"}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = http.get("/jobs", params={"limit": 2, **({"cursor": cursor} if cursor else {})})
+        body = page.json()
+        seen += [j["jid"] for j in body["jobs"]]
+        cursor = body["next"]
+        if cursor is None:
+            break
+    assert sorted(seen) == ["a0", "a1", "a2", "a3", "a4", "b0"]
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("state=asleep", "state"),
+        ("limit=0", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=ten", "limit"),
+        ("queue=a%20b", "queue"),
+        ("label=novalue", "label"),
+        ("cursor=nonsense", "cursor"),
+        ("stat=working", "query"),
+        ("state=working&state=dead", "state"),
+    ],
+)
+def test_list_refuses_bad_queries(http: TestClient, query: str, field: str) -> None:
+    assert problem(http.get("/jobs?" + query), 400)["field"] == field
+
+
+def test_stats_counts_by_state_and_queue(http: TestClient, store: Tracker) -> None:
+    store.register("a", queue="qa")
+    store.register("b", queue="qb")
+    store.start("b")
+    assert http.get("/stats").json() == {
+        "states": {"enqueued": 1, "working": 1},
+        "queues": {"qa": {"enqueued": 1}, "qb": {"working": 1}},
+    }
+
+
+def test_related_names_prerequisites_and_children_with_states(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("p1")
+    store.register("d1", prerequisites=["p1", "p2"])
+    related = http.get("/jobs/d1/related").json()
+    assert related["prerequisites"] == [
+        {"jid": "p1", "state": "enqueued"},
+        {"jid": "p2", "state": "unknown"},
+    ]
+    assert http.get("/jobs/p1/related").json()["dependents"] == [{"jid": "d1", "state": "waiting"}]
+    problem(http.get("/jobs/ghost/related"), 404)
+
+
+# --- bad bodies ------------------------------------------------------------------
+
+BAD_BODIES: list[tuple[str, str, Any, dict[str, str], int, str]] = [
+    # (method, path, body, headers, status, field)
+    ("POST", "/jobs/j1/track", {"percent": True}, {}, 400, "percent"),
+    ("POST", "/jobs/j1/track", {"percent": 1.5}, {}, 400, "percent"),
+    ("POST", "/jobs/j1/track", {"percent": "50"}, {}, 400, "percent"),
+    ("POST", "/jobs/j1/track", {"percent": 101}, {}, 400, "percent"),
+    ("POST", "/jobs/j1/track", {"percent": -1}, {}, 400, "percent"),
+    ("POST", "/jobs/j1/track", {"desc": 7}, {}, 400, "desc"),
+    ("POST", "/jobs/j1/track", {"desc": "x" * 4097}, {}, 400, "desc"),
+    ("POST", "/jobs/j1/track", {"reserve_until": "tomorrow"}, {}, 400, "reserve_until"),
+    ("POST", "/jobs/j1/track", {"reserve_until": "2099-01-01T00:00:00"}, {}, 400, "reserve_until"),
+    ("POST", "/jobs/j1/track", {"percent": 5, "colour": "red"}, {}, 400, "body"),
+    ("POST", "/jobs/j1/track", [1, 2], {}, 400, "body"),
+    ("POST", "/jobs/j1/track", "a string", {}, 400, "body"),
+    ("POST", "/jobs/j1/track", b"{not json", {}, 400, "body"),
+    ("POST", "/jobs/j1/track", b"\xff\xfe", {}, 400, "body"),
+    ("POST", "/jobs/j1/track", b"percent=5", {"content-type": "text/plain"}, 415, ""),
+    ("POST", "/jobs/j1/fail", {}, {}, 400, "error"),
+    ("POST", "/jobs/j1/fail", {"error": "x", "retry": "yes"}, {}, 400, "retry"),
+    ("POST", "/jobs/j1/fail", {"error": ["x"]}, {}, 400, "error"),
+    ("POST", "/jobs/j1/start", {"reserve_for": 0}, {}, 400, "reserve_for"),
+    ("POST", "/jobs/j1/start", {"reserve_for": "60"}, {}, 400, "reserve_for"),
+    ("POST", "/jobs/j1/cancel", {"why": "because"}, {}, 400, "body"),
+    ("PUT", "/jobs/j1", {"queue": "a b"}, {}, 400, "queue"),
+    ("PUT", "/jobs/j1", {"queue": 5}, {}, 400, "queue"),
+    ("PUT", "/jobs/j1", {"labels": {"k": 1}}, {}, 400, "labels[k]"),
+    ("PUT", "/jobs/j1", {"labels": {"a b": "v"}}, {}, 400, "labels key"),
+    ("PUT", "/jobs/j1", {"labels": {str(i): "v" for i in range(33)}}, {}, 400, "labels"),
+    ("PUT", "/jobs/j1", {"labels": ["k"]}, {}, 400, "labels"),
+    ("PUT", "/jobs/j1", {"prerequisites": "p1"}, {}, 400, "prerequisites"),
+    ("PUT", "/jobs/j1", {"prerequisites": ["p 1"]}, {}, 400, "prerequisites"),
+    ("PUT", "/jobs/j1", {"missing_prerequisites": "ignore"}, {}, 400, "missing_prerequisites"),
+    ("PUT", "/jobs/j1", {"delay": -1}, {}, 400, "delay"),
+    ("PUT", "/jobs/j1", {"batch": "true"}, {}, 400, "batch"),
+    ("PUT", "/jobs/j1", {"max_attempts": 0}, {}, 400, "max_attempts"),
+    ("PUT", "/jobs/j1", {"payload": {"func": "not a path"}}, {}, 400, "payload.func"),
+    ("PUT", "/jobs/j1", {"payload": {"func": "m.f", "extra": 1}}, {}, 400, "payload"),
+    ("PUT", "/jobs/j1", {"parent": "nobody"}, {}, 409, ""),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "headers", "status", "field"), BAD_BODIES)
+def test_a_bad_body_is_refused_and_changes_nothing(
+    http: TestClient,
+    store: Tracker,
+    method: str,
+    path: str,
+    body: Any,
+    headers: dict[str, str],
+    status: int,
+    field: str,
+) -> None:
+    working(store)
+    before, stream = store.track_get("j1"), events(store)
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    headers = {"content-type": "application/json", **headers}
+    answer = problem(http.request(method, path, content=content, headers=headers), status)
+    if field:
+        assert answer["field"] == field
+    assert store.track_get("j1") == before
+    assert events(store) == stream
+
+
+def test_a_bad_jid_in_the_path_is_400(http: TestClient, store: Tracker) -> None:
+    assert problem(http.put("/jobs/a%20b", json={}), 400)["field"] == "jid"
+    assert problem(http.get("/jobs/" + "x" * 129), 400)["field"] == "jid"
+    assert problem(http.post("/jobs/%C3%A9/track", json={"percent": 1}), 400)["field"] == "jid"
+    assert events(store) == 0
+
+
+def test_a_body_over_64_kib_is_413_before_it_is_read(http: TestClient, store: Tracker) -> None:
+    working(store)
+    big = json.dumps({"desc": "x" * (70 * 1024)}).encode()
+    problem(
+        http.post("/jobs/j1/track", content=big, headers={"content-type": "application/json"}), 413
+    )
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds as it streams
+        for _ in range(70):
+            yield b" " * 1024
+
+    chunked = http.post(
+        "/jobs/j1/track", content=chunks(), headers={"content-type": "application/json"}
+    )
+    problem(chunked, 413)
+    assert store.track_get("j1").desc is None
+
+
+def test_unknown_routes_and_methods_are_problems(http: TestClient) -> None:
+    problem(http.get("/nowhere"), 404)
+    problem(http.delete("/jobs/j1"), 405)
+
+
+# --- access control ----------------------------------------------------------------
+
+
+def test_writes_need_the_api_token(real_url: str, namespace: str) -> None:
+    with _app(real_url, namespace, api_token="s3cret") as http:
+        missing = http.put("/jobs/j1", json={})
+        assert problem(missing, 401)
+        assert missing.headers["www-authenticate"] == "Bearer"
+        problem(http.put("/jobs/j1", json={}, headers={"Authorization": "Bearer nope"}), 403)
+        problem(http.put("/jobs/j1", json={}, headers={"Authorization": "Basic s3cret"}), 403)
+        problem(http.put("/jobs/j1", json={}, params={"token": "s3cret"}), 401)
+        assert http.get("/jobs/j1").status_code == 404  # reads stay open without a read token
+        ok = http.put("/jobs/j1", json={}, headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 201
+
+
+def test_reads_need_the_read_or_api_token_when_one_is_set(real_url: str, namespace: str) -> None:
+    with _app(real_url, namespace, api_token="w", read_token="r") as http:
+        problem(http.get("/stats"), 401)
+        problem(http.get("/", headers={"Authorization": "Bearer x"}), 403)
+        assert http.get("/stats", headers={"Authorization": "Bearer r"}).status_code == 200
+        assert http.get("/stats", headers={"Authorization": "Bearer w"}).status_code == 200
+        assert http.get("/stats", params={"token": "r"}).status_code == 200
+        problem(http.post("/jobs/j1/cancel", headers={"Authorization": "Bearer r"}), 403)
+        for open_path in ("/livez", "/heartbeat", "/readyz"):
+            assert http.get(open_path).status_code == 200, open_path
+
+
+# --- operations ----------------------------------------------------------------------
+
+
+def test_health_endpoints(http: TestClient) -> None:
+    assert http.get("/livez").json() == {"status": "ok"}
+    assert http.get("/heartbeat").status_code == 200
+    assert http.get("/readyz").json() == {"status": "ok"}
+
+
+def test_metrics_count_jobs_transitions_and_track_sets(http: TestClient, store: Tracker) -> None:
+    store.register("j1", queue="qm")
+    store.register("j2", queue="qm")
+    store.start("j1")
+    store.track_set("j1", percent=5)
+
+    def scraped() -> str | None:
+        text = http.get("/metrics").text
+        return text if "tracker_track_set_total 1.0" in text else None
+
+    text = wait_until(scraped)
+    assert 'tracker_jobs{queue="qm",state="working"} 1.0' in text
+    assert 'tracker_jobs{queue="qm",state="enqueued"} 1.0' in text
+    assert 'tracker_transitions_total{from_state="enqueued",to_state="working"} 1.0' in text
+    assert 'tracker_oldest_enqueued_age_seconds{queue="qm"}' in text
+    assert "tracker_release_latency_seconds_bucket" in text
+    assert "j1" not in text  # no label with unbounded values
+
+
+def test_the_dashboard_page_is_served(http: TestClient) -> None:
+    page = http.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+
+
+# --- the OpenAPI document --------------------------------------------------------------
+
+
+def test_openapi_describes_every_route(http: TestClient) -> None:
+    doc = http.get("/openapi.json").json()
+    assert doc["openapi"].startswith("3.")
+    described = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert described == {(e.method, e.path) for e in ENDPOINTS}
+    refs = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "$ref" in node:
+                refs.add(node["$ref"].rsplit("/", 1)[1])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(doc)
+    assert refs <= set(doc["components"]["schemas"])
+    register = doc["paths"]["/jobs/{jid}"]["put"]
+    assert set(register["responses"]) >= {"200", "201", "400", "409"}
+    body = doc["components"]["schemas"]["Registration"]
+    assert set(body["properties"]) == {
+        "queue", "prerequisites", "missing_prerequisites", "delay", "parent", "batch",
+        "labels", "reserve_for", "max_attempts", "payload",
+    }  # fmt: skip
+
+
+def test_the_store_down_is_503(real_url: str, namespace: str) -> None:
+    app = create_app(Settings(namespace=namespace), url="redis://127.0.0.1:1/0", maintenance=False)
+    with TestClient(app, raise_server_exceptions=False) as http:
+        assert http.get("/livez").status_code == 200
+        problem(http.get("/readyz"), 503)
+        problem(http.get("/jobs/j1"), 503)
+        problem(http.put("/jobs/j1", json={}), 503)
+
+
+def test_the_client_used_for_checks_is_real(store: Tracker) -> None:
+    assert isinstance(store.client, redis.Redis)

@@ -246,6 +246,8 @@ def test_list_filters_and_pages(http: TestClient, store: Tracker) -> None:
         ("limit=0", "limit"),
         ("limit=1001", "limit"),
         ("limit=ten", "limit"),
+        ("limit=%C2%B2", "limit"),
+        ("cursor=%C2%B2.a", "cursor"),
         ("queue=a%20b", "queue"),
         ("label=novalue", "label"),
         ("cursor=nonsense", "cursor"),

@@ -253,6 +253,6 @@ def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
     if cursor is None:
         return None
     ms, _, jid = str(cursor).partition(".")
-    if not ms.isdigit() or not jid:
+    if not (ms.isascii() and ms.isdigit()) or not jid:
         raise InvalidInput("cursor", "not a cursor this server returned")
     return int(ms), check_name("cursor", jid)

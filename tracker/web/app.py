@@ -36,7 +36,7 @@ from .auth import TokenAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import HANDLERS
 from .schema import Body, read_body
-from .sse import EventHub, EventStreamResponse, Rendered
+from .sse import EventHub, EventStreamResponse, Rendered, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
 READY_TIMEOUT = 2.0
@@ -119,7 +119,7 @@ async def list_jobs(request: Request) -> Response:
     query: dict[str, Any] = _query(request, _LIST_PARAMS)
     if "limit" in query:
         limit = query["limit"]
-        if not limit.isdigit():
+        if not (limit.isascii() and limit.isdigit()):
             raise InvalidInput("limit", f"expected an integer 1..{MAX_LIST_LIMIT}, got {limit!r}")
         query["limit"] = int(limit)
     page = await _tracker(request).list(**query)
@@ -151,7 +151,10 @@ async def stats(request: Request) -> Response:
 
 def _last_event_id(request: Request) -> str | None:
     value = request.headers.get("last-event-id", "").strip()
-    return value or None
+    if not value:
+        return None
+    parse_id(value)  # refused here, before the stream starts
+    return value
 
 
 def _terminal(track: dict[str, Any]) -> bool:

@@ -167,7 +167,12 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
     is not JSON. An empty body is an empty object.
     """
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
+    if (
+        declared is not None
+        and declared.isascii()
+        and declared.isdigit()
+        and int(declared) > MAX_BODY
+    ):
         raise BodyTooLarge(MAX_BODY)
     raw = bytearray()
     async for chunk in request.stream():

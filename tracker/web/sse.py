@@ -43,10 +43,15 @@ Filter = Callable[[dict[str, Any]], bool]
 
 def parse_id(text: str) -> tuple[int, int]:
     """A stream id (``ms-seq``) as a pair that orders like the stream."""
-    ms, _, seq = text.partition("-")
-    if not ms.isdigit() or not (seq.isdigit() or seq == ""):
+    ms, dash, seq = text.partition("-")
+    valid = _digits(ms) and (_digits(seq) if dash else True)
+    if not valid or max(int(ms), int(seq or 0)) >= 2**64:
         raise InvalidInput("Last-Event-ID", f"not an event id this server sent: {text[:64]!r}")
     return int(ms), int(seq or 0)
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 class Rendered:

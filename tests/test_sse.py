@@ -1,0 +1,225 @@
+"""Server-Sent Events through a real uvicorn server: order, resume with Last-Event-ID,
+many clients at once, filters, and no subscriber left behind by a client that went."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from conftest import wait_until
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from tracker import Settings, Tracker
+from tracker.embedded import EmbeddedValkey
+from tracker.web import create_app
+
+
+@dataclass
+class Server:
+    url: str
+    app: Starlette
+
+    @property
+    def subscribers(self) -> int:
+        return len(self.app.state.hub.subscribers)
+
+
+@pytest.fixture
+def server(real_url: str, namespace: str) -> Iterator[Server]:
+    app = create_app(Settings(namespace=namespace), url=real_url, maintenance=False, keepalive=0.5)
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+    runner = uvicorn.Server(config)
+    thread = threading.Thread(target=runner.run, daemon=True)
+    thread.start()
+    wait_until(lambda: runner.started)
+    port = runner.servers[0].sockets[0].getsockname()[1]
+    yield Server(f"http://127.0.0.1:{port}", app)
+    runner.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def store(real_url: str, namespace: str) -> Iterator[Tracker]:
+    with Tracker.from_url(real_url, Settings(namespace=namespace)) as tracker:
+        yield tracker
+
+
+def sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Parse an event stream: yields each event's fields, and ``{"retry": ...}`` once
+    the server has subscribed (its first frame)."""
+    fields: dict[str, Any] = {}
+    for line in lines:
+        if line == "":
+            if fields:
+                yield fields
+            fields = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            fields[name] = value.removeprefix(" ")
+
+
+def track_of(event: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    assert event["event"] == "track"
+    return json.loads(event["data"])  # type: ignore[no-any-return]
+
+
+def test_a_job_stream_sends_its_track_then_each_change_in_order_then_closes(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1")
+    store.start("j1")
+    with httpx.stream("GET", f"{server.url}/jobs/j1/events", timeout=10) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = sse(response.iter_lines())
+        assert next(events) == {"retry": "1000"}
+        assert track_of(next(events))["state"] == "working"
+        for percent in (10, 20, 30):
+            store.track_set("j1", percent=percent)
+        store.success("j1")
+        rest = [track_of(e) for e in events]  # ends when the server closes the stream
+    assert [(t["state"], t.get("percent")) for t in rest] == [
+        ("working", 10),
+        ("working", 20),
+        ("working", 30),
+        ("success", 30),
+    ]
+    wait_until(lambda: server.subscribers == 0)
+
+
+def test_a_job_stream_of_an_unknown_job_is_404(server: Server) -> None:
+    response = httpx.get(f"{server.url}/jobs/ghost/events", timeout=10)
+    assert response.status_code == 404
+    assert response.json()["state"] == "unknown"
+
+
+def test_a_finished_job_stream_sends_its_track_and_closes(server: Server, store: Tracker) -> None:
+    store.register("j1")
+    store.cancel("j1")
+    with httpx.stream("GET", f"{server.url}/jobs/j1/events", timeout=10) as response:
+        events = [e for e in sse(response.iter_lines()) if "event" in e]
+    assert [track_of(e)["state"] for e in events] == ["cancelled"]
+
+
+def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1")
+    store.start("j1")
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)  # subscribed
+        store.track_set("j1", percent=1)
+        seen = next(events)
+        assert track_of(seen)["percent"] == 1
+    store.track_set("j1", percent=2)
+    store.track_set("j1", percent=3)
+    headers = {"Last-Event-ID": seen["id"]}
+    with httpx.stream("GET", f"{server.url}/events", headers=headers, timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        store.track_set("j1", percent=4)
+        got = [next(events) for _ in range(3)]
+    assert [track_of(e)["percent"] for e in got] == [2, 3, 4]
+    ids = [seen["id"], *(e["id"] for e in got)]
+    assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
+    assert len(set(ids)) == 4
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64)])
+def test_a_bad_last_event_id_is_400(server: Server, bad: str) -> None:
+    headers = {"Last-Event-ID": bad.encode()}
+    response = httpx.get(f"{server.url}/events", headers=headers, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["field"] == "Last-Event-ID"
+
+
+def test_track_set_events_carry_the_whole_track(server: Server, store: Tracker) -> None:
+    store.register("j1", labels={"team": "a"})
+    store.start("j1")
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        store.track_set("j1", desc="halfway")
+        track = track_of(next(events))
+    assert track["desc"] == "halfway"
+    assert track["labels"] == {"team": "a"}
+    assert track["attempts"] == 1
+
+
+def test_filters_by_queue_and_state(server: Server, store: Tracker) -> None:
+    with httpx.stream("GET", f"{server.url}/events?queue=qa&state=success", timeout=10) as r:
+        events = sse(r.iter_lines())
+        next(events)
+        store.register("b1", queue="qb")
+        store.success("b1")
+        store.register("a1", queue="qa")
+        store.success("a1")
+        track = track_of(next(events))
+    assert (track["jid"], track["state"]) == ("a1", "success")
+
+
+def test_200_clients_at_once_each_get_the_event_and_leave_nothing_behind(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1")
+    clients = 200
+
+    async def main() -> list[dict[str, Any]]:
+        subscribed = asyncio.Semaphore(0)
+        limits = httpx.Limits(max_connections=clients + 10)
+        async with httpx.AsyncClient(limits=limits, timeout=20) as client:
+
+            async def listen() -> dict[str, Any]:
+                async with client.stream("GET", f"{server.url}/events") as response:
+                    lines = response.aiter_lines()
+                    fields: dict[str, str] = {}
+                    async for line in lines:
+                        if line.startswith("retry"):
+                            subscribed.release()
+                        elif line.startswith("data:"):
+                            fields["data"] = line[5:].strip()
+                        elif line.startswith("event:"):
+                            fields["event"] = "track"
+                        elif line == "" and "data" in fields:
+                            return fields
+                raise AssertionError("the stream ended without an event")
+
+            tasks = [asyncio.create_task(listen()) for _ in range(clients)]
+            for _ in range(clients):
+                await subscribed.acquire()
+            await asyncio.to_thread(store.start, "j1")
+            return await asyncio.gather(*tasks)
+
+    received = asyncio.run(main())
+    assert [track_of(e)["state"] for e in received] == ["working"] * clients
+    wait_until(lambda: server.subscribers == 0)
+
+
+def test_readyz_is_503_while_the_server_is_down_and_200_once_it_is_back(
+    tmp_path: Any,
+) -> None:
+    valkey = EmbeddedValkey(tmp_path / "own")
+    url = valkey.start()
+    app = create_app(Settings(namespace="t-ready"), url=url, maintenance=False)
+    try:
+        with TestClient(app, raise_server_exceptions=False) as http:
+            assert http.get("/readyz").status_code == 200
+            valkey.stop()
+            down = http.get("/readyz")
+            assert down.status_code == 503
+            assert down.headers["content-type"] == "application/problem+json"
+            assert http.get("/livez").status_code == 200
+            valkey.start()
+            wait_until(lambda: http.get("/readyz").status_code == 200)
+    finally:
+        valkey.stop()

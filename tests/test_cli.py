@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -11,10 +13,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from conftest import cleanup
+from conftest import cleanup, wait_until
 
 from tracker import Settings, Tracker
 from tracker.cli import main
@@ -319,3 +322,54 @@ def test_the_console_script_without_a_url_keeps_data_in_the_embedded_server(
     read = _console(tmp_path, "get", "x")
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout)["state"] == "enqueued"
+
+
+def test_serve_refuses_to_listen_beyond_loopback_without_a_token(cli: Run) -> None:
+    result = cli("serve", "--host", "0.0.0.0", "--port", "1")
+    assert result.exit_code == 2
+    assert "TRACKER_API_TOKEN" in result.stderr
+    assert "--insecure" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_serve_runs_the_api_on_the_embedded_server_and_stops_it_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    port = _free_port()
+    script = Path(sys.executable).with_name("tracker")
+    server = subprocess.Popen(
+        [str(script), "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + "/readyz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+            return False
+
+    try:
+        wait_until(ready, timeout=30)
+        assert httpx.put(base + "/jobs/web-1", json={}).status_code == 201
+        assert httpx.get(base + "/jobs/web-1").json()["state"] == "enqueued"
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+    # uvicorn shuts down cleanly, then re-raises the signal it caught
+    assert server.returncode in (0, -signal.SIGTERM), output
+    assert "Application shutdown complete" in output
+    gone = redis.Redis.from_url(EmbeddedValkey(tmp_path / ".tracker").url)
+    with gone, pytest.raises(redis.ConnectionError):
+        gone.ping()

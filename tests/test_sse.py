@@ -156,6 +156,21 @@ def test_track_set_events_carry_the_whole_track(server: Server, store: Tracker) 
     assert track["attempts"] == 1
 
 
+def test_a_job_stream_carries_the_whole_track_even_for_jobs_the_hub_never_saw(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1", labels={"team": "a"})
+    store.start("j1")
+    server.app.state.hub._tracks.clear()  # as if the server started after these
+    with httpx.stream("GET", f"{server.url}/jobs/j1/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        next(events)  # the track now
+        store.track_set("j1", percent=50)
+        track = track_of(next(events))
+    assert (track["percent"], track["labels"], track["attempts"]) == (50, {"team": "a"}, 1)
+
+
 def test_filters_by_queue_and_state(server: Server, store: Tracker) -> None:
     with httpx.stream("GET", f"{server.url}/events?queue=qa&state=success", timeout=10) as r:
         events = sse(r.iter_lines())

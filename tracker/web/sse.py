@@ -174,6 +174,7 @@ class EventHub:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
             if first is not None:
+                self._remember(first.track["jid"], first.track)
                 seen = first.key
                 yield first.frame
                 if ends is not None and ends(first.track):

@@ -5,6 +5,7 @@ Both drive the same plans from :mod:`tracker.ops`; only the I/O differs.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
@@ -218,12 +219,16 @@ class AsyncTracker:
         """The newest event's id and then the job's track (see ``ReadPlans.snapshot``)."""
         return await self._drive(self.ops.snapshot(jid))
 
-    async def ready(self) -> bool:
-        """Redis answers and holds tracker's function library (loading it if it lost it)."""
+    async def ready(self, timeout: float = 2.0) -> bool:
+        """Redis answers within ``timeout`` seconds and holds tracker's function library
+        (loading it into a server that lost it)."""
         try:
-            await self._library.aensure(self.client)
+            async with asyncio.timeout(timeout):
+                await self._library.aensure(self.client)
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+        except TimeoutError:
+            raise StoreUnavailable(f"Redis did not answer within {timeout} s") from None
         return True
 
     async def ping(self) -> bool:

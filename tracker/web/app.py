@@ -26,7 +26,7 @@ from .. import __version__
 from ..aio import AsyncTracker
 from ..aio import connect as connect_async
 from ..embedded import EmbeddedValkey
-from ..errors import InvalidInput, NotFound, StoreUnavailable
+from ..errors import InvalidInput, NotFound
 from ..maintenance import Maintenance
 from ..model import MAX_LIST_LIMIT, TERMINAL, State, Track, check_name
 from ..settings import Settings
@@ -213,11 +213,7 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    try:
-        async with asyncio.timeout(READY_TIMEOUT):
-            await _tracker(request).ready()
-    except TimeoutError:
-        raise StoreUnavailable(f"Redis did not answer within {READY_TIMEOUT} s") from None
+    await _tracker(request).ready(READY_TIMEOUT)
     return JSONResponse({"status": "ok"})
 
 

@@ -135,7 +135,7 @@ def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
     assert len(set(ids)) == 4
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64)])
+@pytest.mark.parametrize("bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"])
 def test_a_bad_last_event_id_is_400(server: Server, bad: str) -> None:
     headers = {"Last-Event-ID": bad.encode()}
     response = httpx.get(f"{server.url}/events", headers=headers, timeout=10)
@@ -238,3 +238,15 @@ def test_readyz_is_503_while_the_server_is_down_and_200_once_it_is_back(
             wait_until(lambda: http.get("/readyz").status_code == 200)
     finally:
         valkey.stop()
+
+
+def test_an_event_this_version_cannot_read_is_skipped(server: Server, store: Tracker) -> None:
+    store.register("j1")
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        store.client.xadd(store.keys.events, {"jid": "odd", "s": "sleeping", "w": ""})
+        store.client.xadd(store.keys.events, {"nothing": "here"})
+        store.start("j1")
+        track = track_of(next(events))
+    assert (track["jid"], track["state"]) == ("j1", "working")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -12,6 +13,7 @@ from .model import MAX_LIST_LIMIT, STORED_STATES, State, Track, check_int, check
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
 _INDEX_PAGE = 200
+log = logging.getLogger("tracker")
 
 
 class ReadPlans(PlanBase):
@@ -196,7 +198,13 @@ class ReadPlans(PlanBase):
         else:
             (reply,) = yield Read([("xread", ({self.keys.events: after}, count, block_ms))])
             entries = reply[0][1] if reply else []
-        return [self.decode_event(entry_id, fields) for entry_id, fields in entries]
+        decoded = []
+        for entry_id, fields in entries:
+            try:
+                decoded.append(self.decode_event(entry_id, fields))
+            except (KeyError, ValueError, TypeError):  # not written by this version's scripts
+                log.warning("skipped an event it cannot read: %r", entry_id)
+        return decoded
 
     def newest_event(self) -> Plan[str]:
         """The id of the newest event (``0-0`` when there is none)."""

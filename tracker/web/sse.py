@@ -45,7 +45,7 @@ def parse_id(text: str) -> tuple[int, int]:
     """A stream id (``ms-seq``) as a pair that orders like the stream."""
     ms, dash, seq = text.partition("-")
     valid = _digits(ms) and (_digits(seq) if dash else True)
-    if not valid or max(int(ms), int(seq or 0)) >= 2**64:
+    if not valid or max(int(ms), int(seq or 0)) >= 2**63:
         raise InvalidInput("Last-Event-ID", f"not an event id this server sent: {text[:64]!r}")
     return int(ms), int(seq or 0)
 
@@ -119,6 +119,10 @@ class EventHub:
                 pause = 0.1
             except StoreUnavailable as exc:
                 log.warning("event stream unreadable, retrying in %.1fs: %s", pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+            except Exception:  # the hub must outlive anything one read can throw
+                log.exception("event hub read failed; retrying in %.1fs", pause)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 

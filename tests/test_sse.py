@@ -135,7 +135,9 @@ def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
     assert len(set(ids)) == 4
 
 
-@pytest.mark.parametrize("bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"])
+@pytest.mark.parametrize(
+    "bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"]
+)
 def test_a_bad_last_event_id_is_400(server: Server, bad: str) -> None:
     headers = {"Last-Event-ID": bad.encode()}
     response = httpx.get(f"{server.url}/events", headers=headers, timeout=10)

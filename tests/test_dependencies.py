@@ -173,6 +173,17 @@ def test_concurrent_successes_release_a_dependent_exactly_once(
     assert states == [b"waiting", b"enqueued"]
 
 
+def test_a_dependent_whose_track_expired_leaves_nothing_behind(tracker: Tracker) -> None:
+    tracker.register("build")
+    tracker.register("gone", prerequisites=["build"])
+    tracker.register("deploy", prerequisites=["build"])
+    tracker.client.delete(tracker.keys.job("gone"))  # as if its track had expired
+    tracker.success("build")
+    assert tracker.client.exists(tracker.keys.job("gone")) == 0
+    assert tracker.track_get("gone").state is State.UNKNOWN
+    assert tracker.track_get("deploy").state is State.ENQUEUED
+
+
 # --- big fan-outs ------------------------------------------------------------------
 
 

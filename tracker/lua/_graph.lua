@@ -180,12 +180,19 @@ settle = function(job, old_state)
   rollup(job, old_state, 0)
 end
 
+-- One of the job's pending prerequisites succeeded (`held_by_batch`: its waiting batch
+-- was released). Nothing else is read until the count reaches zero: a job waiting for
+-- many prerequisites carries a long `pl`, and reading its hash at each of them made a
+-- fan-in quadratic in bytes. The whole job is loaded once, when it may be released.
 local function decrement(key, held_by_batch)
+  if held_by_batch then redis.call('HDEL', key, 'gh') end
+  if redis.call('HINCRBY', key, 'pp', -1) > 0 then return end
   local job = load(key)
-  if not job then return end
-  if held_by_batch then forget(job, 'gh') end
-  job.pending = bump(job, 'pp', -1)
-  if job.pending <= 0 and job.state == 'waiting' and not job.blocked_by then release(job) end
+  if not job then -- its track had expired: the hash HINCRBY made goes with its one field
+    redis.call('HDEL', key, 'pp')
+  elseif job.state == 'waiting' and not job.blocked_by then
+    release(job)
+  end
 end
 
 local function kill(key, root, reason)
@@ -236,9 +243,12 @@ local function work()
       end
     else
       local members = redis.call('SPOP', set_key, room)
+      -- fewer than asked for: the set is gone (nothing here adds to a set being consumed)
+      local left = #members >= room
       for m, key in ipairs(members) do
         if SPENT >= BUDGET then -- costlier than hoped: the rest goes back for the next call
           redis.call('SADD', set_key, unpack(members, m))
+          left = true
           break
         end
         if kind == 'release' or kind == 'open' then
@@ -249,7 +259,7 @@ local function work()
           cancel_job(key)
         end
       end
-      if redis.call('EXISTS', set_key) == 1 then
+      if left and redis.call('EXISTS', set_key) == 1 then
         redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
       end
     end

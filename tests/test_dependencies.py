@@ -245,6 +245,65 @@ def test_a_big_fan_out_learns_of_a_cancelled_prerequisite(
             assert track.blocked_by == "root"
 
 
+# --- release latency in the event stream -------------------------------------------
+
+
+def release_latencies(tracker: Tracker) -> dict[str, int]:
+    """Per jid, the ``rl`` of its release event (waiting -> enqueued); no other event of
+    the stream may carry one."""
+    latencies: dict[str, int] = {}
+    for _, fields in tracker.client.xrange(tracker.keys.events, "-", "+"):
+        jid = fields[b"jid"].decode()
+        if fields[b"s"] == b"enqueued" and fields.get(b"w") == b"waiting":
+            assert jid not in latencies, f"{jid} was released twice"
+            latencies[jid] = int(fields[b"rl"])
+        else:
+            assert b"rl" not in fields, (jid, fields)
+    return latencies
+
+
+def test_a_release_in_the_call_of_the_last_success_has_latency_0(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
+    tracker.register("build")
+    tracker.register("deploy", prerequisites=["build"])
+    tracker.register("checks", batch=True, prerequisites=["build"])
+    tracker.register("lint", parent="checks")  # held: released with its batch
+    tracker.register("alone")  # enqueued at its registration: not a release
+    clock.advance(5)
+    tracker.success("build")
+    assert release_latencies(tracker) == {"deploy": 0, "lint": 0}
+    assert b"rl" not in tracker.client.hgetall(tracker.keys.job("deploy"))  # the event's only
+
+
+def test_a_fan_out_chunk_drained_later_counts_from_the_success(make_tracker: MakeTracker) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
+    dependents = register_fan_out(tracker)
+    first_call_only(tracker, tracker.ops.success("root"))
+    clock.advance(2.5)
+    tracker.drain()
+    latencies = release_latencies(tracker)
+    assert sorted(latencies) == sorted(dependents)
+    at_once = sum(rl == 0 for rl in latencies.values())
+    assert 0 < at_once <= GRAPH_BUDGET
+    assert sorted(set(latencies.values())) == [0, 2500]
+
+
+def test_a_promoted_delayed_job_counts_from_eligible_at(make_tracker: MakeTracker) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
+    tracker.register("build")
+    tracker.register("report", prerequisites=["build"], delay=30)
+    tracker.success("build")  # released into its delay: still waiting, no latency yet
+    assert release_latencies(tracker) == {}
+    clock.advance(31.5)
+    assert tracker.promote() == 1
+    assert release_latencies(tracker) == {"report": 1500}
+
+
 # --- delays ----------------------------------------------------------------------
 
 

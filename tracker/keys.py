@@ -31,7 +31,14 @@ payload key, a list of the queue hand-off commands (see dispatch.py).
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the whole hash; a TRACK
-SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it changed.
+SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
+from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
+milliseconds from the moment the job became releasable (the success of its last
+prerequisite, or the release of the batch that held it; for a delayed job its
+``eligible_at``) to this commit. It is 0 when the release happened in the call that
+made it possible, and more for a fan-out chunk drained later or a promote. ``rl`` is
+in the event only, never in the hash. A job enqueued by its own registration or
+resume, and a batch released to ``working``, carry none.
 
 Keys of jobs reached through data (a dependent, a parent) are stored, as built
 here, in the sets and fields above; the scripts read them and never build one.

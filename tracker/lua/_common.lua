@@ -137,8 +137,9 @@ end
 
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
--- stream. Returns the track as a flat field/value list.
-local function commit(job, new_state, fields)
+-- stream. `streamed` (optional): field/value pairs for the event alone, never stored.
+-- Returns the track as a flat field/value list.
+local function commit(job, new_state, fields, streamed)
   SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
   append(fields, 's', new_state, 'u', int(NOW))
@@ -173,8 +174,11 @@ local function commit(job, new_state, fields)
   job.state = new_state
   local track = {}
   for field, value in pairs(h) do append(track, field, value) end
+  local size = #track
+  if streamed then append(track, unpack(streamed)) end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
     unpack(track))
+  for i = #track, size + 1, -1 do track[i] = nil end
   return track
 end
 

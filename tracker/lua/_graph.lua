@@ -9,7 +9,8 @@
 -- every edge is followed exactly once, whoever runs the task and however often
 -- a process dies in between.
 --
--- A task is {kind, set key, root jid, reason, SSCAN cursor}; kinds:
+-- A task is {kind, set key, root jid, reason, SSCAN cursor, when (ms) its work began};
+-- kinds:
 --   release  members lose one pending prerequisite; at zero they are released
 --   open     the same for the children a batch held while it waited
 --   kill     members become dead (failure propagation on)
@@ -17,7 +18,7 @@
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
 
 local function add_work(kind, set_key, root, reason)
-  if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0'} end
+  if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0', int(NOW)} end
 end
 
 -- The queue hand-off is recorded at registration as commands, one per list
@@ -139,8 +140,9 @@ end
 
 -- A job whose prerequisites all succeeded goes on: a batch starts working (and
 -- lets its children go), a delayed job waits in the schedule, any other job is
--- enqueued and handed to its queue.
-release = function(job)
+-- enqueued and handed to its queue. `since`: when it became releasable (the success
+-- that started the release task), for the event's release latency `rl`.
+release = function(job, since)
   if job.batch then
     commit(job, 'working', {})
     add_work('open', job.gate)
@@ -150,7 +152,7 @@ release = function(job)
     commit(job, 'waiting', {'ea', int(at)})
     redis.call('ZADD', SCHEDULE, int(at), job.key)
   else
-    commit(job, 'enqueued', {})
+    commit(job, 'enqueued', {}, since and {'rl', int(math.max(NOW - since, 0))})
     dispatch(job)
   end
 end
@@ -184,14 +186,14 @@ end
 -- was released). Nothing else is read until the count reaches zero: a job waiting for
 -- many prerequisites carries a long `pl`, and reading its hash at each of them made a
 -- fan-in quadratic in bytes. The whole job is loaded once, when it may be released.
-local function decrement(key, held_by_batch)
+local function decrement(key, held_by_batch, since)
   if held_by_batch then redis.call('HDEL', key, 'gh') end
   if redis.call('HINCRBY', key, 'pp', -1) > 0 then return end
   local job = load(key)
   if not job then -- its track had expired: the hash HINCRBY made goes with its one field
     redis.call('HDEL', key, 'pp')
   elseif job.state == 'waiting' and not job.blocked_by then
-    release(job)
+    release(job, since)
   end
 end
 
@@ -252,7 +254,7 @@ local function work()
           break
         end
         if kind == 'release' or kind == 'open' then
-          decrement(key, kind == 'open')
+          decrement(key, kind == 'open', tonumber(task[6]))
         elseif kind == 'kill' then
           kill(key, root, reason)
         else

@@ -1,6 +1,6 @@
 -- promote: hand jobs whose time has come to their queue: delayed jobs (waiting ->
--- enqueued) and failed jobs whose retry backoff ended (they stay failed until started).
--- Any number of processes may run it at once.
+-- enqueued, their event's `rl` counting from eligible_at) and failed jobs whose retry
+-- backoff ended (they stay failed until started). Any number of processes may run it at once.
 -- Returns {0, {jobs handed over, 1 when more may be due}}.
 local due = redis.call('ZRANGEBYSCORE', SCHEDULE, '-inf', int(NOW), 'LIMIT', 0, BUDGET)
 local handed = 0
@@ -11,7 +11,7 @@ for _, key in ipairs(due) do
     if job.state == 'waiting' and job.pending <= 0 and not job.blocked_by then
       forget(job, 'ea')
       forget(job, 'dl') -- the delay is served: a pause and resume later does not restart it
-      commit(job, 'enqueued', {})
+      commit(job, 'enqueued', {}, {'rl', int(NOW - job.eligible_at)})
       dispatch(job)
       handed = handed + 1
     elseif job.state == 'failed' then

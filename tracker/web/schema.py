@@ -31,6 +31,8 @@ NAME: dict[str, Any] = {
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 STATE: dict[str, Any] = {"type": "string", "enum": ["unknown", *(s.value for s in STORED_STATES)]}
 _NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+#: The years model.parse_time takes: "date-time" alone lets a client send year 0001.
+_YEAR_1970_TO_9999 = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
 
 
 @dataclass(frozen=True)
@@ -127,7 +129,10 @@ TRACK_SET = Body(
         "jid": Field(NAME, "When given, must be the jid of the path."),
         "percent": Field({"type": "integer", "minimum": 0, "maximum": 100}, "Progress."),
         "desc": Field({"type": "string", "maxLength": model.MAX_DESC}, "What it is doing."),
-        "reserve_until": Field(TIME, "A later end of the reservation (RFC 3339, with a zone)."),
+        "reserve_until": Field(
+            {**TIME, "pattern": _YEAR_1970_TO_9999},
+            "A later end of the reservation (RFC 3339, with a zone; 1970 to 9999).",
+        ),
     },
 )
 START = Body(

@@ -1,0 +1,356 @@
+"""The dashboard in headless Chromium: it loads cleanly, follows the event stream in
+place, its state chips filter the table, and a row opens the job's detail and graph.
+
+Chromium is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``:
+it reads commands on fd 3 and writes replies and events on fd 4, one JSON message
+each, ended by a NUL byte), so the suite needs no websocket client and no
+chromedriver. The app runs under uvicorn in a thread, on the suite's Valkey in a
+namespace of its own. The screenshot is kept as tests/artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import json
+import os
+import select
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import uvicorn
+from conftest import FakeClock, cleanup, wait_until
+
+from tracker import Settings, Tracker
+from tracker.web import create_app
+
+CHROMIUM = shutil.which("chromium")
+ARTIFACTS = Path(__file__).parent / "artifacts"
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--window-size=1440,900",
+    "--remote-debugging-pipe",
+)
+REPLY_TIMEOUT = 15.0
+UPDATE_TIMEOUT = 10.0
+
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+
+
+# --- the DevTools protocol on a pipe -------------------------------------------------
+
+
+class ProtocolError(Exception):
+    pass
+
+
+def _above_stdio(fd: int) -> int:
+    """``fd`` moved to 10 or above, so the child's redirections to 3 and 4 cannot clash."""
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD, 10)
+    os.close(fd)
+    return moved
+
+
+class Browser:
+    """Headless Chromium: commands, their replies, and the events it sends meanwhile."""
+
+    def __init__(self, profile: Path) -> None:
+        assert CHROMIUM is not None
+        commands_in, self._commands = os.pipe()
+        self._replies, replies_out = os.pipe()
+        commands_in, replies_out = _above_stdio(commands_in), _above_stdio(replies_out)
+        # bash puts the pipe ends on fds 3 and 4, where Chromium looks for them
+        # (dash, Debian's sh, takes only one-digit fds)
+        moves = f"3<&{commands_in} 4>&{replies_out} {commands_in}<&- {replies_out}>&-"
+        command = [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "about:blank"]
+        with (profile / "chromium.log").open("wb") as log:
+            self.process = subprocess.Popen(
+                ["bash", "-c", f'exec "$0" "$@" {moves}', *command],
+                pass_fds=(commands_in, replies_out),
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        os.close(commands_in)
+        os.close(replies_out)
+        self._last_id = 0
+        self._partial = b""
+        self._inbox: deque[dict[str, Any]] = deque()
+        self.events: list[dict[str, Any]] = []
+
+    def send(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
+        """Run one command and return its result."""
+        self._last_id += 1
+        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params}
+        if session is not None:
+            message["sessionId"] = session
+        data = json.dumps(message).encode() + b"\0"
+        while data:
+            data = data[os.write(self._commands, data) :]
+        deadline = time.monotonic() + REPLY_TIMEOUT
+        while True:
+            while not self._inbox:
+                self._receive(deadline)
+            reply = self._inbox.popleft()
+            if "method" in reply:
+                self.events.append(reply)
+            elif reply.get("id") == self._last_id:
+                if "error" in reply:
+                    raise ProtocolError(f"{method}: {reply['error']}")
+                return reply.get("result", {})  # type: ignore[no-any-return]
+
+    def _receive(self, deadline: float) -> None:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([self._replies], [], [], left)[0]:
+            raise ProtocolError(f"no reply from Chromium within {REPLY_TIMEOUT} s")
+        chunk = os.read(self._replies, 1 << 20)
+        if not chunk:
+            raise ProtocolError(f"Chromium exited with {self.process.wait()}")
+        *messages, self._partial = (self._partial + chunk).split(b"\0")
+        self._inbox.extend(json.loads(m) for m in messages)
+
+    def close(self) -> None:
+        with contextlib.suppress(ProtocolError, OSError):
+            self.send("Browser.close")
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        os.close(self._commands)
+        os.close(self._replies)
+
+
+class Page:
+    """One tab, on a protocol session of its own."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.target = browser.send("Target.createTarget", url="about:blank")["targetId"]
+        attached = browser.send("Target.attachToTarget", targetId=self.target, flatten=True)
+        self.session = attached["sessionId"]
+        for domain in ("Page", "Runtime", "Log"):
+            self.send(f"{domain}.enable")
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        return self.browser.send(method, self.session, **params)
+
+    def open(self, url: str) -> None:
+        self.send("Page.navigate", url=url)
+        self.wait_for("document.readyState === 'complete'")
+
+    def evaluate(self, expression: str) -> Any:
+        """The JSON value of ``expression`` (a DOM node comes back as ``{}``)."""
+        reply = self.send(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
+        if "exceptionDetails" in reply:
+            raise ProtocolError(f"{expression!r} threw: {reply['exceptionDetails']}")
+        return reply["result"].get("value")
+
+    def wait_for(self, expression: str, timeout: float = UPDATE_TIMEOUT) -> Any:
+        """The value of ``expression`` once it is truthy in the page."""
+        return wait_until(lambda: self.evaluate(expression), timeout=timeout, interval=0.05)
+
+    def attribute(self, selector: str, name: str) -> Any:
+        return self.evaluate(f"{_query(selector)}?.getAttribute({json.dumps(name)})")
+
+    def text(self, selector: str) -> Any:
+        return self.evaluate(f"{_query(selector)}?.textContent")
+
+    def click(self, selector: str) -> None:
+        """A real mouse click in the middle of the element."""
+        x, y = self.evaluate(
+            f"(() => {{ const e = {_query(selector)}; e.scrollIntoView({{block: 'center'}});"
+            " const r = e.getBoundingClientRect(); return [r.x + r.width / 2, r.y + r.height / 2];"
+            " })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.send("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+
+    def screenshot(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot")["data"]))
+
+    def errors(self) -> list[str]:
+        """What the page reported as an error: console.error, an uncaught exception, a
+        failed load."""
+        self.evaluate("0")  # so every event sent before now has been read
+        found = []
+        for event in self.browser.events:
+            if event.get("sessionId") != self.session:
+                continue
+            method, params = event["method"], event["params"]
+            if method == "Runtime.exceptionThrown":
+                details = params["exceptionDetails"]
+                found.append(details.get("exception", {}).get("description") or details["text"])
+            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+                found.append(" ".join(str(arg.get("value", arg)) for arg in params["args"]))
+            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
+                found.append(f"{params['entry']['text']} ({params['entry'].get('url', '')})")
+        return found
+
+    def close(self) -> None:
+        self.browser.send("Target.closeTarget", targetId=self.target)
+
+
+def _query(selector: str) -> str:
+    return f"document.querySelector({json.dumps(selector)})"
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    chromium = Browser(tmp_path_factory.mktemp("chromium"))
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture
+def tracker(valkey_url: str) -> Iterator[Tracker]:
+    """A tracker in a namespace of this test's own, deleted after it."""
+    settings = Settings(namespace="t-" + uuid.uuid4().hex[:12])
+    with Tracker.from_url(valkey_url, settings) as made:
+        yield made
+    client = redis.Redis.from_url(valkey_url)
+    cleanup(client, settings.namespace)
+    client.close()
+
+
+@pytest.fixture
+def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
+    """The app on ``tracker``'s namespace, listening on a loopback port; the page's URL."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    app = create_app(tracker.settings, url=valkey_url, maintenance=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started or not thread.is_alive())
+    assert server.started, "the app did not start"
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    server.should_exit = True
+    thread.join(10)
+    listener.close()
+
+
+@pytest.fixture
+def page(browser: Browser, dashboard: str) -> Iterator[Page]:
+    """The dashboard in a new tab, its event stream open and its first list in. The tab
+    closes before the server stops, which would otherwise wait for its stream."""
+    tab = Page(browser)
+    tab.open(dashboard)
+    tab.wait_for(
+        "document.querySelector('#connection').dataset.status === 'live'"
+        " && !document.body.classList.contains('loading')"
+    )
+    yield tab
+    tab.close()
+
+
+@pytest.fixture
+def jobs(tracker: Tracker) -> Tracker:
+    """One job working at 10 %, one enqueued, and one waiting for the first."""
+    tracker.register("report-1", queue="reports", labels={"customer": "acme"})
+    tracker.start("report-1")
+    tracker.track_set("report-1", percent=10, desc="rendering page 10 of 100")
+    tracker.register("import-2", queue="imports")
+    tracker.register("mail-3", prerequisites=["report-1"])
+    return tracker
+
+
+def row(jid: str) -> str:
+    return f"#jobs tr[data-jid={json.dumps(jid)}]"
+
+
+SHOWN = "[...document.querySelectorAll('#jobs tr[data-jid]')].map(tr => tr.dataset.jid).join()"
+
+
+# --- the behaviours --------------------------------------------------------------------
+
+
+def test_the_page_loads_with_no_console_error(jobs: Tracker, page: Page) -> None:
+    assert sorted(page.wait_for(SHOWN).split(",")) == ["import-2", "mail-3", "report-1"]
+    assert page.errors() == []
+
+
+def test_a_progress_bar_moves_in_place_when_the_worker_reports(jobs: Tracker, page: Page) -> None:
+    bar = row("report-1") + " [role=progressbar]"
+    assert page.wait_for(f"{_query(bar)}?.getAttribute('aria-valuenow')") == "10"
+    page.evaluate(f"{_query(row('report-1'))}.dataset.before = 'yes'")
+
+    jobs.track_set("report-1", percent=63, desc="rendering page 63 of 100")
+
+    page.wait_for(f"{_query(bar)}.getAttribute('aria-valuenow') === '63'")
+    assert page.text(row("report-1") + " .c-desc") == "rendering page 63 of 100"
+    # the same element: updated from the event, not rebuilt by fetching the list again
+    assert page.attribute(row("report-1"), "data-before") == "yes"
+    assert page.errors() == []
+
+
+def test_a_report_later_in_the_same_second_still_moves_the_bar(
+    tracker: Tracker, page: Page, valkey_url: str
+) -> None:
+    # a whole second renders without milliseconds ("...:40Z"), which sorts after
+    # "...:40.250Z" as text: the page must compare times, not strings
+    clock = FakeClock(1_900_000_000.0)
+    with Tracker(redis.Redis.from_url(valkey_url), tracker.settings, clock=clock) as timed:
+        timed.register("report-1")
+        timed.start("report-1")
+        timed.track_set("report-1", percent=10)
+        bar = row("report-1") + " [role=progressbar]"
+        assert page.wait_for(f"{_query(bar)}?.getAttribute('aria-valuenow')") == "10"
+        clock.advance(0.25)
+
+        timed.track_set("report-1", percent=20)
+
+        page.wait_for(f"{_query(bar)}.getAttribute('aria-valuenow') === '20'")
+
+
+def test_clicking_a_state_chip_filters_the_table(jobs: Tracker, page: Page) -> None:
+    page.wait_for(f"{SHOWN}.split(',').length === 3")
+    assert page.text(".chip[data-state=working] .count") == "1"
+
+    page.click(".chip[data-state=working]")
+
+    page.wait_for(f"{SHOWN} === 'report-1'")
+    assert page.attribute(".chip[data-state=working]", "aria-pressed") == "true"
+    assert page.evaluate("location.hash") == "#state=working"
+    assert page.errors() == []
+
+
+def test_a_row_opens_the_job_detail_with_its_errors_and_graph(jobs: Tracker, page: Page) -> None:
+    jobs.fail("report-1", "the printer is on fire")
+    jobs.start("report-1")
+    jobs.track_set("report-1", percent=42, desc="rendering page 42 of 100")
+    page.wait_for(f"{_query(row('report-1'))}.dataset.state === 'working'")
+
+    page.click(row("report-1"))
+
+    dependent = "#detail svg.graph .node.s-waiting title"
+    assert page.wait_for(f"{_query(dependent)}?.textContent") == "mail-3 (waiting)"
+    detail = page.evaluate("document.querySelector('#detail').innerText")
+    assert "the printer is on fire" in detail
+    assert "customer=acme" in detail
+    assert "2/25" in detail  # attempts
+    page.screenshot(ARTIFACTS / "dashboard.png")
+    assert page.errors() == []

@@ -364,9 +364,14 @@ def test_serve_runs_the_api_on_the_embedded_server_and_stops_it_on_sigterm(
         wait_until(ready, timeout=30)
         assert httpx.put(base + "/jobs/web-1", json={}).status_code == 201
         assert httpx.get(base + "/jobs/web-1").json()["state"] == "enqueued"
+        with httpx.stream("GET", base + "/events", timeout=30) as events:
+            next(events.iter_lines())  # a client still listening does not hold the shutdown
+            server.send_signal(signal.SIGTERM)
+            output, _ = server.communicate(timeout=30)
     finally:
-        server.send_signal(signal.SIGTERM)
-        output, _ = server.communicate(timeout=30)
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
     # uvicorn shuts down cleanly, then re-raises the signal it caught
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output

@@ -96,7 +96,10 @@ def serve(host: str, port: int, insecure: bool) -> None:
             EXIT_INVALID,
         )
     click.echo(f"tracker: namespace {settings.namespace!r}, http://{host}:{port}/")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # open event streams would hold a shutdown forever: they get a few seconds to end
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=3
+    )
 
 
 def _loopback(host: str) -> bool:

@@ -36,7 +36,7 @@ KEEPALIVE = 15.0
 BUFFER = 1000  # events a slow client may fall behind before it is dropped
 CACHE = 10_000  # jobs whose last full track the hub keeps, for merging TRACK SETs
 READ_COUNT = 500
-BLOCK_MS = 5000
+BLOCK_MS = 2000  # below redis-py's 5 s read timeout
 
 Filter = Callable[[dict[str, Any]], bool]
 

@@ -77,8 +77,12 @@ VARIANTS: dict[str, Edit] = {
     ),
     "no event": remove(
         "  for field, value in pairs(h) do append(track, field, value) end\n"
+        "  local size = #track\n"
+        "  if streamed then append(track, unpack(streamed)) end\n"
         "  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid,"
-        " unpack(track))\n"
+        " 'w', old_state or '',\n"
+        "    unpack(track))\n"
+        "  for i = #track, size + 1, -1 do track[i] = nil end\n"
     ),
 }
 

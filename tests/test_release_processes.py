@@ -21,7 +21,6 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,6 @@ PREREQUISITES = 1_000
 DEPENDENTS = 50  # each waits for 20 to 200 of the prerequisites
 HUBS, HUB_FAN_OUT = 2, 300  # prerequisites whose own release takes several script calls
 WORKERS = 8
-SLOW_US = 10_000  # Redis's default slowlog threshold: what "blocks Redis for long" means
 
 #: A worker process: reads its steps (JSON on stdin), waits for the start signal so that
 #: all workers begin at once, then runs them. A refused start is expected (another worker
@@ -77,11 +75,6 @@ def server_url(tracker: Tracker) -> str:
     if kwargs.get("password"):
         auth = f"{quote(kwargs.get('username') or '')}:{quote(kwargs['password'])}@"
     return f"redis://{auth}{kwargs['host']}:{kwargs['port']}/{db}"
-
-
-def embedded(tracker: Tracker) -> bool:
-    """Whether ``tracker`` talks to the suite's own embedded Valkey (not a shared server)."""
-    return "valkey" in str(tracker.client.connection_pool.connection_kwargs.get("path", ""))
 
 
 class Workers:
@@ -240,32 +233,6 @@ def interrupted(tracker: Tracker, op: str, jid: str, *args: Any) -> int:
     reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
     assert reply[0] == 0, reply
     return int(reply[-1])
-
-
-@contextmanager
-def slow_script_calls(tracker: Tracker) -> Iterator[list[int]]:
-    """Durations (us) of this namespace's script calls that took the server longer than
-    SLOW_US while the block ran, from its SLOWLOG. Only the embedded Valkey is the suite's
-    to reconfigure (and it is restored after); on a shared server nothing is measured."""
-    slow: list[int] = []
-    if not embedded(tracker):
-        yield slow
-        return
-    client, setting = tracker.client, "slowlog-log-slower-than"
-    before = next(iter(client.config_get(setting).values()))
-    newest = client.slowlog_get(1)
-    after_id = newest[0]["id"] if newest else -1
-    client.config_set(setting, SLOW_US)
-    try:
-        yield slow
-        entries = client.slowlog_get(1024)
-    finally:
-        client.config_set(setting, before)
-    namespace = tracker.keys.prefix.encode()
-    for entry in entries:
-        command = entry["command"]
-        if entry["id"] > after_id and command.upper().startswith(b"FCALL") and namespace in command:
-            slow.append(int(entry["duration"]))
 
 
 def stream_id(raw: bytes) -> tuple[int, int]:
@@ -482,25 +449,6 @@ def test_twenty_thousand_dependents_are_released_exactly_once_in_bounded_chunks(
     assert sum(calls.values()) >= len(dependents) / GRAPH_BUDGET  # no call did more
     assert_queued_once_each(queue, dependents)
     assert states(tracker, dependents) == {"enqueued": len(dependents)}
-
-
-def test_no_chunk_of_a_big_release_blocks_the_server_for_10_ms(
-    make_real_tracker: MakeTracker, rq_queue: Callable[[Tracker], RqQueue]
-) -> None:
-    tracker = make_real_tracker()
-    if not embedded(tracker):
-        pytest.skip("SLOWLOG's threshold is changed only on the suite's own server")
-    queue = rq_queue(tracker)
-    tracker.register("root")
-    dependents = [f"{tracker.settings.namespace}-dep-{n}" for n in range(5 * GRAPH_BUDGET)]
-    queue.jids.extend(dependents)
-    register_all(tracker, {jid: dependent(queue, ["root"]) for jid in dependents})
-
-    with slow_script_calls(tracker) as slow:
-        tracker.success("root")
-
-    assert len(queue.queued()) == len(dependents)
-    assert slow == [], f"script calls slower than {SLOW_US} us: {sorted(slow)}"
 
 
 def test_a_fan_out_cut_short_is_finished_exactly_once_by_another_process(

@@ -272,13 +272,19 @@ def test_stats_counts_by_state_and_queue(http: TestClient, store: Tracker) -> No
 def test_related_names_prerequisites_and_children_with_states(
     http: TestClient, store: Tracker
 ) -> None:
+    store.register("p0")
+    store.start("p0")
+    store.success("p0")
     store.register("p1")
-    store.register("d1", prerequisites=["p1", "p2"])
+    store.register("b1", batch=True)
+    store.register("d1", prerequisites=["p0", "p1", "p2"], parent="b1")
     related = http.get("/jobs/d1/related").json()
     assert related["prerequisites"] == [
+        {"jid": "p0", "state": "success"},
         {"jid": "p1", "state": "enqueued"},
         {"jid": "p2", "state": "unknown"},
     ]
+    assert http.get("/jobs/b1/related").json()["children"] == [{"jid": "d1", "state": "waiting"}]
     assert http.get("/jobs/p1/related").json()["dependents"] == [{"jid": "d1", "state": "waiting"}]
     problem(http.get("/jobs/ghost/related"), 404)
 

@@ -22,12 +22,13 @@ Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` crea
 (seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
 first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
 separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
-prerequisites, ``pp`` pending ones (a waiting batch counts as one), ``pl`` the sets
-it waits in, ``dk`` its dependents set, ``bb`` blocked_by, ``dl`` delay (s), ``ea``
-eligible_at; for batches ``B`` 1, ``bt`` children, ``bs`` succeeded, ``bd`` dead or
-cancelled, ``bp`` the sum of unfinished children's percent, ``sl`` sealed, ``gk``
-and ``ok`` its gate and open-children sets; ``P`` the parent's key; ``pk`` the
-payload key, a list of the queue hand-off commands (see dispatch.py).
+prerequisites, ``pq`` their jids (newline separated), ``pp`` pending ones (a waiting
+batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``bb``
+blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
+children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
+children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
+``P`` the parent's key; ``pk`` the payload key, a list of the queue hand-off commands
+(see dispatch.py).
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the whole hash; a TRACK

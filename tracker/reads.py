@@ -136,23 +136,22 @@ class ReadPlans(PlanBase):
     def related(self, jid: str, limit: int = 100) -> Plan[Related]:
         """The jobs around one job, with their states, for the dashboard's graph.
 
-        Prerequisites are those it still waited for when it registered; dependents
-        are those still waiting for it (a success releases them and forgets them);
-        children are a batch's newest ``limit``.
+        Prerequisites are all it was registered with; dependents are those still
+        waiting for it (a success releases them and forgets them); children are a
+        batch's newest ``limit``.
         """
         check_name("jid", jid)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         keys = self.keys
-        (waits_in, dependents, children) = yield Read(
+        (prerequisites, dependents, children) = yield Read(
             [
-                ("hget", (keys.job(jid), "pl")),
+                ("hget", (keys.job(jid), "pq")),
                 ("srandmember", (keys.dependents(jid), limit)),
                 ("zrevrange", (keys.children(jid), 0, limit - 1)),
             ]
         )
-        prefix = len(keys.dependents(""))
         groups = {
-            "prerequisites": [k[prefix:] for k in (waits_in or b"").decode().split("\n") if k],
+            "prerequisites": [j for j in (prerequisites or b"").decode().split("\n") if j],
             "dependents": sorted(keys.jid_of(k) for k in dependents),
             "children": [keys.jid_of(k) for k in children],
         }

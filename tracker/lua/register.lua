@@ -132,7 +132,11 @@ local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[13],
 if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
 for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
 if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
-if n_prereqs > 0 then append(fields, 'pt', n_prereqs) end
+if n_prereqs > 0 then
+  local jids = {}
+  for i, p in ipairs(prereqs) do jids[i] = p.jid end
+  append(fields, 'pt', n_prereqs, 'pq', table.concat(jids, '\n'))
+end
 if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
 if parent then append(fields, 'P', parent.key) end
 if held then append(fields, 'gh', 1) end

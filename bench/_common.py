@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import rq
 
 from tracker import Tracker, scripts
+from tracker.context import current, progress
 from tracker.embedded import EmbeddedValkey
 from tracker.ops import Call, Plan
 
@@ -98,6 +100,81 @@ def cleanup_matching(client: redis.Redis, tag: str) -> int:
     return deleted
 
 
+def timed_burst(worker: rq.Worker) -> tuple[float, float]:
+    """Run ``worker`` in burst mode (RQ logging at WARNING); returns the seconds the run
+    took and, of those, the seconds its teardown took.
+
+    The teardown unsubscribes from the worker's pub/sub channel and joins the thread
+    that listens on it, for up to 1 s: the thread, blocked in a read with a 60 s
+    timeout, misses the stop about half the time, so a burst run takes 0 or 1 s more
+    at random, whatever it ran. Subtract the teardown to time only the jobs.
+    """
+    teardown = worker.teardown
+    spent = [0.0]
+
+    def timed_teardown() -> None:
+        start = time.perf_counter()
+        try:
+            teardown()
+        finally:
+            spent[0] += time.perf_counter() - start
+
+    worker.teardown = timed_teardown  # type: ignore[method-assign]
+    start = time.perf_counter()
+    worker.work(burst=True, logging_level="WARNING")
+    return time.perf_counter() - start, spent[0]
+
+
+# --- job functions, importable by a worker as ``_common.<name>`` -----------------
+
+
+def noop() -> None:
+    """The trivial job."""
+
+
+#: The least a progress report must do: write percent to the job's hash, set its expiry.
+RAW_PROGRESS = """
+-- KEYS[1] the job's hash; ARGV[1] percent, ARGV[2] expiry (s)
+redis.call('HSET', KEYS[1], 'p', ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+RAW_EXPIRY = 86_400
+
+
+def progress_against_raw(calls: int, raw_first: bool) -> list[float]:
+    """Run inside a tracked job: the seconds of ``calls`` ``progress(percent=i)`` and of
+    ``calls`` raw EVALSHA of :data:`RAW_PROGRESS` on the job's hash, through the same
+    client (the tracker's), in the order given; ``[progress, raw]``.
+
+    One call of each first, untimed: the raw script may need its SCRIPT LOAD.
+    """
+    running = current()
+    client = running.tracker.client
+    raw = client.register_script(RAW_PROGRESS)
+    keys = [running.tracker.keys.job(running.jid)]
+    progress(percent=0)
+    raw(keys=keys, args=[0, RAW_EXPIRY])
+
+    def timed_progress() -> float:
+        start = time.perf_counter()
+        for i in range(calls):
+            progress(percent=i)
+        return time.perf_counter() - start
+
+    def timed_raw() -> float:
+        start = time.perf_counter()
+        for i in range(calls):
+            raw(keys=keys, args=[i, RAW_EXPIRY])
+        return time.perf_counter() - start
+
+    if raw_first:
+        raw_seconds = timed_raw()
+        return [timed_progress(), raw_seconds]
+    progress_seconds = timed_progress()
+    return [progress_seconds, timed_raw()]
+
+
 @contextlib.contextmanager
 def slow_commands(client: redis.Redis, slower_than_us: int) -> Iterator[list[dict[str, Any]]]:
     """Log commands slower than ``slower_than_us`` inside the block; the list fills with
@@ -142,21 +219,22 @@ def command_delta(
     return delta
 
 
-def server_time(commands: dict[str, tuple[int, int]], per: int) -> str:
+def server_time(commands: dict[str, tuple[int, int]], per: int, outer: str = "fcall") -> str:
     """FCALL time per operation: each command the functions ran, and the rest of the
     FCALLs' time (the Lua interpreter, and redis.call's own overhead). Commands of the
-    benchmark's own around the measurement (INFO, CONFIG, SLOWLOG) are left out."""
+    benchmark's own around the measurement (INFO, CONFIG, SLOWLOG) are left out.
+    ``outer="evalsha"`` does the same for scripts."""
     inner = {
         name: usec
         for name, (_, usec) in commands.items()
-        if name != "fcall" and not name.startswith(("slowlog", "config", "info"))
+        if name != outer and not name.startswith(("slowlog", "config", "info"))
     }
-    total = commands.get("fcall", (0, 0))[1]
+    total = commands.get(outer, (0, 0))[1]
     rest = total - sum(inner.values())
     top = sorted(inner.items(), key=lambda item: -item[1])[:8]
     shown = ", ".join(f"{name} {usec / per:.1f}" for name, usec in top if usec / per >= 0.5)
     return (
-        f"FCALL {total / per:.1f} us = commands {(total - rest) / per:.1f} ({shown}) "
+        f"{outer.upper()} {total / per:.1f} us = commands {(total - rest) / per:.1f} ({shown}) "
         f"+ Lua and redis.call overhead {rest / per:.1f}"
     )
 

@@ -11,8 +11,8 @@ the FCALL time per released dependent from INFO commandstats (median of the
 rounds; variants take turns going first), and its difference from the library as
 it is. Variants:
 
-  hand-off parsed, not run   the RQ hand-off's commands are read (LRANGE) and
-                             split from their netstrings in Lua, but not run
+  hand-off read, not run     the RQ hand-off's stored commands are read (LRANGE),
+                             but not run
   no hand-off                the hand-off is neither read nor run
   no event                   commit() neither builds the track's field list nor
                              XADDs it to the event stream
@@ -21,9 +21,9 @@ it is. Variants:
 
 Then two micro measurements, in a small library of this script's own: the cost
 of one ``redis.call`` from Lua (HINCRBY, against the command's own time), and of
-splitting one job's stored hand-off (4 commands, about 520 bytes) from its
-netstrings in Lua, against reading it (LRANGE). The source edits assert that what
-they remove is there: when tracker's Lua changes, this script says so.
+reading one job's stored hand-off (LRANGE of its 3 commands and the undo, about 46
+elements and 410 bytes). The source edits assert that what they remove is there:
+when tracker's Lua changes, this script says so.
 
 Servers: a private ``redis-server`` on a unix socket and an embedded Valkey,
 started here (a variant library is loaded on each, and dropped after); with
@@ -70,11 +70,11 @@ def remove(text: str, replacement: str = "") -> Edit:
 
 
 VARIANTS: dict[str, Edit] = {
-    "hand-off parsed, not run": remove("  redis.call(unpack(args))\nend", "end"),
-    "no hand-off": remove(
-        "for _, command in ipairs(redis.call('LRANGE', job.payload, 1, -1)) do"
-        " run_command(command) end"
+    "hand-off read, not run": remove(
+        "replay(redis.call('LRANGE', job.payload, 0, -1), false)",
+        "redis.call('LRANGE', job.payload, 0, -1)",
     ),
+    "no hand-off": remove("replay(redis.call('LRANGE', job.payload, 0, -1), false)"),
     "no event": remove(
         "  for field, value in pairs(h) do append(track, field, value) end\n"
         "  local size = #track\n"
@@ -87,28 +87,12 @@ VARIANTS: dict[str, Edit] = {
 }
 
 MICRO = """#!lua name={name}
-local function split(encoded)
-  local args, pos = {{}}, 1
-  while pos <= #encoded do
-    local colon = string.find(encoded, ':', pos, true)
-    local size = tonumber(string.sub(encoded, pos, colon - 1))
-    args[#args + 1] = string.sub(encoded, colon + 1, colon + size)
-    pos = colon + size + 2
-  end
-  return args
-end
 redis.register_function('{name}_call', function(KEYS, ARGV)
   for i = 1, tonumber(ARGV[1]) do redis.call('HINCRBY', KEYS[1], 'f', 1) end
   return 1
 end)
 redis.register_function('{name}_read', function(KEYS, ARGV)
-  for i = 1, tonumber(ARGV[1]) do redis.call('LRANGE', KEYS[2], 1, -1) end
-  return 1
-end)
-redis.register_function('{name}_split', function(KEYS, ARGV)
-  for i = 1, tonumber(ARGV[1]) do
-    for _, command in ipairs(redis.call('LRANGE', KEYS[2], 1, -1)) do split(command) end
-  end
+  for i = 1, tonumber(ARGV[1]) do redis.call('LRANGE', KEYS[2], 0, -1) end
   return 1
 end)
 """
@@ -192,7 +176,7 @@ def micro(url: str) -> dict[str, float]:
         client.rpush(keys[1], *rq_handoff("job-0000001", "queue", PAYLOAD))
         timings: dict[str, list[float]] = {}
         for _ in range(5):
-            for function in ("call", "read", "split"):
+            for function in ("call", "read"):
                 before = command_stats(client)
                 client.fcall(f"{name}_{function}", 2, *keys, MICRO_LOOPS)
                 delta = command_delta(before, command_stats(client))
@@ -234,8 +218,7 @@ def main() -> int:
             print(
                 f"\n  one redis.call of HINCRBY from Lua: {costs['call']:.2f} us, of which the "
                 f"command {costs['hincrby']:.2f} us; reading one job's hand-off (LRANGE) "
-                f"{costs['read']:.2f} us, and splitting its netstrings too "
-                f"{costs['split']:.2f} us",
+                f"{costs['read']:.2f} us",
                 flush=True,
             )
     return 0

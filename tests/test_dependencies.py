@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import FakeClock, MakeTracker, wait_until
+from rq import Queue
 from rq.job import Job
 
 from tracker import Conflict, State, Tracker
@@ -685,6 +686,54 @@ def test_a_payload_job_killed_by_propagation_is_never_pushed(
     assert tracker.track_get(jid).state is State.DEAD
     assert rq.pushed() == []
     assert not rq.saved(jid)
+
+
+def test_a_released_job_gets_the_rq_job_hash_rq_itself_writes(
+    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
+) -> None:
+    rq = rq_queue(tracker)
+    ours, theirs = rq.jid("ours"), rq.jid("theirs")
+    tracker.register(ours, queue=rq.name, payload=PAYLOAD)
+    Queue(rq.name, connection=tracker.client).enqueue(
+        PAYLOAD["func"], *PAYLOAD["args"], job_id=theirs, job_timeout=-1
+    )
+    written = {jid: tracker.client.hgetall("rq:job:" + jid) for jid in (ours, theirs)}
+    stamps = {b"created_at", b"enqueued_at"}
+    for fields in written.values():
+        assert stamps <= set(fields)
+        for stamp in stamps:
+            del fields[stamp]
+    assert written[ours] == written[theirs]
+
+
+def netstrings(stored: list[bytes]) -> list[bytes]:
+    """A hand-off as tracker 0.1.0 stored it: one element per command, each a run of
+    netstrings, from the list stored now (a count before each command's arguments)."""
+    out, i = [], 0
+    while i < len(stored):
+        count = int(stored[i])
+        out.append(b"".join(b"%d:%s," % (len(a), a) for a in stored[i + 1 : i + 1 + count]))
+        i += count + 1
+    return out
+
+
+def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
+    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
+) -> None:
+    rq = rq_queue(tracker)
+    jid = rq.jid("deploy")
+    tracker.register("build")
+    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    key = tracker.keys.payload(jid)
+    old = netstrings(tracker.client.lrange(key, 0, -1))
+    tracker.client.delete(key)
+    tracker.client.rpush(key, *old)
+    tracker.success("build")
+    assert rq.pushed() == [jid]
+    job = Job.fetch(jid, connection=tracker.client)
+    assert (job.func_name, job.args, job.origin) == ("os.path.join", ("a",), rq.name)
+    tracker.pause(jid)
+    assert rq.pushed() == []
 
 
 def test_a_delayed_payload_job_is_pushed_when_promoted(

@@ -3,7 +3,7 @@
 Key layout for namespace ``ns``::
 
     {ns}:j:<jid>          hash    the track of one job (fields below)
-    {ns}:p:<jid>          list    the job's queue hand-off commands, until it finishes
+    {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see dispatch.py)
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
@@ -27,8 +27,7 @@ batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``
 blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
 children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
 children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
-``P`` the parent's key; ``pk`` the payload key, a list of the queue hand-off commands
-(see dispatch.py).
+``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``).
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the whole hash; a TRACK

@@ -21,29 +21,50 @@ local function add_work(kind, set_key, root, reason)
   if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0', int(NOW)} end
 end
 
--- The queue hand-off is recorded at registration as commands, one per list
--- element, each a run of netstrings ("5:RPUSH,"). Element 0 undoes the hand-off.
-local function run_command(encoded)
-  local args, pos = {}, 1
-  while pos <= #encoded do
-    local colon = string.find(encoded, ':', pos, true)
-    local size = tonumber(string.sub(encoded, pos, colon - 1))
-    args[#args + 1] = string.sub(encoded, colon + 1, colon + size)
-    pos = colon + size + 2
+-- The queue hand-off, as registration stored it (see dispatch.py): one list element
+-- per argument, each command preceded by its number of arguments, the first command
+-- the undo of the others. Stored split, since a fan-out replays thousands of them.
+-- Runs the undo (`undo` true) or every other command.
+local run_netstrings
+local function replay(stored, undo)
+  local count = tonumber(stored[1])
+  if not count then return run_netstrings(stored, undo) end
+  if undo then return redis.call(unpack(stored, 2, count + 1)) end
+  local i = count + 2
+  while i <= #stored do
+    count = tonumber(stored[i])
+    redis.call(unpack(stored, i + 1, i + count))
+    i = i + count + 1
   end
-  redis.call(unpack(args))
+end
+
+-- Hand-offs stored by tracker 0.1.0 hold one command per element, a run of netstrings
+-- ("5:RPUSH,"): jobs registered before an upgrade still reach their queue.
+run_netstrings = function(stored, undo)
+  local first, last = 2, #stored
+  if undo then first, last = 1, 1 end
+  for i = first, last do
+    local encoded, args, pos = stored[i], {}, 1
+    while pos <= #encoded do
+      local colon = string.find(encoded, ':', pos, true)
+      local size = tonumber(string.sub(encoded, pos, colon - 1))
+      args[#args + 1] = string.sub(encoded, colon + 1, colon + size)
+      pos = colon + size + 2
+    end
+    redis.call(unpack(args))
+  end
 end
 
 local function dispatch(job)
   if not job.payload then return end
   SPENT = SPENT + 2 -- replaying a hand-off costs about twice a commit
-  for _, command in ipairs(redis.call('LRANGE', job.payload, 1, -1)) do run_command(command) end
+  replay(redis.call('LRANGE', job.payload, 0, -1), false)
 end
 
 local function undispatch(job)
   if not job.payload then return end
-  local undo = redis.call('LINDEX', job.payload, 0)
-  if undo then run_command(undo) end
+  local stored = redis.call('LRANGE', job.payload, 0, -1)
+  if #stored > 0 then replay(stored, true) end
 end
 
 local settle, release

@@ -7,8 +7,8 @@
 -- ARGV[9] jid  ARGV[10] queue  ARGV[11] fingerprint  ARGV[12] reserve_for (s)
 -- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
--- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] number of
--- hand-off commands; then the prerequisites' jids, then the hand-off commands.
+-- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] length of
+-- the stored hand-off; then the prerequisites' jids, then the hand-off (see dispatch.py).
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
 local key, jid = KEYS[14], ARGV[9]
@@ -18,7 +18,7 @@ if existing[1] then
   return {2, existing[1], 'different_body'}
 end
 
-local has_parent, n_prereqs, n_commands = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
+local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
 local at = 20
 local parent
 if has_parent then
@@ -145,10 +145,10 @@ if redis.call('EXISTS', KEYS[17]) == 1 then append(fields, 'dk', KEYS[17]) end
 if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0, 'p', 0,
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
-if n_commands > 0 then
+if n_handoff > 0 then
   local first = 21 + n_prereqs
   redis.call('DEL', KEYS[15])
-  redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_commands - 1))
+  redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_handoff - 1))
   redis.call('PEXPIRE', KEYS[15], int(PENDING_TTL))
   append(fields, 'pk', KEYS[15])
 end

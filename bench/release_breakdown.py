@@ -15,7 +15,7 @@ it is. Variants:
                              but not run
   no hand-off                the hand-off is neither read nor run
   no event                   commit() neither builds the track's field list nor
-                             XADDs it to the event stream
+                             XADDs it to the event stream (its reply is empty)
   without payload            the library as it is; dependents registered with no
                              payload, so there is no hand-off to replay
 
@@ -76,13 +76,15 @@ VARIANTS: dict[str, Edit] = {
     ),
     "no hand-off": remove("replay(redis.call('LRANGE', job.payload, 0, -1), false)"),
     "no event": remove(
-        "  for field, value in pairs(h) do append(track, field, value) end\n"
-        "  local size = #track\n"
-        "  if streamed then append(track, unpack(streamed)) end\n"
+        "  local track, size = track_of(h)\n"
+        "  if streamed then\n"
+        "    for i = 1, #streamed do track[size + i] = streamed[i] end\n"
+        "  end\n"
         "  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid,"
         " 'w', old_state or '',\n"
         "    unpack(track))\n"
-        "  for i = #track, size + 1, -1 do track[i] = nil end\n"
+        "  for i = #track, size + 1, -1 do track[i] = nil end\n",
+        "  local track = {}\n",
     ),
 }
 

@@ -270,3 +270,32 @@ def test_two_namespaces_never_see_each_others_jobs(make_tracker) -> None:  # typ
     first.register("job-1")
     assert other.track_get("job-1").state is State.UNKNOWN
     assert other.stats().states == {}
+
+
+#: Fields of a job's hash that only the scripts read: events never carry them.
+SCRIPTS_OWN = {b"Q", b"rf", b"h", b"lk", b"pq", b"pl", b"dk", b"dl", b"bp", b"gk", b"ok", b"pk"}
+
+
+def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fields(
+    tracker: Tracker,
+) -> None:
+    tracker.register("batch", batch=True, labels={"team": "a"})
+    tracker.register("build")
+    tracker.register("job", parent="batch", prerequisites=["build"], labels={"k": "v"})
+    tracker.register("after", prerequisites=["job"])
+    tracker.start("build")
+    tracker.success("build")
+    tracker.start("job")
+    tracker.fail("job", "boom")
+    tracker.start("job")
+    tracker.success("job")
+    tracker.seal("batch")
+    seen = 0
+    for entry_id, fields in tracker.client.xrange(tracker.keys.events):
+        assert not SCRIPTS_OWN & set(fields), fields
+        event = tracker.ops.decode_event(entry_id, fields)
+        if event.change and fields[b"jid"] == b"job":
+            seen += 1
+            final = event.track
+    assert seen == 6  # waiting, enqueued, working, failed, working, success
+    assert final == tracker.track_get("job")

@@ -30,8 +30,11 @@ children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children 
 ``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``).
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
-carries ``w`` (the state it left, empty for a new job) and the whole hash; a TRACK
-SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
+carries ``w`` (the state it left, empty for a new job) and the fields of the hash
+that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
+lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
+``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``); a TRACK SET carries no ``w``,
+only ``s``, ``q``, ``u`` and the fields it changed. A release
 from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its

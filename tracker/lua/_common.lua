@@ -27,8 +27,17 @@ local TERMINAL = {success = true, dead = true, cancelled = true}
 local BAND = 4398046511104 -- 2^42: one queue's range of scores in a state zset
 local MAX_ERRORS = 10
 
+-- The fields of a job's hash that its events and replies carry: those the track is
+-- decoded from (decode() in plans.py), always in this order. The rest (key names,
+-- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
+-- own, and streaming it for every change cost a release as much as its own writes;
+-- and entries sharing their fields in order keep the names once in the stream.
+local TRACK_FIELDS = {'s', 'u', 'c', 'q', 'a', 'm', 'p', 'd', 'r', 'l', 'e', 'P', 'bb', 'ea',
+                      'pt', 'pp', 'gh', 'B', 'bt', 'bs', 'bd', 'sl'}
+
 local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT
 local STATE_KEY = {}
+local NOW_TEXT -- NOW as int() prints it
 local NOW, TTL, PENDING_TTL, DONE_TTL, EVENTS_KEPT, JOB_PREFIX_LEN, PROPAGATE, BUDGET
 local WORK, SPENT = {}, 0 -- this call's fan-out tasks (see _graph.lua)
 
@@ -41,6 +50,7 @@ local function begin(KEYS, ARGV)
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
+  NOW_TEXT = string.format('%.0f', NOW)
   TTL, PENDING_TTL, DONE_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
   EVENTS_KEPT, JOB_PREFIX_LEN = ARGV[5], tonumber(ARGV[6])
   PROPAGATE, BUDGET = ARGV[7] == '1', tonumber(ARGV[8])
@@ -61,6 +71,7 @@ local function begin_hot(KEYS, ARGV)
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
+  NOW_TEXT = string.format('%.0f', NOW)
   TTL, PENDING_TTL, EVENTS_KEPT, JOB_PREFIX_LEN = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4],
     tonumber(ARGV[5])
   WORK, SPENT = {}, 0
@@ -135,18 +146,30 @@ local function forget(job, field)
   job.h[field] = nil
 end
 
+-- The track of a loaded hash, as a flat field/value list of TRACK_FIELDS; and its length.
+local function track_of(h)
+  local track, n = {}, 0
+  for i = 1, #TRACK_FIELDS do
+    local field = TRACK_FIELDS[i]
+    local value = h[field]
+    if value then track[n + 1], track[n + 2], n = field, value, n + 2 end
+  end
+  return track, n
+end
+
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
 -- stream. `streamed` (optional): field/value pairs for the event alone, never stored.
--- Returns the track as a flat field/value list.
+-- Returns the track as a flat field/value list (TRACK_FIELDS).
 local function commit(job, new_state, fields, streamed)
   SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
-  append(fields, 's', new_state, 'u', int(NOW))
+  local n = #fields
+  fields[n + 1], fields[n + 2], fields[n + 3], fields[n + 4] = 's', new_state, 'u', NOW_TEXT
   redis.call('HSET', job.key, unpack(fields))
   local h = job.h
   local reserved_until = tonumber(h.r)
-  for i = 1, #fields, 2 do h[fields[i]] = fields[i + 1] end
+  for i = 1, n + 4, 2 do h[fields[i]] = fields[i + 1] end
   if old_state ~= new_state then
     if old_state then redis.call('ZREM', STATE_KEY[old_state], job.jid) end
     if TERMINAL[new_state] then prune_band(new_state, job.qid) end
@@ -168,14 +191,16 @@ local function commit(job, new_state, fields, streamed)
     expiry = TERMINAL[new_state] and TTL or PENDING_TTL
   end
   if expiry then redis.call('PEXPIRE', job.key, int(expiry)) end
-  for _, label_key in ipairs(split_lines(job.label_keys)) do
-    redis.call('ZADD', label_key, int(NOW), job.key)
+  if job.label_keys then
+    for _, label_key in ipairs(split_lines(job.label_keys)) do
+      redis.call('ZADD', label_key, NOW_TEXT, job.key)
+    end
   end
   job.state = new_state
-  local track = {}
-  for field, value in pairs(h) do append(track, field, value) end
-  local size = #track
-  if streamed then append(track, unpack(streamed)) end
+  local track, size = track_of(h)
+  if streamed then
+    for i = 1, #streamed do track[size + i] = streamed[i] end
+  end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
     unpack(track))
   for i = #track, size + 1, -1 do track[i] = nil end

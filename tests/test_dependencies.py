@@ -229,6 +229,28 @@ def test_a_fan_out_is_released_in_chunks_that_drain_finishes(tracker: Tracker) -
         assert tracker.track_get(jid).prerequisites == {"total": 1, "pending": 0}
 
 
+def test_a_fan_out_that_releases_nobody_yet_is_still_taken_in_bounded_chunks(
+    tracker: Tracker,
+) -> None:
+    tracker.register("root")
+    tracker.register("other")
+    dependents = [f"dep-{n}" for n in range(FAN_OUT)]
+    for jid in dependents:
+        tracker.register(jid, prerequisites=["root", "other"])
+    first_call_only(tracker, tracker.ops.success("root"))
+
+    def counted() -> int:
+        return sum(
+            tracker.track_get(jid).prerequisites == {"total": 2, "pending": 1} for jid in dependents
+        )
+
+    assert 0 < counted() <= GRAPH_BUDGET  # each costs no commit, yet a call stops
+    tracker.drain()
+    assert counted() == FAN_OUT
+    tracker.success("other")
+    assert tracker.stats().states == {"success": 2, "enqueued": FAN_OUT}
+
+
 @pytest.mark.parametrize("propagate", [True, False])
 def test_a_big_fan_out_learns_of_a_cancelled_prerequisite(
     make_tracker: MakeTracker, propagate: bool

@@ -55,9 +55,14 @@ run_netstrings = function(stored, undo)
   end
 end
 
+local HANDOFF_COST = 2 -- budget units of replaying a hand-off: about twice a commit
+-- What releasing a member of a set costs at most in the common case: its commit and
+-- its hand-off (a batch's release or a kill may cost more; work() then gives back).
+local RELEASE_COST = 1 + HANDOFF_COST
+
 local function dispatch(job)
   if not job.payload then return end
-  SPENT = SPENT + 2 -- replaying a hand-off costs about twice a commit
+  SPENT = SPENT + HANDOFF_COST
   replay(redis.call('LRANGE', job.payload, 0, -1), false)
 end
 
@@ -265,21 +270,30 @@ local function work()
         redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
       end
     else
-      local members = redis.call('SPOP', set_key, room)
-      -- fewer than asked for: the set is gone (nothing here adds to a set being consumed)
-      local left = #members >= room
-      for m, key in ipairs(members) do
-        if SPENT >= BUDGET then -- costlier than hoped: the rest goes back for the next call
-          redis.call('SADD', set_key, unpack(members, m))
-          left = true
-          break
-        end
-        if kind == 'release' or kind == 'open' then
-          decrement(key, kind == 'open', tonumber(task[6]))
-        elseif kind == 'kill' then
-          kill(key, root, reason)
-        else
-          cancel_job(key)
+      -- Pop what the room left would release if each member cost RELEASE_COST, and
+      -- again while room is left, at most `room` members in all: popping `room` at
+      -- once gave most of them back (SADD) when they carried a hand-off.
+      local cap, handled, left, spent_out = room, 0, true, false
+      while left and not spent_out do
+        local want = math.min(math.ceil((BUDGET - SPENT) / RELEASE_COST), cap - handled)
+        if want <= 0 then break end
+        local members = redis.call('SPOP', set_key, want)
+        -- fewer than asked for: the set is gone (nothing here adds to a set being consumed)
+        left = #members >= want
+        handled = handled + #members
+        for m, key in ipairs(members) do
+          if SPENT >= BUDGET then -- costlier than hoped: the rest goes back for the next call
+            redis.call('SADD', set_key, unpack(members, m))
+            left, spent_out = true, true
+            break
+          end
+          if kind == 'release' or kind == 'open' then
+            decrement(key, kind == 'open', tonumber(task[6]))
+          elseif kind == 'kill' then
+            kill(key, root, reason)
+          else
+            cancel_job(key)
+          end
         end
       end
       if left and redis.call('EXISTS', set_key) == 1 then

@@ -23,7 +23,10 @@ T = TypeVar("T")
 
 
 def connect(url: str) -> redis.asyncio.Redis:
-    return redis.asyncio.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+    # the connect timeout also bounds a disconnect (redis-py waits for the close under it)
+    return redis.asyncio.Redis.from_url(
+        url, decode_responses=False, health_check_interval=30, socket_connect_timeout=5
+    )
 
 
 class AsyncTracker:

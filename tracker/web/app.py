@@ -413,7 +413,9 @@ def create_app(
             if upkeep is not None:
                 await asyncio.to_thread(upkeep.stop)
                 upkeep.tracker.close()
-            await tracker.close()
+            with contextlib.suppress(TimeoutError):  # a shutdown must end
+                async with asyncio.timeout(5):
+                    await tracker.close()
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 

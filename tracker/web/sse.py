@@ -94,22 +94,30 @@ class EventHub:
         self.subscribers: set[Subscriber] = set()
         self._tracks: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tracker-event-hub")
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            # a client library may swallow a cancel mid-read (and raise its own error
+            # instead): the flag ends the loop then, and the cancel is repeated until it does
+            for _ in range(5):
+                if self._task.done():
+                    break
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=1.0)
+            else:
+                log.warning("the event hub did not stop; leaving it")
         for subscriber in list(self.subscribers):
             subscriber.queue.put_nowait(None)
 
     async def _run(self) -> None:
         after: str | None = None
         pause = 0.1
-        while True:
+        while not self._stopping:
             try:
                 if after is None:
                     after = await self.tracker.newest_event()

@@ -21,8 +21,8 @@ it is. Variants:
 
 Then two micro measurements, in a small library of this script's own: the cost
 of one ``redis.call`` from Lua (HINCRBY, against the command's own time), and of
-reading one job's stored hand-off (LRANGE of its 3 commands and the undo, about 46
-elements and 410 bytes). The source edits assert that what they remove is there:
+reading one job's stored hand-off (LRANGE of its 4 commands and the undo, 21
+elements). The source edits assert that what they remove is there:
 when tracker's Lua changes, this script says so.
 
 Servers: a private ``redis-server`` on a unix socket and an embedded Valkey,
@@ -175,7 +175,8 @@ def micro(url: str) -> dict[str, float]:
     keys = [f"{name}:counter", f"{name}:handoff"]
     try:
         client.function_load(MICRO.format(name=name))
-        client.rpush(keys[1], *rq_handoff("job-0000001", "queue", PAYLOAD))
+        handoff = rq_handoff("job-0000001", "queue", PAYLOAD, f"{name}:staged")
+        client.rpush(keys[1], *handoff.commands)
         timings: dict[str, list[float]] = {}
         for _ in range(5):
             for function in ("call", "read"):

@@ -726,17 +726,28 @@ def test_a_released_job_gets_the_rq_job_hash_rq_itself_writes(
         for stamp in stamps:
             del fields[stamp]
     assert written[ours] == written[theirs]
+    assert tracker.client.ttl("rq:job:" + ours) == -1  # the staged hash's expiry stays behind
 
 
-def netstrings(stored: list[bytes]) -> list[bytes]:
-    """A hand-off as tracker 0.1.0 stored it: one element per command, each a run of
-    netstrings, from the list stored now (a count before each command's arguments)."""
-    out, i = [], 0
+def stored_by_0_1_0(tracker: Tracker, jid: str) -> None:
+    """Rewrite ``jid``'s hand-off as tracker 0.1.0 stored it: one element per command,
+    each a run of netstrings, RQ's job hash written by its HSET, nothing staged."""
+    client, key, staged = tracker.client, tracker.keys.payload(jid), tracker.keys.staged(jid)
+    stored, fields = client.lrange(key, 0, -1), client.hgetall(staged)
+    commands, i = [], 0
     while i < len(stored):
         count = int(stored[i])
-        out.append(b"".join(b"%d:%s," % (len(a), a) for a in stored[i + 1 : i + 1 + count]))
+        commands.append(stored[i + 1 : i + 1 + count])
         i += count + 1
-    return out
+    old = []
+    for args in commands:
+        if args[0] == b"COPY":
+            args = [b"HSET", args[2], *(item for pair in fields.items() for item in pair)]
+        if args[0] != b"PERSIST":
+            old.append(b"".join(b"%d:%s," % (len(a), a) for a in args))
+    client.delete(key, staged)
+    client.hdel(tracker.keys.job(jid), "px")
+    client.rpush(key, *old)
 
 
 def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
@@ -746,16 +757,30 @@ def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
     jid = rq.jid("deploy")
     tracker.register("build")
     tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
-    key = tracker.keys.payload(jid)
-    old = netstrings(tracker.client.lrange(key, 0, -1))
-    tracker.client.delete(key)
-    tracker.client.rpush(key, *old)
+    stored_by_0_1_0(tracker, jid)
     tracker.success("build")
     assert rq.pushed() == [jid]
     job = Job.fetch(jid, connection=tracker.client)
     assert (job.func_name, job.args, job.origin) == ("os.path.join", ("a",), rq.name)
     tracker.pause(jid)
     assert rq.pushed() == []
+
+
+def test_a_payload_job_that_ends_leaves_no_hand_off_behind(
+    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
+) -> None:
+    rq = rq_queue(tracker)
+    ran, waited = rq.jid("ran"), rq.jid("waited")
+    tracker.register("build")
+    tracker.register(ran, queue=rq.name, payload=PAYLOAD)
+    tracker.register(waited, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    keys = tracker.keys
+    assert tracker.client.exists(keys.payload(waited), keys.staged(waited)) == 2
+    tracker.start(ran)
+    tracker.success(ran)
+    tracker.cancel(waited)
+    for jid in (ran, waited):
+        assert tracker.client.exists(keys.payload(jid), keys.staged(jid)) == 0
 
 
 def test_a_delayed_payload_job_is_pushed_when_promoted(

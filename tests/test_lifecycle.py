@@ -273,7 +273,21 @@ def test_two_namespaces_never_see_each_others_jobs(make_tracker) -> None:  # typ
 
 
 #: Fields of a job's hash that only the scripts read: events never carry them.
-SCRIPTS_OWN = {b"Q", b"rf", b"h", b"lk", b"pq", b"pl", b"dk", b"dl", b"bp", b"gk", b"ok", b"pk"}
+SCRIPTS_OWN = {
+    b"Q",
+    b"rf",
+    b"h",
+    b"lk",
+    b"pq",
+    b"pl",
+    b"dk",
+    b"dl",
+    b"bp",
+    b"gk",
+    b"ok",
+    b"pk",
+    b"px",
+}
 
 
 def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fields(

@@ -10,7 +10,11 @@ The first command stored undoes the push, for pause.
 They are stored ready to run, one list element per argument, each command preceded
 by its number of arguments: the release of a big fan-out replays thousands of them,
 and splitting an encoded command in Lua cost more than the rest of the hand-off.
-RQ's two HSETs of its job hash are stored as one, which writes the same fields.
+RQ's job hash (its HSETs, about 15 fields) is not replayed field by field: it is
+written at registration to a staged hash of tracker's, and the release copies it
+(``COPY ... REPLACE``, then ``PERSIST``: the staged hash expires with the job, RQ's
+must not): less than half the arguments to pass through Lua, and about 400 fewer
+bytes to append to an AOF, per released job.
 
 RQ queue names are RQ's own: every tracker namespace shares them (SPEC section 8).
 """
@@ -18,6 +22,7 @@ RQ queue names are RQ's own: every tracker namespace shares them (SPEC section 8
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -59,9 +64,19 @@ def _flat(commands: list[tuple[Any, ...]]) -> list[bytes]:
     return out
 
 
-def rq_handoff(jid: str, queue: str, payload: dict[str, Any]) -> list[bytes]:
-    """The commands that put ``jid`` into RQ queue ``queue``, as stored (see above); the
-    first undoes the push."""
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    """What registration stores for a job with a payload (see above)."""
+
+    #: The commands, flat: a count, then that many arguments; the first undoes the push.
+    commands: list[bytes]
+    #: RQ's job hash as field/value pairs, for the staged hash (empty: nothing staged).
+    staged: list[bytes]
+
+
+def rq_handoff(jid: str, queue: str, payload: dict[str, Any], staged_key: str) -> Handoff:
+    """The hand-off that puts ``jid`` into RQ queue ``queue``, its job hash staged at
+    ``staged_key``."""
     if not _RQ_JOB_ID.fullmatch(jid):
         raise InvalidInput(
             "jid", f"is the RQ job id of a job with a payload: only A-Z a-z 0-9 _ - ({jid!r})"
@@ -81,4 +96,10 @@ def rq_handoff(jid: str, queue: str, payload: dict[str, Any]) -> list[bytes]:
     pipe = _OFFLINE.pipeline(transaction=False)
     rq_queue.enqueue_job(job, pipeline=pipe)
     commands = _merged([args for args, _options in pipe.command_stack])
-    return _flat([("LREM", rq_queue.key, 0, jid), *commands])
+    staged: list[bytes] = []
+    for n, command in enumerate(commands):
+        if _is_hset(command) and command[1] == job.key:
+            staged = [_ENCODER.encode(arg) for arg in command[2:]]  # type: ignore[no-untyped-call]
+            commands[n : n + 1] = [("COPY", staged_key, job.key, "REPLACE"), ("PERSIST", job.key)]
+            break
+    return Handoff(_flat([("LREM", rq_queue.key, 0, jid), *commands]), staged)

@@ -8,7 +8,7 @@ from typing import Any, Unpack
 import msgpack
 
 from . import scripts
-from .dispatch import rq_handoff
+from .dispatch import Handoff, rq_handoff
 from .errors import InvalidInput, TrackerError
 from .model import (
     MAX_ERROR,
@@ -39,7 +39,7 @@ class WritePlans(PlanBase):
     def _register(self, reg: Registration) -> Plan[Registered]:
         keys = self.keys
         own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
-        own.append(keys.open_children(reg.jid))
+        own += [keys.open_children(reg.jid), keys.staged(reg.jid)]
         if reg.parent is not None:
             parent = reg.parent
             own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]
@@ -47,7 +47,11 @@ class WritePlans(PlanBase):
         for prerequisite in reg.prerequisites:
             own += [keys.job(prerequisite), keys.dependents(prerequisite)]
         own += [keys.label(k, v) for k, v in reg.labels.items()]
-        handoff = rq_handoff(reg.jid, reg.queue, reg.payload) if reg.payload else []
+        handoff = (
+            rq_handoff(reg.jid, reg.queue, reg.payload, keys.staged(reg.jid))
+            if reg.payload
+            else Handoff([], [])
+        )
         reply = yield Call(
             "register",
             [*keys.for_job(reg.jid), *own],
@@ -64,9 +68,11 @@ class WritePlans(PlanBase):
                 "1" if reg.missing_prerequisites == "satisfied" else "0",
                 "1" if reg.parent is not None else "0",
                 len(reg.prerequisites),
-                len(handoff),
+                len(handoff.commands),
+                len(handoff.staged),
                 *reg.prerequisites,
-                *handoff,
+                *handoff.commands,
+                *handoff.staged,
             ],
         )
         created, flat, more = scripts.outcome(reply, reg.jid)

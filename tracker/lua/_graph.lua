@@ -188,7 +188,8 @@ settle = function(job, old_state)
   local state = job.state
   if not TERMINAL[state] then return end
   if old_state == 'enqueued' or old_state == 'failed' then undispatch(job) end
-  if job.payload then redis.call('DEL', job.payload) end
+  if job.staged then redis.call('DEL', job.payload, job.staged)
+  elseif job.payload then redis.call('DEL', job.payload) end
   if state == 'success' then
     add_work('release', job.dependents)
   else

@@ -1,14 +1,15 @@
 -- register: create a job's track. It waits for pending prerequisites (and for a
 -- waiting parent batch); otherwise it is released at once.
 -- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
--- KEYS[18] its gate set  KEYS[19] its open-children set
+-- KEYS[18] its gate set  KEYS[19] its open-children set  KEYS[20] its staged RQ job hash
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
 -- then per prerequisite: its hash and its dependents set; then the job's label zsets.
 -- ARGV[9] jid  ARGV[10] queue  ARGV[11] fingerprint  ARGV[12] reserve_for (s)
 -- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
 -- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] length of
--- the stored hand-off; then the prerequisites' jids, then the hand-off (see dispatch.py).
+-- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values);
+-- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py).
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
 local key, jid = KEYS[14], ARGV[9]
@@ -19,21 +20,22 @@ if existing[1] then
 end
 
 local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
-local at = 20
+local n_staged = tonumber(ARGV[21])
+local at = 21
 local parent
 if has_parent then
-  parent = {key = KEYS[20], gate = KEYS[21], open = KEYS[22], children = KEYS[23]}
+  parent = {key = KEYS[21], gate = KEYS[22], open = KEYS[23], children = KEYS[24]}
   local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
   if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
-  at = 24
+  at = 25
 end
 local prereqs = {}
 for i = 1, n_prereqs do
-  prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], jid = ARGV[20 + i]}
+  prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], jid = ARGV[21 + i]}
   at = at + 2
 end
 local label_keys = {}
@@ -146,11 +148,18 @@ if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp'
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
 if n_handoff > 0 then
-  local first = 21 + n_prereqs
+  local first = 22 + n_prereqs
   redis.call('DEL', KEYS[15])
   redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_handoff - 1))
   redis.call('PEXPIRE', KEYS[15], int(PENDING_TTL))
   append(fields, 'pk', KEYS[15])
+  if n_staged > 0 then
+    first = first + n_handoff
+    redis.call('DEL', KEYS[20])
+    redis.call('HSET', KEYS[20], unpack(ARGV, first, first + n_staged - 1))
+    redis.call('PEXPIRE', KEYS[20], int(PENDING_TTL))
+    append(fields, 'px', KEYS[20])
+  end
 end
 redis.call('HSET', key, unpack(fields))
 -- a success remembered from this jid's previous life no longer stands for it

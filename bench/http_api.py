@@ -3,8 +3,9 @@
     python bench/http_api.py [--url URL] [--rounds 5] [--seconds 5] [--connections 16]
 
 Two servers run side by side, each one uvicorn worker on loopback started by the same
-function with the same settings (asyncio loop, h11, no access log: uvloop and httptools
-are not dependencies of tracker): **tracker**, the app ``tracker serve`` runs
+function with the same settings (uvicorn's automatic choice of event loop and HTTP
+parser, printed: asyncio and h11 unless uvloop and httptools are installed, and they
+are not dependencies of tracker; no access log): **tracker**, the app ``tracker serve`` runs
 (``create_app``, with its event hub and maintenance), on an embedded Valkey in a
 temporary directory or on ``--url``; and **bare**, a Starlette app whose
 ``GET /jobs/{jid}`` returns a constant JSON (a real track, so the bodies weigh the
@@ -32,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import shutil
 import socket
@@ -119,6 +121,14 @@ def serve(kind: str, port: int, options: dict[str, Any]) -> None:
         log_level="warning",
         access_log=options.get("access_log", False),
     )
+
+
+def uvicorn_stack() -> str:
+    """The event loop and HTTP parser uvicorn's "auto" picks here: uvloop and httptools
+    when installed (``uvicorn[standard]``), else asyncio and h11."""
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    return f"loop {loop}, http {http}"
 
 
 def free_port() -> int:
@@ -318,7 +328,7 @@ def main() -> int:
     print(f"machine: {machine()}")
     print(
         f"{options.rounds} rounds of {options.seconds} s per side and load; wrk -t1 "
-        f"-c{options.connections}; uvicorn, 1 worker, loop asyncio, http h11, "
+        f"-c{options.connections}; uvicorn, 1 worker, {uvicorn_stack()}, "
         f"access log {'on' if options.access_log else 'off'}"
     )
     with target(options.url) as url, tempfile.TemporaryDirectory() as scratch:

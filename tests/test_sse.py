@@ -252,3 +252,10 @@ def test_an_event_this_version_cannot_read_is_skipped(server: Server, store: Tra
         store.start("j1")
         track = track_of(next(events))
     assert (track["jid"], track["state"]) == ("j1", "working")
+
+
+def test_an_idle_stream_gets_keep_alive_comments(server: Server) -> None:
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        lines = response.iter_lines()
+        assert next(lines) == "retry: 1000"
+        assert next(line for line in lines if line) == ": keep-alive"  # every 0.5 s here

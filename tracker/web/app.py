@@ -36,7 +36,7 @@ from .auth import TokenAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .problems import HANDLERS
 from .schema import Body, read_body
-from .sse import EventHub, EventStreamResponse, Rendered, parse_id
+from .sse import EventHub, EventStreamResponse, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
 READY_TIMEOUT = 2.0
@@ -169,10 +169,9 @@ async def job_events(request: Request) -> Response:
     last = _last_event_id(request)
     first = None
     if last is None:
-        newest, track = await tracker.snapshot(jid)
-        if track.state is State.UNKNOWN:
+        first = await tracker.snapshot(jid)
+        if first[1].state is State.UNKNOWN:
             raise NotFound(jid)
-        first = Rendered(newest, track.to_dict())
     elif await tracker.state(jid) is State.UNKNOWN:
         raise NotFound(jid)
     stream = hub.stream(
@@ -180,7 +179,6 @@ async def job_events(request: Request) -> Response:
         last_event_id=last,
         first=first,
         ends=_terminal,
-        keepalive=request.app.state.keepalive,
     )
     return EventStreamResponse(stream)
 
@@ -201,7 +199,7 @@ async def all_events(request: Request) -> Response:
 
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)
-    stream = hub.stream(accepts, last_event_id=last, keepalive=request.app.state.keepalive)
+    stream = hub.stream(accepts, last_event_id=last)
     return EventStreamResponse(stream)
 
 
@@ -401,8 +399,7 @@ def create_app(
         upkeep = Maintenance(Tracker.from_url(target, settings)) if maintenance else None
         app.state.tracker = tracker
         app.state.metrics = Metrics()
-        app.state.hub = EventHub(tracker, app.state.metrics)
-        app.state.keepalive = keepalive
+        app.state.hub = EventHub(tracker, app.state.metrics, keepalive)
         app.state.hub.start()
         if upkeep is not None:
             upkeep.start()

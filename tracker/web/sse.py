@@ -9,6 +9,11 @@ the stream still holds it), then the live events after it, with nothing twice.
 A TRACK SET's event holds only what it changed; the hub merges it onto the last
 full track it saw of that job (a bounded cache), so clients always receive whole
 tracks when the hub has seen the job change state at least once.
+
+Costs that grow with clients times events are kept to the minimum: an event is
+rendered to JSON once, and only while someone listens; what a client has queued
+leaves in one write; keep-alives come from one timer for all clients, not one
+per client per event.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -27,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..aio import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
+from ..model import Track
 from ..plans import Event
 from .metrics import Metrics
 
@@ -67,10 +74,14 @@ class Rendered:
         self.frame = f"event: track\nid: {event_id}\ndata: {data}\n\n".encode()
 
 
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
 class Subscriber:
     def __init__(self, accepts: Filter) -> None:
         self.accepts = accepts
-        self.queue: asyncio.Queue[Rendered | None] = asyncio.Queue(BUFFER)
+        # None ends the stream; bytes are a keep-alive
+        self.queue: asyncio.Queue[Rendered | bytes | None] = asyncio.Queue(BUFFER)
         self.dropped = False
 
     def offer(self, event: Rendered) -> None:
@@ -88,19 +99,33 @@ class Subscriber:
 class EventHub:
     """Reads the event stream once for this process and fans it out."""
 
-    def __init__(self, tracker: AsyncTracker, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, tracker: AsyncTracker, metrics: Metrics | None = None, keepalive: float = KEEPALIVE
+    ) -> None:
         self.tracker = tracker
         self.metrics = metrics
+        self.keepalive = keepalive
         self.subscribers: set[Subscriber] = set()
-        self._tracks: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
+        self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tracker-event-hub")
+        self._ticker = asyncio.create_task(self._tick(), name="tracker-keep-alive")
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive)
+            for subscriber in list(self.subscribers):
+                with contextlib.suppress(asyncio.QueueFull):
+                    subscriber.queue.put_nowait(KEEP_ALIVE)
 
     async def stop(self) -> None:
         self._stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
         if self._task is not None:
             # a client library may swallow a cancel mid-read (and raise its own error
             # instead): the flag ends the loop then, and the cancel is repeated until it does
@@ -134,31 +159,41 @@ class EventHub:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def render(self, event: Event, remember: bool = True) -> Rendered:
-        """The client's view of an event: a TRACK SET merged onto the last full track."""
-        track = event.track.to_dict()
-        jid = event.track.jid
-        if event.change:
-            if remember:
-                self._remember(jid, track)
-        else:
-            known = self._tracks.get(jid)
-            if known is not None:
-                track = {**known, **track}
-                if remember:
-                    self._remember(jid, track)
-        return Rendered(event.id, track)
+    def merged(self, event: Event, remember: bool = True) -> Track:
+        """The event's track: a TRACK SET's changes laid onto the last whole track."""
+        track = event.track
+        if not event.change:
+            known = self._tracks.get(track.jid)
+            if known is None:
+                return track
+            track = replace(
+                known,
+                state=track.state,
+                queue=track.queue,
+                updated_at=track.updated_at,
+                percent=known.percent if track.percent is None else track.percent,
+                desc=known.desc if track.desc is None else track.desc,
+                reserve_until=known.reserve_until
+                if track.reserve_until is None
+                else track.reserve_until,
+            )
+        if remember:
+            self.remember(track)
+        return track
 
-    def _remember(self, jid: str, track: dict[str, Any]) -> None:
-        self._tracks[jid] = track
-        self._tracks.move_to_end(jid)
+    def remember(self, track: Track) -> None:
+        self._tracks[track.jid] = track
+        self._tracks.move_to_end(track.jid)
         if len(self._tracks) > CACHE:
             self._tracks.popitem(last=False)
 
     def publish(self, event: Event) -> None:
         if self.metrics is not None:
             self.metrics.observe(event)
-        rendered = self.render(event)
+        track = self.merged(event)
+        if not self.subscribers:
+            return
+        rendered = Rendered(event.id, track.to_dict())
         for subscriber in list(self.subscribers):
             subscriber.offer(rendered)
 
@@ -176,20 +211,20 @@ class EventHub:
         accepts: Filter,
         *,
         last_event_id: str | None = None,
-        first: Rendered | None = None,
+        first: tuple[str, Track] | None = None,
         ends: Filter | None = None,
-        keepalive: float = KEEPALIVE,
     ) -> AsyncIterator[bytes]:
-        """SSE frames: ``first``, then what followed ``last_event_id``, then live events,
-        until one that ``ends`` takes."""
+        """SSE frames: ``first`` (an event id and a track), then what followed
+        ``last_event_id``, then live events, until one that ``ends`` takes."""
         with self.subscription(accepts) as subscriber:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
             if first is not None:
-                self._remember(first.track["jid"], first.track)
-                seen = first.key
-                yield first.frame
-                if ends is not None and ends(first.track):
+                self.remember(first[1])
+                rendered = Rendered(first[0], first[1].to_dict())
+                seen = rendered.key
+                yield rendered.frame
+                if ends is not None and ends(rendered.track):
                     return
             if last_event_id is not None:
                 after = last_event_id
@@ -198,7 +233,7 @@ class EventHub:
                     missed = await self.tracker.events(after, READ_COUNT)
                     for event in missed:
                         after = event.id
-                        rendered = self.render(event, remember=False)
+                        rendered = Rendered(event.id, self.merged(event, remember=False).to_dict())
                         seen = rendered.key
                         if accepts(rendered.track):
                             yield rendered.frame
@@ -207,19 +242,26 @@ class EventHub:
                     if len(missed) < READ_COUNT:
                         break
             while True:
-                try:
-                    async with asyncio.timeout(keepalive):
-                        event = await subscriber.queue.get()
-                except TimeoutError:
-                    yield b": keep-alive\n\n"
-                    continue
-                if event is None:
-                    return
-                if event.key <= seen:
-                    continue
-                yield event.frame
-                if ends is not None and ends(event.track):
-                    return
+                # what queued up meanwhile leaves in one write, not one per event
+                item = await subscriber.queue.get()
+                frames: list[bytes] = []
+                while True:
+                    if item is None:
+                        yield b"".join(frames)
+                        return
+                    if isinstance(item, bytes):
+                        frames.append(item)
+                    elif item.key > seen:
+                        frames.append(item.frame)
+                        if ends is not None and ends(item.track):
+                            yield b"".join(frames)
+                            return
+                    try:
+                        item = subscriber.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        break
+                if frames:
+                    yield b"".join(frames)
 
 
 class EventStreamResponse(StreamingResponse):

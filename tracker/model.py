@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, TypedDict
 
 import msgpack
@@ -68,10 +69,16 @@ STORED_STATES = (
 
 def format_time(ms: int) -> str:
     """RFC 3339 in UTC with ``Z``; milliseconds only when there are some."""
-    moment = datetime.fromtimestamp(ms / 1000, UTC)
-    if ms % 1000:
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    second, milli = divmod(ms, 1000)
+    if milli:
+        return f"{_format_second(second)}.{milli:03d}Z"
+    return _format_second(second) + "Z"
+
+
+@lru_cache(maxsize=4096)
+def _format_second(second: int) -> str:
+    # tracks of one moment share their seconds: strftime once per second, not per field
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -318,13 +318,14 @@ def openapi_document() -> dict[str, Any]:
         if e.path.endswith("events"):
             params.append(
                 {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "string"}, "description": "Resume after this event."}
+                 "schema": {"type": "string", "pattern": r"^([0-9]{1,18}(-[0-9]{1,18})?)?$"},
+                 "description": "Resume after this event."}
             )  # fmt: skip
         if params:
             op["parameters"] = params
         if e.body is not None:
             op["requestBody"] = {
-                "required": False,
+                "required": any(spec.required for spec in e.body.fields.values()),
                 "content": {
                     "application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.name}"}}
                 },
@@ -347,7 +348,7 @@ def openapi_document() -> dict[str, Any]:
         op["responses"] = responses
         paths.setdefault(e.path, {})[e.method.lower()] = op
     return {
-        "openapi": "3.0.3",
+        "openapi": "3.1.0",
         "info": {"title": "tracker", "version": __version__,
                  "description": "A Redis-backed job tracker (see SPEC section 6)."},
         "paths": paths,

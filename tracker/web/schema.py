@@ -171,19 +171,18 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
     A body over 64 KiB is refused before it is parsed, and so is a body that says it
     is not JSON. An empty body is an empty object.
     """
-    declared = request.headers.get("content-length")
-    if (
-        declared is not None
-        and declared.isascii()
-        and declared.isdigit()
-        and int(declared) > MAX_BODY
-    ):
-        raise BodyTooLarge(MAX_BODY)
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
+    declared = request.headers.get("content-length", "")
+    raw: bytes | bytearray
+    if declared.isascii() and declared.isdigit():
+        if int(declared) > MAX_BODY:
             raise BodyTooLarge(MAX_BODY)
+        raw = await request.body()  # the server stops it at the length declared
+    else:
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > MAX_BODY:
+                raise BodyTooLarge(MAX_BODY)
     if not raw.strip():
         data: Any = {}
     else:

@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack
 
 import redis.asyncio
+import redis.exceptions
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
 from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Event, Ops, Page, Plan, Registered, Related, Stats
+from .pipelining import AutoPipeline
 from .settings import Settings
 from .store import UNAVAILABLE
 
@@ -38,12 +40,16 @@ class AsyncTracker:
         settings: Settings | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        pipelining: bool = True,
     ) -> None:
+        """``pipelining`` sends the commands of concurrent tasks together (see
+        pipelining.py): the same results, fewer round trips under load."""
         self.client = client
         self.settings = settings or Settings()
         self.ops = Ops(self.settings, clock)
         self.keys = self.ops.keys
         self._library = scripts.Library()
+        self._pipeline = AutoPipeline(client) if pipelining else None
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncTracker:
@@ -63,9 +69,10 @@ class AsyncTracker:
             step = next(plan)
             while True:
                 if isinstance(step, Call):
-                    reply: Any = await self._library.acall(
-                        self.client, step.script, step.keys, step.args
-                    )
+                    reply: Any = await self._call(step)
+                elif self._pipeline is not None:
+                    sent = [self._pipeline.send(name, *args) for name, args in step.commands]
+                    reply = await asyncio.gather(*sent)
                 elif len(step.commands) == 1:
                     name, args = step.commands[0]
                     reply = [await getattr(self.client, name)(*args)]
@@ -79,6 +86,18 @@ class AsyncTracker:
             return done.value  # type: ignore[no-any-return]
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+    async def _call(self, call: Call) -> Any:
+        if self._pipeline is None:
+            return await self._library.acall(self.client, call.script, call.keys, call.args)
+        name = self._library.names[call.script]
+        try:
+            return await self._pipeline.send("fcall", name, len(call.keys), *call.keys, *call.args)
+        except redis.exceptions.ResponseError as exc:
+            if not scripts.missing_function(exc):
+                raise
+        await self._library.aload(self.client)
+        return await self._pipeline.send("fcall", name, len(call.keys), *call.keys, *call.args)
 
     async def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Registered:
         return await self._drive(self.ops.register(jid, **fields))

@@ -70,7 +70,8 @@ def library() -> tuple[str, str]:
     return digest, "\n".join(parts)
 
 
-def _missing(exc: redis.exceptions.ResponseError) -> bool:
+def missing_function(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether the server answered that it does not hold the function (it lost the library)."""
     return "function not found" in str(exc).lower()
 
 
@@ -85,7 +86,7 @@ class Library:
         try:
             return client.fcall(self.names[op], len(keys), *keys, *args)
         except redis.exceptions.ResponseError as exc:
-            if not _missing(exc):
+            if not missing_function(exc):
                 raise
         self.load(client)
         return client.fcall(self.names[op], len(keys), *keys, *args)
@@ -101,7 +102,7 @@ class Library:
         try:
             return await client.fcall(self.names[op], len(keys), *keys, *args)
         except redis.exceptions.ResponseError as exc:
-            if not _missing(exc):
+            if not missing_function(exc):
                 raise
         await self.aload(client)
         return await client.fcall(self.names[op], len(keys), *keys, *args)

@@ -400,7 +400,9 @@ def create_app(
         upkeep = Maintenance(Tracker.from_url(target, settings)) if maintenance else None
         app.state.tracker = tracker
         app.state.metrics = Metrics()
-        app.state.hub = EventHub(tracker, app.state.metrics, keepalive)
+        # the hub blocks on XREAD: on the same connection pool, but never in a pipeline
+        reader = AsyncTracker(tracker.client, settings, pipelining=False)
+        app.state.hub = EventHub(reader, app.state.metrics, keepalive)
         app.state.hub.start()
         if upkeep is not None:
             upkeep.start()

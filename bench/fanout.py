@@ -1,7 +1,7 @@
 """Releasing the N dependents of one job into RQ: tracker's success against RQ's depends_on.
 
     python bench/fanout.py [--url URL ...] [--n 10000] [--big 100000] [--big-servers 1]
-                           [--rounds 3] [--rq-rounds 1] [--budgets 30,60,150,300,1000]
+                           [--rounds 3] [--rq-rounds 1] [--budgets 30,100,150,300,1000]
 
 tracker: a job "root" and N dependents, each registered with ``prerequisites=[root]``
 and a payload (``os.path.join("a")``) for an RQ queue of the run's own; the
@@ -356,7 +356,7 @@ def main() -> int:
     parser.add_argument("--rq-rounds", type=int, default=1, help="RQ rounds at N (default 1)")
     parser.add_argument(
         "--budgets",
-        default="30,60,150,300,1000",
+        default="30,100,150,300,1000",
         help="GRAPH_BUDGET values to try at N, comma separated ('' to skip)",
     )
     parser.add_argument(

@@ -193,6 +193,8 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
             data = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput("body", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidInput("body", "nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidInput("body", f"expected a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(body.fields))

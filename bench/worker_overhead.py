@@ -28,18 +28,21 @@ job and FCALL server time per job come from ``INFO commandstats`` around each ru
 (on a shared server, other clients' commands blur them). It also times the worker's
 two calls alone: ``start`` and ``success`` of 1,000 jobs registered without a
 payload, one after the other, with no worker and no RQ (median of 3), the FCALLs'
-server time split by command.
+server time split by command; and counts each side's round trips per job in one
+more burst of 500, untimed (every send of a command or a pipeline, patched in).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis.connection
 import rq
 from _common import (
     cleanup,
@@ -76,6 +79,7 @@ class Measured:
     jobs: float
     teardown: float
     commands: dict[str, tuple[int, int]]
+    sends: int = 0
 
 
 @dataclass
@@ -101,10 +105,34 @@ class Side:
         return median(calls), median(fcall)
 
 
-def _burst(client: Any, worker: Any) -> tuple[float, float, dict[str, tuple[int, int]]]:
+#: Set to count what the bursts send (see :func:`counted_sends`); off when timing.
+COUNT_SENDS = False
+
+
+@contextlib.contextmanager
+def counted_sends() -> Iterator[list[int]]:
+    """Count the sends of every connection of this process: one per command, one per
+    pipeline, so the round trips (and the few of the Maintenance thread, one run a
+    second)."""
+    count = [0]
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self: Any, command: Any, check_health: bool = True) -> None:
+        count[0] += 1
+        send(self, command, check_health)
+
+    redis.connection.AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
+    try:
+        yield count
+    finally:
+        redis.connection.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
+
+
+def _burst(client: Any, worker: Any) -> tuple[float, float, dict[str, tuple[int, int]], int]:
     before = command_stats(client)
-    run, teardown = timed_burst(worker)
-    return run - teardown, teardown, command_delta(before, command_stats(client))
+    with counted_sends() if COUNT_SENDS else contextlib.nullcontext([0]) as sends:
+        run, teardown = timed_burst(worker)
+    return run - teardown, teardown, command_delta(before, command_stats(client)), sends[0]
 
 
 def tracked_round(url: str, tag: str, n: int) -> Measured:
@@ -124,13 +152,13 @@ def tracked_round(url: str, tag: str, n: int) -> Measured:
         maintenance = Maintenance(tracker)
         maintenance.start()
         try:
-            jobs, teardown, commands = _burst(tracker.client, worker)
+            jobs, teardown, commands, sends = _burst(tracker.client, worker)
         finally:
             maintenance.stop()
         states = tracker.stats().states
         assert states == {"success": n}, states
         assert queue.count == 0 and queue.finished_job_registry.count == n
-        return Measured(enqueued, jobs, teardown, commands)
+        return Measured(enqueued, jobs, teardown, commands, sends)
     finally:
         cleanup(tracker.client, settings.namespace)
         cleanup_matching(tracker.client, tag)
@@ -148,9 +176,9 @@ def plain_round(url: str, tag: str, n: int) -> Measured:
         enqueued = time.perf_counter() - start
         assert queue.count == n, queue.count
         worker = rq.SimpleWorker([queue], connection=client, name=f"{tag}-w")
-        jobs, teardown, commands = _burst(client, worker)
+        jobs, teardown, commands, sends = _burst(client, worker)
         assert queue.count == 0 and queue.finished_job_registry.count == n
-        return Measured(enqueued, jobs, teardown, commands)
+        return Measured(enqueued, jobs, teardown, commands, sends)
     finally:
         cleanup_matching(client, tag)
         client.close()
@@ -204,6 +232,17 @@ def lifecycle_calls(url: str, n: int) -> tuple[float, float, dict[str, tuple[int
         tracker.close()
 
 
+def round_trips(url: str, sides: list[Side], n: int = 500) -> str:
+    """One more burst per side, untimed, its sends counted; sends per job."""
+    global COUNT_SENDS
+    COUNT_SENDS = True
+    try:
+        counts = [side.round_(url, f"bw{uuid.uuid4().hex[:8]}", n).sends / n for side in sides]
+    finally:
+        COUNT_SENDS = False
+    return ", ".join(f"{side.name} {count:.1f}" for side, count in zip(sides, counts, strict=True))
+
+
 def run(url: str, rounds: int, n: int, sides: list[Side]) -> None:
     run_tag = "bw" + uuid.uuid4().hex[:8]
     for side in sides:  # warm up: imports, FUNCTION LOAD, RQ's first-use paths
@@ -241,6 +280,7 @@ def main() -> int:
                 sides.insert(1, Side("tracked, no watch thread", unwatched_round))
             run(url, options.rounds, n, sides)
             if options.breakdown:
+                print(f"  round trips per job (sends, 500 jobs): {round_trips(url, sides)}")
                 lifecycle = [lifecycle_calls(url, 1000) for _ in range(3)]
                 seconds = median([s for s, _, _ in lifecycle])
                 cpu = median([c for _, c, _ in lifecycle])

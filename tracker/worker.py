@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -56,46 +57,75 @@ class _Outcome:
     error: BaseException | None = None
 
 
-class _Watch(threading.Thread):
-    """While a job runs: extend its reservation, and stop the job once cancelled."""
+@dataclass
+class _Watched:
+    """The job the watcher looks after, and what it has done for it."""
 
-    def __init__(self, worker: TrackedMixin, jid: str, reserve_until: int, reserve_ms: int) -> None:
-        super().__init__(name=f"tracker-watch-{jid}", daemon=True)
+    jid: str
+    reserve_until: int
+    every: float  # seconds between extensions: a third of the reservation
+    next_extension: float
+    cancelled_at: float | None = None
+    done: bool = False
+
+
+class _Watcher(threading.Thread):
+    """One per worker process: while a job runs, extend its reservation, and stop the
+    job once it was cancelled and its grace ran out.
+
+    One thread for the process's life rather than one per job: starting and joining
+    a thread per job cost a tracked worker more than the tracking itself.
+    """
+
+    def __init__(self, worker: TrackedMixin) -> None:
+        super().__init__(name="tracker-watch", daemon=True)
         self.worker = worker
-        self.jid = jid
-        self.reserve_until = reserve_until
-        self.every = max(reserve_ms / 3000, WATCH_INTERVAL)  # extend at a third of the term
-        self.step_ms = int(self.every * 1000)
-        self.ended = threading.Event()
+        self._changed = threading.Condition()
+        self._job: _Watched | None = None
+
+    def watch(self, jid: str, reserve_until: int, reserve_ms: int) -> None:
+        every = max(reserve_ms / 3000, WATCH_INTERVAL)
+        job = _Watched(jid, reserve_until, every, time.monotonic() + every)
+        with self._changed:
+            self._job = job
+            self._changed.notify()
+
+    def release(self) -> None:
+        with self._changed:
+            self._job = None
+            self._changed.notify()
 
     def run(self) -> None:
-        tracker, grace = self.worker.tracker, self.worker.tracker.settings.cancel_grace
-        next_extension = time.monotonic() + self.every
-        cancelled_at: float | None = None
-        while not self.ended.wait(WATCH_INTERVAL):
+        while True:
+            with self._changed:
+                while self._job is None:
+                    self._changed.wait()
+                job = self._job
+                self._changed.wait(WATCH_INTERVAL)  # a release wakes it at once
+                if self._job is not job or job.done:
+                    continue
             try:
-                state = tracker.state(self.jid)
-                if state is State.CANCELLED:
-                    cancelled_at = cancelled_at or time.monotonic()
-                    if time.monotonic() - cancelled_at >= grace:
-                        log.info(
-                            "job %s outlived its cancel by %.1f s: stopping it", self.jid, grace
-                        )
-                        self.worker.stop_running_job(self.jid)
-                        return
-                elif state is not State.WORKING:
-                    return  # reaped, or finished: nothing to keep alive
-                elif time.monotonic() >= next_extension:
-                    # later by one step each time: no client clock is ever compared
-                    self.reserve_until += self.step_ms
-                    tracker.track_set(self.jid, reserve_until=format_time(self.reserve_until))
-                    next_extension += self.every
+                self._check(job)
             except TrackerError as exc:
-                log.warning("watching job %s: %s", self.jid, exc)
+                log.warning("watching job %s: %s", job.jid, exc)
 
-    def stop(self) -> None:
-        self.ended.set()
-        self.join(timeout=5)
+    def _check(self, job: _Watched) -> None:
+        tracker = self.worker.tracker
+        state = tracker.state(job.jid)
+        if state is State.CANCELLED:
+            job.cancelled_at = job.cancelled_at or time.monotonic()
+            grace = tracker.settings.cancel_grace
+            if time.monotonic() - job.cancelled_at >= grace:
+                log.info("job %s outlived its cancel by %.1f s: stopping it", job.jid, grace)
+                job.done = True
+                self.worker.stop_running_job(job.jid)
+        elif state is not State.WORKING:
+            job.done = True  # reaped, or finished: nothing to keep alive
+        elif time.monotonic() >= job.next_extension:
+            # later by one step each time: no client clock is ever compared
+            job.reserve_until += int(job.every * 1000)
+            tracker.track_set(job.jid, reserve_until=format_time(job.reserve_until))
+            job.next_extension += job.every
 
 
 class TrackedMixin:
@@ -107,7 +137,17 @@ class TrackedMixin:
         self.tracker = tracker
         self._job_lock = threading.Lock()
         self._job_thread: int | None = None  # the thread running a tracked job, if any
+        self._job_id: str | None = None
+        self._watcher: _Watcher | None = None
+        self._watcher_pid = 0
         super().__init__(*args, **kwargs)
+
+    def _watching(self) -> _Watcher:
+        # a forked work horse inherits no threads: each process starts its own watcher
+        if self._watcher is None or self._watcher_pid != os.getpid():
+            self._watcher, self._watcher_pid = _Watcher(self), os.getpid()
+            self._watcher.start()
+        return self._watcher
 
     def perform_job(self, job: Job, queue: rq.Queue, execution: Any) -> bool:
         outcome = _Outcome()
@@ -128,11 +168,11 @@ class TrackedMixin:
             raise JobRefused(f"the tracker refused to start it: {refused.detail}") from None
         outcome.tracked = True
         with self._job_lock:
-            self._job_thread = threading.get_ident()
+            self._job_thread, self._job_id = threading.get_ident(), job.id
         assert track.reserve_until is not None and track.updated_at is not None
-        watch = _Watch(self, job.id, track.reserve_until, track.reserve_until - track.updated_at)
+        watcher = self._watching()
+        watcher.watch(job.id, track.reserve_until, track.reserve_until - track.updated_at)
         token = context.enter(self.tracker, job.id)
-        watch.start()
         try:
             try:
                 job.func  # noqa: B018 - import it now, to name it if that fails
@@ -144,8 +184,8 @@ class TrackedMixin:
             raise
         finally:
             with self._job_lock:
-                self._job_thread = None
-            watch.stop()
+                self._job_thread = self._job_id = None
+            watcher.release()
             context.leave(token)
 
     def _report(self, jid: str, ok: bool, error: BaseException | None) -> None:
@@ -176,8 +216,8 @@ class TrackedSimpleWorker(TrackedMixin, rq.SimpleWorker):
     """An in-process RQ worker (no fork) that reports every tracked job's lifecycle."""
 
     def stop_running_job(self, jid: str) -> None:
-        with self._job_lock:  # only into the job: never into the worker's own code
-            if self._job_thread is not None:
+        with self._job_lock:  # only into that job: never into the worker's code or the next job
+            if self._job_thread is not None and self._job_id == jid:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self._job_thread), ctypes.py_object(JobStopped)
                 )

@@ -4,7 +4,7 @@ Key layout for namespace ``ns``::
 
     {ns}:j:<jid>          hash    the track of one job (fields below)
     {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see dispatch.py)
-    {ns}:x:<jid>          hash    RQ's job hash for it, staged until it finishes (the same)
+    {ns}:x:<jid>          hash    RQ's job hash for it, staged until it finishes (ditto)
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
@@ -35,8 +35,8 @@ Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
 that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
 lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``); a TRACK SET carries no ``w``,
-only ``s``, ``q``, ``u`` and the fields it changed. A release
+``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``); a TRACK SET carries
+no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
 from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its

@@ -56,7 +56,7 @@ run_netstrings = function(stored, undo)
 end
 
 -- Budget units of replaying a hand-off: it costs about half a release without one
--- (7-8 us against 16-18 on Redis 7), counted whole.
+-- (8 us against 15.5 on Redis 7, bench/release_breakdown.py), counted whole.
 local HANDOFF_COST = 1
 -- What releasing a member of a set costs at most in the common case: its commit and
 -- its hand-off (a batch's release or a kill may cost more; work() then gives back).

@@ -403,7 +403,7 @@ def create_app(
         # the hub blocks on XREAD: on the same connection pool, but never in a pipeline
         reader = AsyncTracker(tracker.client, settings, pipelining=False)
         app.state.hub = EventHub(reader, app.state.metrics, keepalive)
-        app.state.hub.start()
+        await app.state.hub.start()
         if upkeep is not None:
             upkeep.start()
         try:

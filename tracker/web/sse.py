@@ -111,8 +111,13 @@ class EventHub:
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="tracker-event-hub")
+    async def start(self) -> None:
+        """Start reading from the newest event now, so nothing written after this call
+        is missed (if Redis is down, from the newest once it answers)."""
+        after = None
+        with contextlib.suppress(StoreUnavailable):
+            after = await self.tracker.newest_event()
+        self._task = asyncio.create_task(self._run(after), name="tracker-event-hub")
         self._ticker = asyncio.create_task(self._tick(), name="tracker-keep-alive")
 
     async def _tick(self) -> None:
@@ -139,8 +144,7 @@ class EventHub:
         for subscriber in list(self.subscribers):
             subscriber.queue.put_nowait(None)
 
-    async def _run(self) -> None:
-        after: str | None = None
+    async def _run(self, after: str | None) -> None:
         pause = 0.1
         while not self._stopping:
             try:

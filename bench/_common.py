@@ -11,6 +11,7 @@ import contextlib
 import os
 import platform
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -20,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis
 import rq
 
@@ -433,3 +435,35 @@ def table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
     rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(
+    process: subprocess.Popen[bytes], url: str, what: str, timeout: float
+) -> Iterator[None]:
+    """Wait until the server ``process`` answers ``url`` below 500; stop it after."""
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"{what} exited with {process.returncode}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(url, timeout=1.0).status_code < 500:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not answer within {timeout} s")
+            time.sleep(0.05)
+        yield
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

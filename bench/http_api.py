@@ -36,7 +36,6 @@ import contextlib
 import importlib.util
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,9 +45,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
-from _common import cleanup, embedded_valkey, machine, median, namespace, server_label, table
+from _common import (
+    cleanup,
+    embedded_valkey,
+    free_port,
+    machine,
+    median,
+    namespace,
+    server_label,
+    serving,
+    table,
+)
 
 from tracker import Settings, Tracker
 
@@ -131,12 +139,6 @@ def uvicorn_stack() -> str:
     return f"loop {loop}, http {http}"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
 class Server:
     kind: str
@@ -160,25 +162,8 @@ def server(kind: str, options: dict[str, Any], probe: str) -> Iterator[Server]:
     process.stdin.write(json.dumps(options).encode())
     process.stdin.close()
     running = Server(kind, process, port)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the {kind} server exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(running.base + probe, timeout=1.0).status_code < 500:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the {kind} server did not answer within {START_TIMEOUT} s")
-            time.sleep(0.05)
+    with serving(process, running.base + probe, f"the {kind} server", START_TIMEOUT):
         yield running
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # --- the load -------------------------------------------------------------------------

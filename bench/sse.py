@@ -38,7 +38,6 @@ import os
 import re
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -48,9 +47,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import redis
-from _common import cleanup, embedded_valkey, machine, median, namespace, server_label, table
+from _common import (
+    cleanup,
+    embedded_valkey,
+    free_port,
+    machine,
+    median,
+    namespace,
+    server_label,
+    serving,
+    table,
+)
 
 from tracker import Settings, Tracker
 
@@ -194,12 +202,6 @@ def clients(port: int, count: int, processes: int, scratch: Path) -> Iterator[Cl
 # --- the server and the writer ------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def tracker_serve(
     url: str, settings: Settings, scratch: Path, app: str | None = None
@@ -216,25 +218,8 @@ def tracker_serve(
         command = [sys.executable, "-m", "uvicorn", app, "--port", str(port), "--no-access-log"]
     with (scratch / "serve.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=scratch, env=env, stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"tracker serve exited with {process.returncode}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1.0).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("tracker serve was not ready in time")
-            time.sleep(0.05)
+    with serving(process, f"http://127.0.0.1:{port}/readyz", "tracker serve", START_TIMEOUT):
         yield port, process.pid
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -15,7 +15,7 @@ import redis
 from conftest import MakeTracker, wait_until
 
 from tracker import Conflict, NotFound, State, Track, Tracker
-from tracker.model import format_time
+from tracker.times import format_time
 
 T = TypeVar("T")
 

@@ -95,6 +95,6 @@ def test_a_working_job_that_expired_unreaped_leaves_no_index_entry(
 
 
 def _rfc3339(ms: int) -> str:
-    from tracker.model import format_time
+    from tracker.times import format_time
 
     return format_time(ms)

@@ -6,7 +6,7 @@ import pytest
 from conftest import FakeClock, MakeTracker, set_and_get, wait_until
 
 from tracker import Conflict, State, Tracker
-from tracker.model import format_time
+from tracker.times import format_time
 
 
 def _working(tracker: Tracker, jid: str = "job-1", **register: int) -> int:

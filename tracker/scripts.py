@@ -25,7 +25,7 @@ from typing import Any
 import redis.exceptions
 
 from .errors import Conflict, InvalidInput, NotFound
-from .model import format_time
+from .times import format_time
 
 OPERATIONS = (
     "register",

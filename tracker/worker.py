@@ -30,8 +30,9 @@ from rq.job import Job
 
 from . import context
 from .errors import Conflict, JobCancelled, NotFound, StoreUnavailable, TrackerError
-from .model import State, format_time
+from .model import State
 from .store import Tracker
+from .times import format_time
 
 log = logging.getLogger("tracker.worker")
 

@@ -3,7 +3,7 @@
 Each endpoint reads its input, makes one call on :class:`~tracker.aio.AsyncTracker`
 and renders the result; errors are raised and rendered by the handlers of
 problems.py. The table :data:`ENDPOINTS` is both the routing and the source of
-``/openapi.json``.
+``/openapi.json`` (see openapi.py).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
@@ -22,7 +21,6 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from .. import __version__
 from ..aio import AsyncTracker
 from ..aio import connect as connect_async
 from ..embedded import EmbeddedValkey
@@ -34,8 +32,9 @@ from ..store import Tracker
 from . import schema
 from .auth import TokenAuth
 from .metrics import CONTENT_TYPE, Metrics
+from .openapi import Endpoint, document
 from .problems import HANDLERS
-from .schema import Body, read_body
+from .schema import read_body
 from .sse import EventHub, EventStreamResponse, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
@@ -221,7 +220,7 @@ async def metrics(request: Request) -> Response:
 
 
 async def openapi(request: Request) -> Response:
-    return JSONResponse(openapi_document())
+    return JSONResponse(request.app.state.openapi)
 
 
 async def dashboard(request: Request) -> Response:
@@ -229,19 +228,6 @@ async def dashboard(request: Request) -> Response:
 
 
 # --- the table ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Callable[[Request], Awaitable[Response]]
-    summary: str
-    body: Body | None = None
-    query: tuple[tuple[str, dict[str, Any], str], ...] = ()
-    ok: tuple[int, ...] = (200,)
-    result: str = "Track"  # a component's name, or a media type
-    errors: tuple[int, ...] = ()
 
 
 _WRITE = (400, 401, 403, 413, 415, 503)
@@ -290,7 +276,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
              errors=_READ),
     Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),
-    Endpoint("GET", "/heartbeat", livez, "The same as /livez", result="Health"),
+    Endpoint("GET", "/heartbeat", livez, "The same as /livez", result="Health", name="heartbeat"),
     Endpoint("GET", "/readyz", readyz, "Redis answers and holds the scripts", result="Health",
              errors=(503,)),
     Endpoint("GET", "/metrics", metrics, "Prometheus metrics",
@@ -299,78 +285,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              errors=(401, 403)),
     Endpoint("GET", "/", dashboard, "The dashboard", result="text/html", errors=(401, 403)),
 )  # fmt: skip
-
-
-def openapi_document() -> dict[str, Any]:
-    paths: dict[str, dict[str, Any]] = {}
-    for e in ENDPOINTS:
-        op: dict[str, Any] = {"summary": e.summary, "operationId": e.handler.__name__}
-        if e.path in ("/heartbeat",):
-            op["operationId"] = "heartbeat"
-        params = []
-        if "{jid}" in e.path:
-            params.append({"name": "jid", "in": "path", "required": True, "schema": schema.NAME})
-        for name, value, description in e.query:
-            params.append(
-                {"name": name, "in": "query", "required": False, "schema": value,
-                 "description": description}
-            )  # fmt: skip
-        if e.path.endswith("events"):
-            params.append(
-                {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "string", "pattern": r"^([0-9]{1,18}(-[0-9]{1,18})?)?$"},
-                 "description": "Resume after this event."}
-            )  # fmt: skip
-        if params:
-            op["parameters"] = params
-        if e.body is not None:
-            op["requestBody"] = {
-                "required": any(spec.required for spec in e.body.fields.values()),
-                "content": {
-                    "application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.name}"}}
-                },
-            }
-        responses: dict[str, Any] = {}
-        for status in e.ok:
-            if "/" in e.result:
-                content = {e.result: {"schema": {"type": "string"}}}
-            else:
-                ref = {"$ref": f"#/components/schemas/{e.result}"}
-                content = {"application/json": {"schema": ref}}
-            responses[str(status)] = {"description": _OK_TEXT.get(status, "OK"), "content": content}
-        for status in e.errors:
-            responses[str(status)] = {
-                "description": _ERROR_TEXT[status],
-                "content": {
-                    "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-                },
-            }
-        op["responses"] = responses
-        paths.setdefault(e.path, {})[e.method.lower()] = op
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "tracker", "version": __version__,
-                 "description": "A Redis-backed job tracker (see SPEC section 6)."},
-        "paths": paths,
-        "components": {
-            "schemas": schema.COMPONENTS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        },
-        "security": [{}, {"bearer": []}],
-    }  # fmt: skip
-
-
-_OK_TEXT = {200: "OK", 201: "Registered"}
-_ERROR_TEXT = {
-    400: "Invalid input; nothing changed",
-    401: "A token is needed",
-    403: "The token does not allow this",
-    404: "The job has no track (state unknown)",
-    409: "The job's state refuses this; nothing changed",
-    413: "The body is over 64 KiB",
-    415: "The body is not JSON",
-    503: "Redis does not answer",
-}
 
 
 # --- the app -----------------------------------------------------------------
@@ -421,9 +335,11 @@ def create_app(
 
     routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(TokenAuth, settings.api_token, settings.read_token)],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )
+    app.state.openapi = document(ENDPOINTS)
+    return app

@@ -31,7 +31,7 @@ NAME: dict[str, Any] = {
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 STATE: dict[str, Any] = {"type": "string", "enum": ["unknown", *(s.value for s in STORED_STATES)]}
 _NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
-#: The years model.parse_time takes: "date-time" alone lets a client send year 0001.
+#: The years times.parse_time takes: "date-time" alone lets a client send year 0001.
 _YEAR_1970_TO_9999 = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
 
 

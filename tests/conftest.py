@@ -138,11 +138,16 @@ def real_url(real_backend: str, valkey_url: str) -> str:
     return valkey_url
 
 
+def own_namespace(url: str, prefix: str = "t-") -> Iterator[str]:
+    """A namespace of the test's own on ``url``; its keys are deleted after it."""
+    name = prefix + uuid.uuid4().hex[:12]
+    yield name
+    client = redis.Redis.from_url(url)
+    cleanup(client, name)
+    client.close()
+
+
 @pytest.fixture
 def namespace(real_url: str) -> Iterator[str]:
     """A namespace of this test's own on ``real_url``, deleted after it."""
-    name = "t-" + uuid.uuid4().hex[:12]
-    yield name
-    client = redis.Redis.from_url(real_url)
-    cleanup(client, name)
-    client.close()
+    yield from own_namespace(real_url)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import httpx
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from conftest import cleanup, wait_until
+from conftest import own_namespace, wait_until
 
 from tracker import Settings, Tracker
 from tracker.cli import main
@@ -42,11 +41,7 @@ SETTINGS = (
 
 @pytest.fixture
 def namespace(valkey_url: str) -> Iterator[str]:
-    name = "cli-" + uuid.uuid4().hex[:12]
-    yield name
-    client = redis.Redis.from_url(valkey_url)
-    cleanup(client, name)
-    client.close()
+    yield from own_namespace(valkey_url, "cli-")
 
 
 @pytest.fixture

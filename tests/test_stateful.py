@@ -19,6 +19,7 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from refusals import Refusal, perform
 
 from tracker import (
     Conflict,
@@ -28,7 +29,6 @@ from tracker import (
     State,
     Track,
     Tracker,
-    TrackerError,
 )
 from tracker.model import STORED_STATES
 
@@ -96,12 +96,6 @@ def moment(ms: int, zone: int) -> str | datetime:
     if zone == 0:
         return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
     return utc.astimezone(timezone(timedelta(hours=zone)))
-
-
-@dataclass(frozen=True)
-class Refusal:
-    error: type[TrackerError]
-    state: str | None = None
 
 
 @dataclass
@@ -174,20 +168,6 @@ class LifecycleMachine(RuleBasedStateMachine):
         while self.now() < ms:  # ms / 1000 may round down by a hair
             self.clock.now = math.nextafter(self.clock.now, math.inf)
 
-    def perform(self, call: Callable[[], T], refusal: Refusal | None) -> T | None:
-        """Run ``call``; it must be refused exactly as ``refusal`` says, or not at all."""
-        try:
-            result = call()
-        except TrackerError as exc:
-            assert refusal is not None, f"the model accepts this call, the tracker said {exc!r}"
-            assert type(exc) is refusal.error, f"expected {refusal}, got {exc!r}"
-            if refusal.state is not None:
-                assert isinstance(exc, Conflict)
-                assert exc.state == refusal.state
-            return None
-        assert refusal is None, f"expected {refusal}, the call was accepted"
-        return result
-
     def transition(
         self,
         jid: str,
@@ -198,11 +178,11 @@ class LifecycleMachine(RuleBasedStateMachine):
         """A call accepted from the ``allowed`` states, changing the job as ``apply`` does."""
         job = self.jobs.get(jid)
         if job is None:
-            self.perform(call, Refusal(NotFound))
+            perform(call, Refusal(NotFound))
         elif job.state not in allowed:
-            self.perform(call, Refusal(Conflict, job.state.value))
+            perform(call, Refusal(Conflict, job.state.value))
         else:
-            track = self.perform(call, None)
+            track = perform(call, None)
             apply(job, self.now())
             self.events += 1
             assert track == job.track(jid)
@@ -228,9 +208,9 @@ class LifecycleMachine(RuleBasedStateMachine):
 
         job = self.jobs.get(jid)
         if job is not None and job.body != body:
-            self.perform(call, Refusal(Conflict, job.state.value))
+            perform(call, Refusal(Conflict, job.state.value))
             return
-        done = self.perform(call, None)
+        done = perform(call, None)
         assert done is not None
         assert done.created == (job is None)
         if job is None:
@@ -331,7 +311,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         job = self.jobs.get(jid)
         if job is not None and job.state is State.SUCCESS:
             # a second success is a no-op that returns the track unchanged
-            assert self.perform(lambda: self.tracker.success(jid), None) == job.track(jid)
+            assert perform(lambda: self.tracker.success(jid), None) == job.track(jid)
             return
         self.transition(
             jid,
@@ -380,7 +360,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @rule(jid=jids, what=st.sampled_from(sorted(INVALID_CALLS)))
     def invalid_input(self, jid: str, what: str) -> None:
-        self.perform(lambda: INVALID_CALLS[what](self.tracker, jid), Refusal(InvalidInput))
+        perform(lambda: INVALID_CALLS[what](self.tracker, jid), Refusal(InvalidInput))
 
     @rule(ms=st.integers(0, 120_000), to_a_reservation_end=st.booleans())
     def time_passes_and_the_reaper_runs(self, ms: int, to_a_reservation_end: bool) -> None:

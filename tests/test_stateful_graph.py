@@ -27,8 +27,9 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from refusals import Refusal, perform
 
-from tracker import Conflict, InvalidInput, NotFound, State, Track, Tracker, TrackerError
+from tracker import Conflict, InvalidInput, NotFound, State, Track, Tracker
 from tracker.model import STORED_STATES
 
 T = TypeVar("T")
@@ -85,12 +86,6 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
         for what in INVALID_REGISTRATIONS
     },
 }
-
-
-@dataclass(frozen=True)
-class Refusal:
-    error: type[TrackerError]
-    state: str | None = None
 
 
 @dataclass(frozen=True)
@@ -484,21 +479,6 @@ class GraphMachine(RuleBasedStateMachine):
 
     # --- helpers -------------------------------------------------------------------
 
-    def perform(self, call: Callable[[], T], refusal: Refusal | None) -> T | None:
-        """Run ``call``; it must be refused exactly as ``refusal`` says, or not at all."""
-        try:
-            result = call()
-        except TrackerError as exc:
-            assert refusal is not None, f"the model accepts this call, the tracker said {exc!r}"
-            assert type(exc) is refusal.error, f"expected {refusal}, got {exc!r}"
-            if refusal.state is not None:
-                assert isinstance(exc, Conflict)
-                assert exc.state == refusal.state, f"expected {refusal}, got {exc!r}"
-            event(f"refused: {type(exc).__name__}")
-            return None
-        assert refusal is None, f"expected {refusal}, the call was accepted"
-        return result
-
     def refusal(self, jid: str, allowed: Iterable[State]) -> Refusal | None:
         job = self.jobs.get(jid)
         if job is None:
@@ -635,9 +615,9 @@ class GraphMachine(RuleBasedStateMachine):
         job = self.jobs.get(jid)
         if job is not None:
             if body(registration) != body(job.registration):
-                self.perform(call, Refusal(Conflict, job.state.value))
+                perform(call, Refusal(Conflict, job.state.value))
                 return
-            done = self.perform(call, None)  # the same body again: a no-op in any state
+            done = perform(call, None)  # the same body again: a no-op in any state
             assert done is not None and not done.created
             self.returned(jid, done.track)
             return
@@ -654,7 +634,7 @@ class GraphMachine(RuleBasedStateMachine):
         if refusal is None and self.closes_cycle(jid, prerequisites, satisfied, parent):
             event("refused: a cycle")
             refusal = Refusal(Conflict, "unknown")
-        done = self.perform(call, refusal)
+        done = perform(call, refusal)
         if done is not None:
             assert done.created
             self.add(jid, registration)
@@ -698,7 +678,7 @@ class GraphMachine(RuleBasedStateMachine):
 
     def start_job(self, jid: str) -> None:
         refusal = self.refusal(jid, STARTABLE)
-        track = self.perform(lambda: self.tracker.start(jid), refusal)
+        track = perform(lambda: self.tracker.start(jid), refusal)
         if track is not None:
             job = self.jobs[jid]
             job.state = State.WORKING
@@ -718,7 +698,7 @@ class GraphMachine(RuleBasedStateMachine):
             refusal: Refusal | None = Refusal(Conflict, job.state.value)  # its children decide
         else:
             refusal = self.refusal(jid, RUNNING)
-        track = self.perform(
+        track = perform(
             lambda: self.tracker.fail(jid, "boom", retry=retry, error_type=ERROR_TYPE), refusal
         )
         if track is None:
@@ -753,7 +733,7 @@ class GraphMachine(RuleBasedStateMachine):
             refusal = Refusal(Conflict, job.state.value)  # its children decide
         else:
             refusal = self.refusal(jid, RUNNING)
-        track = self.perform(lambda: self.tracker.success(jid), refusal)
+        track = perform(lambda: self.tracker.success(jid), refusal)
         if track is None:
             return
         assert job is not None
@@ -764,7 +744,7 @@ class GraphMachine(RuleBasedStateMachine):
 
     def cancel_job(self, jid: str) -> None:
         refusal = self.refusal(jid, UNFINISHED)
-        track = self.perform(lambda: self.tracker.cancel(jid), refusal)
+        track = perform(lambda: self.tracker.cancel(jid), refusal)
         if track is not None:
             self.spread([(jid, Effect("cancel"))])
             self.returned(jid, track)
@@ -777,14 +757,14 @@ class GraphMachine(RuleBasedStateMachine):
             self.pause_job(self.pick(data, lambda job: job.state in PAUSABLE))
 
     def pause_job(self, jid: str) -> None:
-        track = self.perform(lambda: self.tracker.pause(jid), self.refusal(jid, PAUSABLE))
+        track = perform(lambda: self.tracker.pause(jid), self.refusal(jid, PAUSABLE))
         if track is not None:
             self.jobs[jid].state = State.PAUSED
             self.returned(jid, track)
 
     def resume_job(self, jid: str) -> None:
         refusal = self.refusal(jid, {State.PAUSED})
-        track = self.perform(lambda: self.tracker.resume(jid), refusal)
+        track = perform(lambda: self.tracker.resume(jid), refusal)
         if track is None:
             return
         job = self.jobs[jid]
@@ -805,7 +785,7 @@ class GraphMachine(RuleBasedStateMachine):
             refusal = Refusal(Conflict, job.state.value)
         else:
             refusal = None  # sealing twice is a no-op
-        track = self.perform(lambda: self.tracker.seal(jid), refusal)
+        track = perform(lambda: self.tracker.seal(jid), refusal)
         if track is None:
             return
         assert job is not None
@@ -827,7 +807,7 @@ class GraphMachine(RuleBasedStateMachine):
             refusal: Refusal | None = Refusal(Conflict, job.state.value)  # it is computed
         else:
             refusal = self.refusal(jid, UNFINISHED)
-        self.perform(lambda: self.tracker.track_set(jid, percent=percent), refusal)
+        perform(lambda: self.tracker.track_set(jid, percent=percent), refusal)
         if refusal is None:
             assert job is not None
             job.percent = percent
@@ -839,7 +819,7 @@ class GraphMachine(RuleBasedStateMachine):
         getattr(self, method)(jid, **arguments)
 
     def invalid_registration(self, jid: str, what: str) -> None:
-        self.perform(lambda: INVALID_REGISTRATIONS[what](self.tracker, jid), Refusal(InvalidInput))
+        perform(lambda: INVALID_REGISTRATIONS[what](self.tracker, jid), Refusal(InvalidInput))
 
     @rule(jid=jids)
     def track_get(self, jid: str) -> None:

@@ -607,6 +607,13 @@ class RQQueue:
         self.jids.append(jid)
         return jid
 
+    def deploy_after_build(self, tracker: Tracker) -> str:
+        """Register "build", and a job of this queue with a payload that waits for it."""
+        jid = self.jid("deploy")
+        tracker.register("build")
+        tracker.register(jid, queue=self.name, payload=PAYLOAD, prerequisites=["build"])
+        return jid
+
     def pushed(self) -> list[str]:
         return [raw.decode() for raw in self.client.lrange(self.key, 0, -1)]
 
@@ -636,9 +643,7 @@ def test_a_payload_job_is_handed_to_rq_only_when_released(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
     rq = rq_queue(tracker)
-    jid = rq.jid("deploy")
-    tracker.register("build")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    jid = rq.deploy_after_build(tracker)
     assert rq.pushed() == []
     assert not rq.saved(jid)
     tracker.success("build")
@@ -651,9 +656,7 @@ def test_a_second_success_of_the_prerequisite_pushes_nothing_more(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
     rq = rq_queue(tracker)
-    jid = rq.jid("deploy")
-    tracker.register("build")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    jid = rq.deploy_after_build(tracker)
     tracker.success("build")
     tracker.success("build")
     assert rq.pushed() == [jid]
@@ -676,9 +679,7 @@ def test_a_paused_payload_job_released_meanwhile_is_pushed_once_on_resume(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
     rq = rq_queue(tracker)
-    jid = rq.jid("deploy")
-    tracker.register("build")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    jid = rq.deploy_after_build(tracker)
     tracker.pause(jid)
     tracker.success("build")
     assert rq.pushed() == []
@@ -701,9 +702,7 @@ def test_a_payload_job_killed_by_propagation_is_never_pushed(
 ) -> None:
     tracker = make_tracker(propagate_failures=True)
     rq = rq_queue(tracker)
-    jid = rq.jid("deploy")
-    tracker.register("build")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    jid = rq.deploy_after_build(tracker)
     tracker.cancel("build")
     assert tracker.track_get(jid).state is State.DEAD
     assert rq.pushed() == []
@@ -754,9 +753,7 @@ def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
     rq = rq_queue(tracker)
-    jid = rq.jid("deploy")
-    tracker.register("build")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, prerequisites=["build"])
+    jid = rq.deploy_after_build(tracker)
     stored_by_0_1_0(tracker, jid)
     tracker.success("build")
     assert rq.pushed() == [jid]

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import scripts
-from .errors import InvalidInput
+from .errors import InvalidInput, NotFound
 from .keys import QUEUE_BAND
 from .model import MAX_LIST_LIMIT, STORED_STATES, State, Track, check_int, check_name
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
@@ -138,18 +138,21 @@ class ReadPlans(PlanBase):
 
         Prerequisites are all it was registered with; dependents are those still
         waiting for it (a success releases them and forgets them); children are a
-        batch's newest ``limit``.
+        batch's newest ``limit``. A job without a track is NotFound.
         """
         check_name("jid", jid)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         keys = self.keys
-        (prerequisites, dependents, children) = yield Read(
+        (own, dependents, children) = yield Read(
             [
-                ("hget", (keys.job(jid), "pq")),
+                ("hmget", (keys.job(jid), ["s", "pq"])),
                 ("srandmember", (keys.dependents(jid), limit)),
                 ("zrevrange", (keys.children(jid), 0, limit - 1)),
             ]
         )
+        state, prerequisites = own
+        if state is None:
+            raise NotFound(jid)
         groups = {
             "prerequisites": [j for j in (prerequisites or b"").decode().split("\n") if j],
             "dependents": sorted(keys.jid_of(k) for k in dependents),

@@ -126,11 +126,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def related(request: Request) -> Response:
-    tracker = _tracker(request)
-    jid = _jid(request)
-    if await tracker.state(jid) is State.UNKNOWN:
-        raise NotFound(jid)
-    found = await tracker.related(jid)
+    found = await _tracker(request).related(_jid(request))
     return JSONResponse(
         {
             name: [{"jid": j, "state": s.value} for j, s in getattr(found, name)]

@@ -11,14 +11,18 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.asyncio
 import uvicorn
 from conftest import wait_until
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from tracker import Settings, Tracker
+from tracker import Settings, State, Tracker
+from tracker.aio import AsyncTracker
 from tracker.embedded import EmbeddedValkey
 from tracker.web import create_app
+from tracker.web import sse as sse_module
+from tracker.web.sse import EventHub, Rendered, Subscriber
 
 
 @dataclass
@@ -259,3 +263,77 @@ def test_an_idle_stream_gets_keep_alive_comments(server: Server) -> None:
         lines = response.iter_lines()
         assert next(lines) == "retry: 1000"
         assert next(line for line in lines if line) == ": keep-alive"  # every 0.5 s here
+
+
+@pytest.mark.parametrize("query", ["state=asleep", "state=unknown", "queue=a%20b", "colour=red"])
+def test_a_bad_filter_is_400(server: Server, query: str) -> None:
+    response = httpx.get(f"{server.url}/events?{query}", timeout=10)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_reconnecting_to_a_finished_job_gets_what_it_missed_then_the_end(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1")
+    store.start("j1")
+    before = store.client.xrevrange(store.keys.events, count=1)[0][0].decode()
+    store.success("j1")
+    headers = {"Last-Event-ID": before}
+    with httpx.stream("GET", f"{server.url}/jobs/j1/events", headers=headers, timeout=10) as r:
+        missed = [track_of(e) for e in sse(r.iter_lines()) if "event" in e]
+    assert [t["state"] for t in missed] == ["success"]
+    newest = store.client.xrevrange(store.keys.events, count=1)[0][0].decode()
+    headers = {"Last-Event-ID": newest}
+    with httpx.stream("GET", f"{server.url}/jobs/j1/events", headers=headers, timeout=10) as r:
+        assert [e for e in sse(r.iter_lines()) if "event" in e] == []  # ends, no hang
+
+
+def hub_on(url: str, namespace: str) -> tuple[AsyncTracker, EventHub]:
+    """A hub whose reader is not started: only what a stream reads itself reaches it."""
+    tracker = AsyncTracker(redis.asyncio.Redis.from_url(url), Settings(namespace=namespace))
+    return tracker, EventHub(tracker)
+
+
+def test_a_change_between_the_snapshot_and_the_subscription_still_arrives(
+    real_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("j1")
+    store.start("j1")
+
+    async def main() -> list[bytes]:
+        tracker, hub = hub_on(real_url, namespace)
+        snapshot = await tracker.snapshot("j1")
+        store.success("j1")  # before the stream subscribes, and no reader to pass it on
+        frames = hub.stream(lambda t: t["jid"] == "j1", first=snapshot, ends=_terminal)
+        async with asyncio.timeout(5):
+            got = [frame async for frame in frames]
+        await tracker.close()
+        return got
+
+    frames = asyncio.run(main())
+    assert [b'"state":"working"' in f for f in frames[1:]] == [True, False]
+    assert b'"state":"success"' in frames[-1]
+
+
+def test_a_slow_client_is_dropped_after_what_it_holds_and_loses_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(sse_module, "BUFFER", 3)
+
+    async def main() -> list[Any]:
+        subscriber = Subscriber(lambda track: True)
+        for n in range(1, 6):
+            subscriber.offer(Rendered(f"{n}-0", {"jid": "j", "state": "working"}))
+        subscriber.close()  # a second close, as a shutdown would: no error
+        items = []
+        while not subscriber.queue.empty():
+            items.append(subscriber.queue.get_nowait())
+        return items
+
+    items = asyncio.run(main())
+    assert [item.key if item else None for item in items] == [(1, 0), (2, 0), (3, 0), None]
+
+
+def _terminal(track: dict[str, Any]) -> bool:
+    return State(track["state"]).terminal

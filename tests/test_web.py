@@ -153,7 +153,71 @@ def test_a_write_to_an_unknown_job_is_404_and_creates_nothing(
     ]:
         assert problem(http.post(path, json=body), 404)["state"] == "unknown", path
     assert store.track_get("ghost").state == "unknown"
-    assert not store.client.exists(store.keys.job("ghost"))
+    assert list(store.client.scan_iter(match="{" + store.settings.namespace + "}:*")) == []
+
+
+# (setup, method, path, body, state in the 409): each must change nothing at all
+REFUSALS: list[tuple[str, str, str, Any, str]] = [
+    ("success", "POST", "/jobs/j1/track", {"percent": 5}, "success"),
+    ("cancelled", "POST", "/jobs/j1/track", {"desc": "late"}, "cancelled"),
+    ("enqueued", "POST", "/jobs/j1/track", {"reserve_until": "2099-01-01T00:00:00Z"}, "enqueued"),
+    ("working", "POST", "/jobs/j1/start", None, "working"),
+    ("cancelled", "POST", "/jobs/j1/start", None, "cancelled"),
+    ("success", "POST", "/jobs/j1/start", None, "success"),
+    ("cancelled", "POST", "/jobs/j1/success", None, "cancelled"),
+    ("dead", "POST", "/jobs/j1/fail", {"error": "again"}, "dead"),
+    ("working", "POST", "/jobs/j1/pause", None, "working"),
+    ("success", "POST", "/jobs/j1/pause", None, "success"),
+    ("success", "POST", "/jobs/j1/cancel", None, "success"),
+    ("enqueued", "POST", "/jobs/j1/resume", None, "enqueued"),
+    ("enqueued", "POST", "/jobs/j1/seal", None, "enqueued"),
+    ("enqueued", "PUT", "/jobs/j1", {"queue": "elsewhere"}, "enqueued"),
+]
+
+
+def _arrange(store: Tracker, state: str) -> None:
+    store.register("j1", max_attempts=1)
+    if state in ("working", "success", "dead"):
+        store.start("j1")
+    if state == "success":
+        store.success("j1")
+    elif state == "dead":
+        store.fail("j1", "boom")
+    elif state == "cancelled":
+        store.cancel("j1")
+    assert store.state("j1") == state
+
+
+@pytest.mark.parametrize(("setup", "method", "path", "body", "state"), REFUSALS)
+def test_a_refused_transition_is_409_with_the_state_and_changes_nothing(
+    http: TestClient, store: Tracker, setup: str, method: str, path: str, body: Any, state: str
+) -> None:
+    _arrange(store, setup)
+    before, stream = store.track_get("j1"), events(store)
+    assert problem(http.request(method, path, json=body), 409)["state"] == state
+    assert store.track_get("j1") == before
+    assert events(store) == stream
+
+
+def test_a_child_after_its_batch_is_sealed_and_a_cycle_are_409(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("b1", batch=True)
+    store.seal("b1")
+    problem(http.put("/jobs/late", json={"parent": "b1"}), 409)
+    store.register("a", prerequisites=["b"])
+    problem(http.put("/jobs/b", json={"prerequisites": ["a"]}), 409)
+    assert store.track_get("late").state == "unknown"
+    assert store.track_get("b").state == "unknown"
+
+
+def test_success_from_enqueued_and_fail_without_retry(http: TestClient, store: Tracker) -> None:
+    store.register("quick")
+    assert http.post("/jobs/quick/success").json()["state"] == "success"
+    store.register("once", max_attempts=5)
+    store.start("once")
+    failed = http.post("/jobs/once/fail", json={"error": "no", "retry": False}).json()
+    assert (failed["state"], failed["attempts"]) == ("dead", 1)
 
 
 def test_a_late_report_after_a_terminal_state_is_409_with_the_state(
@@ -225,6 +289,10 @@ def test_list_filters_and_pages(http: TestClient, store: Tracker) -> None:
     store.register("b0", queue="qb")
     store.start("a0")
     assert [j["jid"] for j in http.get("/jobs?state=working").json()["jobs"]] == ["a0"]
+    newest_first = http.get("/jobs?queue=qa").json()["jobs"]
+    stamps = [j["updated_at"] for j in newest_first]
+    assert stamps == sorted(stamps, reverse=True)
+    assert newest_first[0]["jid"] == "a0"  # started last
     assert {j["jid"] for j in http.get("/jobs?queue=qb").json()["jobs"]} == {"b0"}
     assert {j["jid"] for j in http.get("/jobs?label=k:v").json()["jobs"]} == {"a1", "a3"}
     seen: list[str] = []
@@ -420,6 +488,10 @@ def test_reads_need_the_read_or_api_token_when_one_is_set(real_url: str, namespa
         problem(http.post("/jobs/j1/cancel", headers={"Authorization": "Bearer r"}), 403)
         for open_path in ("/livez", "/heartbeat", "/readyz"):
             assert http.get(open_path).status_code == 200, open_path
+        for guarded in ("/metrics", "/openapi.json", "/events", "/jobs/j1/events", "/jobs"):
+            problem(http.get(guarded), 401)
+            problem(http.get(guarded, params={"token": "nope"}), 403)
+        assert http.get("/metrics", params={"token": "r"}).status_code == 200
 
 
 # --- operations ----------------------------------------------------------------------
@@ -429,6 +501,20 @@ def test_health_endpoints(http: TestClient) -> None:
     assert http.get("/livez").json() == {"status": "ok"}
     assert http.get("/heartbeat").status_code == 200
     assert http.get("/readyz").json() == {"status": "ok"}
+
+
+def test_readyz_loads_the_scripts_into_a_server_that_lost_them(
+    real_url: str, namespace: str
+) -> None:
+    from tracker.scripts import Library
+
+    with _app(real_url, namespace) as http:
+        library = f"tracker_{Library().version}"
+        client = redis.Redis.from_url(real_url)
+        client.function_delete(library)
+        assert http.get("/readyz").status_code == 200
+        assert client.function_list(library=library)
+        client.close()
 
 
 def test_metrics_count_jobs_transitions_and_track_sets(http: TestClient, store: Tracker) -> None:

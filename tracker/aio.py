@@ -72,7 +72,12 @@ class AsyncTracker:
                     reply: Any = await self._call(step)
                 elif self._pipeline is not None:
                     sent = [self._pipeline.send(name, *args) for name, args in step.commands]
-                    reply = await asyncio.gather(*sent)
+                    # every reply is awaited, so no error is left unretrieved
+                    replies = await asyncio.gather(*sent, return_exceptions=True)
+                    for one in replies:
+                        if isinstance(one, BaseException):
+                            raise one
+                    reply = replies
                 elif len(step.commands) == 1:
                     name, args = step.commands[0]
                     reply = [await getattr(self.client, name)(*args)]
@@ -223,9 +228,9 @@ class AsyncTracker:
         """The job's prerequisites, dependents and children, with their states."""
         return await self._drive(self.ops.related(jid, limit))
 
-    async def oldest_enqueued(self) -> dict[str, int]:
-        """Per queue, when its oldest enqueued job was enqueued (epoch ms)."""
-        return await self._drive(self.ops.oldest_enqueued())
+    async def enqueued_ages(self) -> dict[str, int]:
+        """Per queue, how long (ms) its oldest enqueued job has waited."""
+        return await self._drive(self.ops.enqueued_ages())
 
     async def events(
         self, after: str, count: int = 500, block_ms: int | None = None

@@ -251,6 +251,17 @@ def check_prerequisites(value: object) -> tuple[str, ...]:
     return tuple(jids)
 
 
+def check_state(state: str | State) -> str:
+    """A state a stored track can be in (not ``unknown``), as its name."""
+    try:
+        value = State(state)
+    except ValueError:
+        raise InvalidInput("state", f"unknown state {state!r}") from None
+    if value is State.UNKNOWN:
+        raise InvalidInput("state", "no stored track is in state unknown")
+    return value.value
+
+
 def check_choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise InvalidInput(name, f"must be one of {', '.join(choices)}, got {value!r}")

@@ -3,10 +3,11 @@ issue during one turn of the event loop leave as one pipeline.
 
 A server under load (the HTTP API with many requests in flight) would otherwise
 pay one write, one read and one loop turn per command; here a batch costs one of
-each, whatever its size. Order is kept and each command stays its own: a pipeline
+each (batches of at most MAX_BATCH). Each command stays its own: a pipeline
 without MULTI runs them one after the other, exactly as if they had been sent
-apart, and a command's error reaches only the task that sent it. ioredis calls
-this ``enableAutoPipelining``.
+apart, and a command's error reaches only the task that sent it. Order holds within
+a batch; separate batches may take separate connections, as separate calls would.
+ioredis calls this ``enableAutoPipelining``.
 
 Never send a blocking command (XREAD BLOCK) through it: it would hold up the batch.
 """
@@ -17,6 +18,8 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
+
+MAX_BATCH = 256
 
 
 class AutoPipeline:
@@ -33,10 +36,14 @@ class AutoPipeline:
             # after every task ready now has had its turn, and queued what it sends
             loop.call_soon(self._flush)
         self._queued.append((name, args, future))
+        if len(self._queued) >= MAX_BATCH:  # the first sender need not wait for the last
+            self._flush()
         return future
 
     def _flush(self) -> None:
         batch, self._queued = self._queued, []
+        if not batch:
+            return
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)  # held, so it is not collected while it runs
         task.add_done_callback(self._sending.discard)

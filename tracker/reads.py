@@ -9,7 +9,15 @@ from typing import Any
 from . import scripts
 from .errors import InvalidInput, NotFound
 from .keys import QUEUE_BAND
-from .model import MAX_LIST_LIMIT, STORED_STATES, State, Track, check_int, check_name
+from .model import (
+    MAX_LIST_LIMIT,
+    STORED_STATES,
+    State,
+    Track,
+    check_int,
+    check_name,
+    check_state,
+)
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
 _INDEX_PAGE = 200
@@ -49,7 +57,7 @@ class ReadPlans(PlanBase):
         cursor: str | None = None,
     ) -> Plan[Page]:
         """Live jobs, newest ``updated_at`` first, filtered; ``Page.next`` continues."""
-        states = [_check_state(state)] if state is not None else [s.value for s in STORED_STATES]
+        states = [check_state(state)] if state is not None else [s.value for s in STORED_STATES]
         if queue is not None:
             check_name("queue", queue)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
@@ -168,8 +176,9 @@ class ReadPlans(PlanBase):
             **{name: [(j, state_of[j]) for j in group[:limit]] for name, group in groups.items()}
         )
 
-    def oldest_enqueued(self) -> Plan[dict[str, int]]:
-        """Per queue, when its oldest enqueued job was enqueued (epoch ms)."""
+    def enqueued_ages(self) -> Plan[dict[str, int]]:
+        """Per queue, how long (ms, by the server's clock) its oldest enqueued job has
+        waited since it was enqueued or last updated."""
         server_time, queues = yield Read([("time", ()), ("hgetall", (self.keys.queues,))])
         now = self._now_ms(server_time)
         index = self.keys.state(State.ENQUEUED)
@@ -185,7 +194,7 @@ class ReadPlans(PlanBase):
             ]
         )
         return {
-            name: int(first[0][1]) - band
+            name: max(0, now - (int(first[0][1]) - band))
             for (name, band), first in zip(names, firsts, strict=True)
             if first
         }
@@ -247,16 +256,6 @@ class ReadPlans(PlanBase):
             )
             removed += scripts.outcome(reply, "")
         return removed
-
-
-def _check_state(state: str | State) -> str:
-    try:
-        value = State(state)
-    except ValueError:
-        raise InvalidInput("state", f"unknown state {state!r}") from None
-    if value is State.UNKNOWN:
-        raise InvalidInput("state", "no stored track is in state unknown")
-    return value.value
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:

@@ -12,7 +12,7 @@ import redis.exceptions
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
 from .model import RegisterFields, State, Track, TrackUpdate, func_name
-from .ops import Call, Ops, Page, Plan, Registered, Related, Stats
+from .ops import Call, Ops, Page, Plan, Registered, Stats
 from .settings import Settings
 
 T = TypeVar("T")
@@ -223,14 +223,6 @@ class Tracker:
     def stats(self) -> Stats:
         """Counts of live jobs by state, overall and per queue."""
         return self._drive(self.ops.stats())
-
-    def related(self, jid: str, limit: int = 100) -> Related:
-        """The job's prerequisites, dependents and children, with their states."""
-        return self._drive(self.ops.related(jid, limit))
-
-    def oldest_enqueued(self) -> dict[str, int]:
-        """Per queue, when its oldest enqueued job was enqueued (epoch ms)."""
-        return self._drive(self.ops.oldest_enqueued())
 
     def ping(self) -> bool:
         try:

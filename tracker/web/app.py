@@ -26,7 +26,7 @@ from ..aio import connect as connect_async
 from ..embedded import EmbeddedValkey
 from ..errors import InvalidInput, NotFound
 from ..maintenance import Maintenance
-from ..model import MAX_LIST_LIMIT, TERMINAL, State, Track, check_name
+from ..model import MAX_LIST_LIMIT, State, Track, check_name, check_state
 from ..settings import Settings
 from ..store import Tracker
 from . import schema
@@ -35,10 +35,9 @@ from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Endpoint, document
 from .problems import HANDLERS
 from .schema import read_body
-from .sse import EventHub, EventStreamResponse, parse_id
+from .sse import KEEPALIVE, EventHub, EventStreamResponse, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
-READY_TIMEOUT = 2.0
 _LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
 _EVENT_PARAMS = frozenset({"state", "queue", "token"})
 
@@ -153,27 +152,24 @@ def _last_event_id(request: Request) -> str | None:
 
 
 def _terminal(track: dict[str, Any]) -> bool:
-    return State(track["state"]) in TERMINAL
+    return State(track["state"]).terminal
 
 
 async def job_events(request: Request) -> Response:
     _query(request, frozenset({"token"}))
-    tracker = _tracker(request)
     jid = _jid(request)
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)
-    first = None
-    if last is None:
-        first = await tracker.snapshot(jid)
-        if first[1].state is State.UNKNOWN:
-            raise NotFound(jid)
-    elif await tracker.state(jid) is State.UNKNOWN:
+    newest, track = await _tracker(request).snapshot(jid)
+    if track.state is State.UNKNOWN:
         raise NotFound(jid)
     stream = hub.stream(
         lambda t: t["jid"] == jid,
         last_event_id=last,
-        first=first,
+        first=(newest, track) if last is None else None,
         ends=_terminal,
+        # a client reconnecting to a finished job gets what it missed, then the end
+        finished=last is not None and track.state.terminal,
     )
     return EventStreamResponse(stream)
 
@@ -184,8 +180,8 @@ async def all_events(request: Request) -> Response:
     if queue is not None:
         check_name("queue", queue)
     state = query.get("state")
-    if state is not None and state not in {s.value for s in State}:
-        raise InvalidInput("state", f"unknown state {state!r}")
+    if state is not None:
+        check_state(state)
 
     def accepts(track: dict[str, Any]) -> bool:
         return (queue is None or track.get("queue") == queue) and (
@@ -206,7 +202,7 @@ async def livez(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    await _tracker(request).ready(READY_TIMEOUT)
+    await _tracker(request).ready()
     return JSONResponse({"status": "ok"})
 
 
@@ -291,7 +287,7 @@ def create_app(
     *,
     url: str | None = None,
     maintenance: bool = True,
-    keepalive: float = 15.0,
+    keepalive: float = KEEPALIVE,
 ) -> Starlette:
     """The API on ``url``, else ``settings.redis_url``, else an embedded Valkey it starts.
 

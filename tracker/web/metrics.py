@@ -8,7 +8,7 @@ them all, so scrape one process per deployment or take the max.
 
 from __future__ import annotations
 
-import time
+import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -64,14 +64,13 @@ class Metrics:
 
     async def render(self, tracker: AsyncTracker) -> bytes:
         """The text exposition, with the gauges read from Redis now."""
-        stats = await tracker.stats()
-        oldest = await tracker.oldest_enqueued()
+        # both reads leave in one pipeline (AsyncTracker pipelines concurrent calls)
+        stats, ages = await asyncio.gather(tracker.stats(), tracker.enqueued_ages())
         self.jobs.clear()
         for queue, counts in stats.queues.items():
             for state, count in counts.items():
                 self.jobs.labels(state, queue).set(count)
         self.oldest_enqueued.clear()
-        now_ms = time.time() * 1000
-        for queue, ms in oldest.items():
-            self.oldest_enqueued.labels(queue).set(max(0.0, (now_ms - ms) / 1000))
+        for queue, ms in ages.items():
+            self.oldest_enqueued.labels(queue).set(ms / 1000)
         return generate_latest(self.registry)

@@ -43,7 +43,8 @@ KEEPALIVE = 15.0
 BUFFER = 1000  # events a slow client may fall behind before it is dropped
 CACHE = 10_000  # jobs whose last full track the hub keeps, for merging TRACK SETs
 READ_COUNT = 500
-BLOCK_MS = 2000  # below redis-py's 5 s read timeout
+BLOCK_MS = 2000
+READ_GRACE = 3.0  # seconds a blocked read may overrun BLOCK_MS before it counts as lost
 
 Filter = Callable[[dict[str, Any]], bool]
 
@@ -62,12 +63,11 @@ def _digits(text: str) -> bool:
 
 
 class Rendered:
-    """An event as every client receives it: its id, track and SSE frame."""
+    """An event as every client receives it: its id (as a sortable key), track and frame."""
 
-    __slots__ = ("frame", "id", "key", "track")
+    __slots__ = ("frame", "key", "track")
 
     def __init__(self, event_id: str, track: dict[str, Any]) -> None:
-        self.id = event_id
         self.key = parse_id(event_id)
         self.track = track
         data = json.dumps(track, ensure_ascii=False, separators=(",", ":"))
@@ -80,19 +80,23 @@ KEEP_ALIVE = b": keep-alive\n\n"
 class Subscriber:
     def __init__(self, accepts: Filter) -> None:
         self.accepts = accepts
-        # None ends the stream; bytes are a keep-alive
-        self.queue: asyncio.Queue[Rendered | bytes | None] = asyncio.Queue(BUFFER)
-        self.dropped = False
+        # None ends the stream, bytes are a keep-alive; the last slot is kept for None
+        self.queue: asyncio.Queue[Rendered | bytes | None] = asyncio.Queue(BUFFER + 1)
+        self.closed = False
 
     def offer(self, event: Rendered) -> None:
-        if self.dropped or not self.accepts(event.track):
+        if self.closed or not self.accepts(event.track):
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
-            # too slow: end its stream; it may reconnect with Last-Event-ID
-            self.dropped = True
-            self.queue.get_nowait()
+        if self.queue.qsize() >= BUFFER:
+            # too slow: its stream ends after what it holds, and it reconnects with the
+            # Last-Event-ID of the last one it got, so nothing is lost
+            self.close()
+            return
+        self.queue.put_nowait(event)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
             self.queue.put_nowait(None)
 
 
@@ -124,7 +128,7 @@ class EventHub:
         while True:
             await asyncio.sleep(self.keepalive)
             for subscriber in list(self.subscribers):
-                with contextlib.suppress(asyncio.QueueFull):
+                if subscriber.queue.empty() and not subscriber.closed:
                     subscriber.queue.put_nowait(KEEP_ALIVE)
 
     async def stop(self) -> None:
@@ -142,7 +146,7 @@ class EventHub:
             else:
                 log.warning("the event hub did not stop; leaving it")
         for subscriber in list(self.subscribers):
-            subscriber.queue.put_nowait(None)
+            subscriber.close()
 
     async def _run(self, after: str | None) -> None:
         pause = 0.1
@@ -150,11 +154,14 @@ class EventHub:
             try:
                 if after is None:
                     after = await self.tracker.newest_event()
-                for event in await self.tracker.events(after, READ_COUNT, BLOCK_MS):
+                # a half-open connection would block forever: the read has a deadline
+                async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
+                    events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
+                for event in events:
                     after = event.id
                     self.publish(event)
                 pause = 0.1
-            except StoreUnavailable as exc:
+            except (StoreUnavailable, TimeoutError) as exc:
                 log.warning("event stream unreadable, retrying in %.1fs: %s", pause, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
@@ -163,7 +170,7 @@ class EventHub:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def merged(self, event: Event, remember: bool = True) -> Track:
+    def merged(self, event: Event) -> Track:
         """The event's track: a TRACK SET's changes laid onto the last whole track."""
         track = event.track
         if not event.change:
@@ -181,11 +188,13 @@ class EventHub:
                 if track.reserve_until is None
                 else track.reserve_until,
             )
-        if remember:
-            self.remember(track)
+        self.remember(track)
         return track
 
     def remember(self, track: Track) -> None:
+        known = self._tracks.get(track.jid)
+        if known is not None and (known.updated_at or 0) > (track.updated_at or 0):
+            return  # a snapshot taken before the last event the hub read
         self._tracks[track.jid] = track
         self._tracks.move_to_end(track.jid)
         if len(self._tracks) > CACHE:
@@ -217,27 +226,34 @@ class EventHub:
         last_event_id: str | None = None,
         first: tuple[str, Track] | None = None,
         ends: Filter | None = None,
+        finished: bool = False,
     ) -> AsyncIterator[bytes]:
-        """SSE frames: ``first`` (an event id and a track), then what followed
-        ``last_event_id``, then live events, until one that ``ends`` takes."""
+        """SSE frames: ``first`` (an event id and the track then), then every event
+        after that id (or after ``last_event_id``), until one that ``ends`` takes; when
+        the job already ``finished``, only what the client missed.
+
+        Replayed events come from the stream as they were: a replayed TRACK SET holds
+        only what it changed (the hub's last whole track is newer than it).
+        """
         with self.subscription(accepts) as subscriber:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
+            after = last_event_id
             if first is not None:
-                self.remember(first[1])
-                rendered = Rendered(first[0], first[1].to_dict())
-                seen = rendered.key
+                after, track = first
+                self.remember(track)
+                rendered = Rendered(after, track.to_dict())
                 yield rendered.frame
                 if ends is not None and ends(rendered.track):
                     return
-            if last_event_id is not None:
-                after = last_event_id
-                seen = max(seen, parse_id(after))
+            if after is not None:
+                # what came between the id and the subscription, read from the stream
+                seen = parse_id(after)
                 while True:
                     missed = await self.tracker.events(after, READ_COUNT)
                     for event in missed:
                         after = event.id
-                        rendered = Rendered(event.id, self.merged(event, remember=False).to_dict())
+                        rendered = Rendered(event.id, event.track.to_dict())
                         seen = rendered.key
                         if accepts(rendered.track):
                             yield rendered.frame
@@ -245,6 +261,8 @@ class EventHub:
                                 return
                     if len(missed) < READ_COUNT:
                         break
+            if finished:
+                return
             while True:
                 # what queued up meanwhile leaves in one write, not one per event
                 item = await subscriber.queue.get()

@@ -219,18 +219,19 @@ class ReadPlans(PlanBase):
 
     def newest_event(self) -> Plan[str]:
         """The id of the newest event (``0-0`` when there is none)."""
-        (newest,) = yield Read([("xrevrange", (self.keys.events, "+", "-", 1))])
-        return str(newest[0][0].decode()) if newest else "0-0"
+        (newest,) = yield Read([self._newest])
+        return _event_id(newest)
 
     def snapshot(self, jid: str) -> Plan[tuple[str, Track]]:
         """The id of the newest event, then the job's track: a stream of the job's
         events after that id misses nothing the track does not already show."""
         check_name("jid", jid)
-        newest, fields = yield Read(
-            [("xrevrange", (self.keys.events, "+", "-", 1)), ("hgetall", (self.keys.job(jid),))]
-        )
-        last = newest[0][0].decode() if newest else "0-0"
-        return last, self.decode(jid, fields)
+        newest, fields = yield Read([self._newest, ("hgetall", (self.keys.job(jid),))])
+        return _event_id(newest), self.decode(jid, fields)
+
+    @property
+    def _newest(self) -> tuple[str, tuple[Any, ...]]:
+        return ("xrevrange", (self.keys.events, "+", "-", 1))
 
     def prune(self, batch: int = 1000) -> Plan[int]:
         """Drop expired entries from the state indexes; returns how many went."""
@@ -256,6 +257,10 @@ class ReadPlans(PlanBase):
             )
             removed += scripts.outcome(reply, "")
         return removed
+
+
+def _event_id(newest: list[Any]) -> str:
+    return str(newest[0][0].decode()) if newest else "0-0"
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:

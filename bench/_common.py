@@ -43,9 +43,13 @@ def namespace(length: int = 16) -> str:
 
 def cleanup(client: redis.Redis, namespace: str) -> int:
     """Delete every key of ``namespace`` (``{namespace}:*``), and nothing else."""
+    return _delete_matching(client, "{" + namespace + "}:*")
+
+
+def _delete_matching(client: redis.Redis, pattern: str) -> int:
     deleted = 0
     batch: list[bytes] = []
-    for key in client.scan_iter(match="{" + namespace + "}:*", count=1000):
+    for key in client.scan_iter(match=pattern, count=1000):
         batch.append(key)
         if len(batch) == 1000:
             deleted += client.delete(*batch)
@@ -86,15 +90,7 @@ def cleanup_matching(client: redis.Redis, tag: str) -> int:
     """Delete every key whose name contains ``tag``: the RQ keys of a run that put its
     own unique tag in every RQ job id, queue name and worker name. Also drops the run's
     queues and workers from RQ's ``rq:queues`` and ``rq:workers`` sets."""
-    deleted = 0
-    batch: list[bytes] = []
-    for key in client.scan_iter(match=f"*{tag}*", count=1000):
-        batch.append(key)
-        if len(batch) == 1000:
-            deleted += client.delete(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.delete(*batch)
+    deleted = _delete_matching(client, f"*{tag}*")
     for registry in ("rq:queues", "rq:workers"):
         ours = [m for m in client.smembers(registry) if tag.encode() in m]
         if ours:

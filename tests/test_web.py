@@ -14,6 +14,7 @@ from conftest import wait_until
 from starlette.testclient import TestClient
 
 from tracker import Settings, Tracker
+from tracker.times import parse_time
 from tracker.web import create_app
 from tracker.web.app import ENDPOINTS
 
@@ -290,9 +291,10 @@ def test_list_filters_and_pages(http: TestClient, store: Tracker) -> None:
     store.start("a0")
     assert [j["jid"] for j in http.get("/jobs?state=working").json()["jobs"]] == ["a0"]
     newest_first = http.get("/jobs?queue=qa").json()["jobs"]
-    stamps = [j["updated_at"] for j in newest_first]
+    stamps = [parse_time("updated_at", j["updated_at"]) for j in newest_first]  # ms: 40Z < 40.2Z
     assert stamps == sorted(stamps, reverse=True)
-    assert newest_first[0]["jid"] == "a0"  # started last
+    started = next(j for j in newest_first if j["jid"] == "a0")
+    assert parse_time("updated_at", started["updated_at"]) == stamps[0]  # started last
     assert {j["jid"] for j in http.get("/jobs?queue=qb").json()["jobs"]} == {"b0"}
     assert {j["jid"] for j in http.get("/jobs?label=k:v").json()["jobs"]} == {"a1", "a3"}
     seen: list[str] = []

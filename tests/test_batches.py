@@ -152,7 +152,7 @@ def test_a_child_failing_with_a_retry_left_does_not_end_its_batch(tracker: Track
     assert track.batch is not None and track.batch["dead"] == 0
 
 
-def test_a_batch_refuses_success_fail_and_a_percent_and_changes_nothing(
+def test_a_batch_refuses_success_fail_a_percent_and_a_reservation_and_changes_nothing(
     tracker: Tracker,
 ) -> None:
     batch_of(tracker, "b", "c1")
@@ -163,11 +163,14 @@ def test_a_batch_refuses_success_fail_and_a_percent_and_changes_nothing(
         lambda: tracker.fail("b", "boom"),
         lambda: tracker.fail("b", "boom", retry=False),
         lambda: tracker.track_set("b", percent=90),
+        lambda: tracker.track_set("b", desc="mine", reserve_until="2099-01-01T00:00:00Z"),
     ]
     for refused in refusals:
         with pytest.raises(Conflict) as caught:
             refused()
         assert caught.value.state == "working"
+    many = tracker.track_set_many([{"jid": "b", "reserve_until": "2099-01-01T00:00:00Z"}])
+    assert isinstance(many[0], Conflict) and many[0].state == "working"
     assert tracker.track_get("b") == before
 
 

@@ -173,10 +173,16 @@ REFUSALS: list[tuple[str, str, str, Any, str]] = [
     ("enqueued", "POST", "/jobs/j1/resume", None, "enqueued"),
     ("enqueued", "POST", "/jobs/j1/seal", None, "enqueued"),
     ("enqueued", "PUT", "/jobs/j1", {"queue": "elsewhere"}, "enqueued"),
+    ("batch", "POST", "/jobs/j1/track", {"reserve_until": "2099-01-01T00:00:00Z"}, "working"),
+    ("batch", "POST", "/jobs/j1/track", {"percent": 5, "desc": "mine"}, "working"),
+    ("batch", "POST", "/jobs/j1/success", None, "working"),
 ]
 
 
 def _arrange(store: Tracker, state: str) -> None:
+    if state == "batch":  # a batch is working from the start: its state is computed
+        store.register("j1", batch=True)
+        return
     store.register("j1", max_attempts=1)
     if state in ("working", "success", "dead"):
         store.start("j1")

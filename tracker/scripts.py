@@ -137,6 +137,7 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
     "not_expired": lambda _: "the reservation has not ended",
     "batch_computed": lambda _: "a batch's state comes from its children",
     "batch_percent": lambda _: "a batch's percent is computed from its children",
+    "batch_reserve": lambda _: "a batch has no reservation: its state comes from its children",
     "not_batch": lambda _: "only a batch can be sealed",
     "parent_unknown": lambda _: "the parent batch has no track",
     "parent_not_batch": lambda _: "the parent is not a batch",

@@ -326,6 +326,7 @@ local function track_set(key, percent, desc_given, desc, reserve_until, returnin
   if reserve_until ~= '' then
     local wanted, current = tonumber(reserve_until), tonumber(got[3])
     if state ~= 'working' then return {2, state, 'not_working'} end
+    if got[7] == '1' then return {2, state, 'batch_reserve'} end
     if wanted < current then return {2, state, 'reserve_earlier', int(current)} end
     if wanted > current then
       extended = wanted

@@ -3,6 +3,6 @@
 -- ARGV[6] jid  ARGV[7] percent or ''  ARGV[8] '1' when desc is given  ARGV[9] desc
 -- ARGV[10] reserve_until (ms) or ''  ARGV[11] '1' to reply with the track
 -- Returns {0, state} or {0, state, track}; {1};
--- {2, state, 'finished' | 'not_working' | 'batch_percent'};
+-- {2, state, 'finished' | 'not_working' | 'batch_reserve' | 'batch_percent'};
 -- or {2, state, 'reserve_earlier', current reserve_until}.
 return track_set(KEYS[8], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11] == '1')

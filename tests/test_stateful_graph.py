@@ -45,6 +45,8 @@ STARTABLE = frozenset({State.ENQUEUED, State.FAILED})
 RUNNING = frozenset({State.WORKING, State.ENQUEUED})  # success and fail accept these
 PAUSABLE = frozenset({State.WAITING, State.ENQUEUED})
 UNFINISHED = frozenset(s for s in STORED_STATES if not s.terminal)
+#: Later than any reservation a job of this model holds.
+FAR_RESERVATION = "2099-01-01T00:00:00Z"
 ENDED_BADLY = frozenset({State.DEAD, State.CANCELLED})
 
 jids = st.sampled_from(JIDS)
@@ -81,6 +83,7 @@ CALLS: dict[str, tuple[str, dict[str, Any]]] = {
     "resume": ("resume_job", {}),
     "seal": ("seal_job", {}),
     "track_set": ("track_set_job", {"percent": 50}),
+    "extend the reservation": ("extend_job", {}),
     **{
         f"register with {what}": ("invalid_registration", {"what": what})
         for what in INVALID_REGISTRATIONS
@@ -811,6 +814,16 @@ class GraphMachine(RuleBasedStateMachine):
         if refusal is None:
             assert job is not None
             job.percent = percent
+
+    def extend_job(self, jid: str) -> None:
+        """A TRACK SET of a later reserve_until: only a working job that is not a batch
+        (a batch's state is computed: it has no reservation)."""
+        job = self.jobs.get(jid)
+        if job is not None and job.batch and not job.state.terminal:
+            refusal: Refusal | None = Refusal(Conflict, job.state.value)
+        else:
+            refusal = self.refusal(jid, {State.WORKING})
+        perform(lambda: self.tracker.track_set(jid, reserve_until=FAR_RESERVATION), refusal)
 
     @rule(jid=jids, call=st.sampled_from(sorted(CALLS)))
     def any_call_on_any_jid(self, jid: str, call: str) -> None:

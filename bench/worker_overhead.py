@@ -185,7 +185,7 @@ def plain_round(url: str, tag: str, n: int) -> Measured:
 
 
 class _NoWatch:
-    """Stands in for ``tracker.worker._Watch``: starts no thread, so it neither extends
+    """Stands in for ``tracker.worker._Watcher``: starts no thread, so it neither extends
     the reservation nor watches for a cancel. For measuring what the thread costs."""
 
     def __init__(self, *args: object) -> None:
@@ -194,18 +194,21 @@ class _NoWatch:
     def start(self) -> None:
         pass
 
-    def stop(self) -> None:
+    def watch(self, *args: object) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
 
 def unwatched_round(url: str, tag: str, n: int) -> Measured:
-    """:func:`tracked_round` without the per-job watch thread."""
-    watch = tracker.worker._Watch
-    tracker.worker._Watch = _NoWatch  # type: ignore[misc, assignment]
+    """:func:`tracked_round` without the worker's watch thread."""
+    watcher = tracker.worker._Watcher
+    tracker.worker._Watcher = _NoWatch  # type: ignore[misc, assignment]
     try:
         return tracked_round(url, tag, n)
     finally:
-        tracker.worker._Watch = watch  # type: ignore[misc]
+        tracker.worker._Watcher = watcher  # type: ignore[misc]
 
 
 def lifecycle_calls(url: str, n: int) -> tuple[float, float, dict[str, tuple[int, int]]]:

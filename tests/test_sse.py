@@ -337,3 +337,42 @@ def test_a_slow_client_is_dropped_after_what_it_holds_and_loses_nothing(
 
 def _terminal(track: dict[str, Any]) -> bool:
     return State(track["state"]).terminal
+
+
+def test_a_job_subscriber_is_offered_only_its_jobs_events_and_leaves_no_entry(
+    real_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("j1")
+    store.register("j2")
+
+    async def main() -> tuple[list[str], list[str], list[int]]:
+        tracker, hub = hub_on(real_url, namespace)
+        offered: list[str] = []
+
+        def one_job(track: dict[str, Any]) -> bool:
+            offered.append(track["jid"])
+            return True
+
+        with hub.subscription(one_job, "j1") as job, hub.subscription(lambda t: True) as broad:
+            for event in await tracker.events("0", 100):
+                hub.publish(event)
+            groups = [len(hub._by_jid)]
+        groups += [len(hub._by_jid), len(hub.subscribers)]
+        broad_jids = [item.track["jid"] for item in _drained(broad)]
+        assert [item.track["jid"] for item in _drained(job)] == ["j1"]
+        await tracker.close()
+        return offered, broad_jids, groups
+
+    offered, broad, groups = asyncio.run(main())
+    assert offered == ["j1"]  # j2's event never reached j1's filter
+    assert broad == ["j1", "j2"]
+    assert groups == [1, 0, 0]  # one job group while subscribed; none, no subscriber after
+
+
+def _drained(subscriber: Subscriber) -> list[Rendered]:
+    items: list[Rendered] = []
+    while not subscriber.queue.empty():
+        item = subscriber.queue.get_nowait()
+        assert isinstance(item, Rendered)
+        items.append(item)
+    return items

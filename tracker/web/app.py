@@ -165,6 +165,7 @@ async def job_events(request: Request) -> Response:
         raise NotFound(jid)
     stream = hub.stream(
         lambda t: t["jid"] == jid,
+        jid=jid,
         last_event_id=last,
         first=(newest, track) if last is None else None,
         ends=_terminal,

@@ -11,9 +11,10 @@ full track it saw of that job (a bounded cache), so clients always receive whole
 tracks when the hub has seen the job change state at least once.
 
 Costs that grow with clients times events are kept to the minimum: an event is
-rendered to JSON once, and only while someone listens; what a client has queued
-leaves in one write; keep-alives come from one timer for all clients, not one
-per client per event.
+rendered to JSON once, and only while someone listens for it; a job's stream is
+found by the event's jid, not by testing every client's filter; what a client has
+queued leaves in one write; keep-alives come from one timer for all clients, not
+one per client per event.
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ class EventHub:
         self.metrics = metrics
         self.keepalive = keepalive
         self.subscribers: set[Subscriber] = set()
+        self._broad: set[Subscriber] = set()  # those that may take any job's events
+        self._by_jid: dict[str, set[Subscriber]] = {}  # those of one job
         self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -204,25 +207,33 @@ class EventHub:
         if self.metrics is not None:
             self.metrics.observe(event)
         track = self.merged(event)
-        if not self.subscribers:
+        mine = self._by_jid.get(track.jid)
+        if not (self._broad or mine):
             return
         rendered = Rendered(event.id, track.to_dict())
-        for subscriber in list(self.subscribers):
+        for subscriber in [*self._broad, *(mine or ())]:
             subscriber.offer(rendered)
 
     @contextlib.contextmanager
-    def subscription(self, accepts: Filter) -> Any:
+    def subscription(self, accepts: Filter, jid: str | None = None) -> Any:
+        """A subscriber for the events ``accepts`` takes; ``jid``: of that job only."""
         subscriber = Subscriber(accepts)
+        group = self._broad if jid is None else self._by_jid.setdefault(jid, set())
+        group.add(subscriber)
         self.subscribers.add(subscriber)
         try:
             yield subscriber
         finally:
             self.subscribers.discard(subscriber)
+            group.discard(subscriber)
+            if jid is not None and not group:
+                self._by_jid.pop(jid, None)
 
     async def stream(
         self,
         accepts: Filter,
         *,
+        jid: str | None = None,
         last_event_id: str | None = None,
         first: tuple[str, Track] | None = None,
         ends: Filter | None = None,
@@ -230,12 +241,13 @@ class EventHub:
     ) -> AsyncIterator[bytes]:
         """SSE frames: ``first`` (an event id and the track then), then every event
         after that id (or after ``last_event_id``), until one that ``ends`` takes; when
-        the job already ``finished``, only what the client missed.
+        the job already ``finished``, only what the client missed. ``jid``: only that
+        job's events can pass ``accepts``, so the hub offers it only those.
 
         Replayed events come from the stream as they were: a replayed TRACK SET holds
         only what it changed (the hub's last whole track is newer than it).
         """
-        with self.subscription(accepts) as subscriber:
+        with self.subscription(accepts, jid) as subscriber:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
             after = last_event_id

@@ -4,6 +4,7 @@ many clients at once, filters, and no subscriber left behind by a client that we
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -70,8 +71,6 @@ def sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
 
 
 def track_of(event: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     assert event["event"] == "track"
     return json.loads(event["data"])  # type: ignore[no-any-return]
 
@@ -314,6 +313,27 @@ def test_a_change_between_the_snapshot_and_the_subscription_still_arrives(
     frames = asyncio.run(main())
     assert [b'"state":"working"' in f for f in frames[1:]] == [True, False]
     assert b'"state":"success"' in frames[-1]
+
+
+def test_a_track_set_between_the_snapshot_and_the_subscription_arrives_whole(
+    real_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("j1", labels={"team": "a"})
+    store.start("j1")
+
+    async def main() -> list[bytes]:
+        tracker, hub = hub_on(real_url, namespace)
+        snapshot = await tracker.snapshot("j1")
+        store.track_set("j1", percent=50)  # replayed from the stream: only what it changed
+        frames = hub.stream(lambda t: t["jid"] == "j1", jid="j1", first=snapshot)
+        async with asyncio.timeout(5):
+            got = [await anext(frames) for _ in range(3)]
+        await frames.aclose()
+        await tracker.close()
+        return got
+
+    replayed = json.loads(asyncio.run(main())[2].split(b"data: ")[1])
+    assert (replayed["percent"], replayed["labels"], replayed["attempts"]) == (50, {"team": "a"}, 1)
 
 
 def test_a_slow_client_is_dropped_after_what_it_holds_and_loses_nothing(

@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -175,22 +175,7 @@ class EventHub:
 
     def merged(self, event: Event) -> Track:
         """The event's track: a TRACK SET's changes laid onto the last whole track."""
-        track = event.track
-        if not event.change:
-            known = self._tracks.get(track.jid)
-            if known is None:
-                return track
-            track = replace(
-                known,
-                state=track.state,
-                queue=track.queue,
-                updated_at=track.updated_at,
-                percent=known.percent if track.percent is None else track.percent,
-                desc=known.desc if track.desc is None else track.desc,
-                reserve_until=known.reserve_until
-                if track.reserve_until is None
-                else track.reserve_until,
-            )
+        track = overlaid(self._tracks, event)
         self.remember(track)
         return track
 
@@ -244,16 +229,19 @@ class EventHub:
         the job already ``finished``, only what the client missed. ``jid``: only that
         job's events can pass ``accepts``, so the hub offers it only those.
 
-        Replayed events come from the stream as they were: a replayed TRACK SET holds
-        only what it changed (the hub's last whole track is newer than it).
+        A replayed TRACK SET is laid onto the last whole track of its job that this
+        stream replayed (or ``first``), never onto the hub's, which may be newer than
+        it; with none, it holds only what it changed.
         """
         with self.subscription(accepts, jid) as subscriber:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
             after = last_event_id
+            replayed: dict[str, Track] = {}  # the last whole track of each job replayed
             if first is not None:
                 after, track = first
                 self.remember(track)
+                replayed[track.jid] = track
                 rendered = Rendered(after, track.to_dict())
                 yield rendered.frame
                 if ends is not None and ends(rendered.track):
@@ -265,7 +253,9 @@ class EventHub:
                     missed = await self.tracker.events(after, READ_COUNT)
                     for event in missed:
                         after = event.id
-                        rendered = Rendered(event.id, event.track.to_dict())
+                        track = overlaid(replayed, event)
+                        replayed[track.jid] = track
+                        rendered = Rendered(event.id, track.to_dict())
                         seen = rendered.key
                         if accepts(rendered.track):
                             yield rendered.frame
@@ -296,6 +286,24 @@ class EventHub:
                         break
                 if frames:
                     yield b"".join(frames)
+
+
+def overlaid(tracks: Mapping[str, Track], event: Event) -> Track:
+    """The event's track; a TRACK SET's (which holds only what it changed) laid onto
+    the whole track of its job in ``tracks``, when there is one."""
+    track = event.track
+    known = tracks.get(track.jid)
+    if event.change or known is None:
+        return track
+    return replace(
+        known,
+        state=track.state,
+        queue=track.queue,
+        updated_at=track.updated_at,
+        percent=known.percent if track.percent is None else track.percent,
+        desc=known.desc if track.desc is None else track.desc,
+        reserve_until=known.reserve_until if track.reserve_until is None else track.reserve_until,
+    )
 
 
 class EventStreamResponse(StreamingResponse):

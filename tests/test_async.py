@@ -27,6 +27,12 @@ async def _lifecycle(tracker: AsyncTracker) -> None:
         await tracker.cancel("job-1")
     assert (await tracker.stats()).queues == {"q": {"success": 1}}
     assert [t.jid for t in (await tracker.list()).jobs] == ["job-1"]
+    tracks = await tracker.track_get_many(["nobody", "job-1"])
+    assert [(t.jid, t.state) for t in tracks] == [
+        ("nobody", State.UNKNOWN),
+        ("job-1", State.SUCCESS),
+    ]
+    assert await tracker.track_get_many([]) == []
 
 
 def test_the_async_tracker_runs_the_lifecycle(valkey_url: str) -> None:

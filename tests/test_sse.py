@@ -176,6 +176,22 @@ def test_a_job_stream_carries_the_whole_track_even_for_jobs_the_hub_never_saw(
     assert (track["percent"], track["labels"], track["attempts"]) == (50, {"team": "a"}, 1)
 
 
+def test_all_events_carry_the_whole_track_even_for_jobs_the_hub_never_saw(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1", labels={"team": "a"})
+    store.start("j1")
+    hub = server.app.state.hub
+    wait_until(lambda: getattr(hub._tracks.get("j1"), "attempts", 0) == 1)  # read the start
+    hub._tracks.clear()  # as if the server started after these
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)  # subscribed
+        store.track_set("j1", percent=50)
+        track = track_of(next(events))
+    assert (track["percent"], track["labels"], track["attempts"]) == (50, {"team": "a"}, 1)
+
+
 def test_filters_by_queue_and_state(server: Server, store: Tracker) -> None:
     with httpx.stream("GET", f"{server.url}/events?queue=qa&state=success", timeout=10) as r:
         events = sse(r.iter_lines())
@@ -334,6 +350,36 @@ def test_a_track_set_between_the_snapshot_and_the_subscription_arrives_whole(
 
     replayed = json.loads(asyncio.run(main())[2].split(b"data: ")[1])
     assert (replayed["percent"], replayed["labels"], replayed["attempts"]) == (50, {"team": "a"}, 1)
+
+
+def test_a_reconnect_replays_track_sets_as_whole_tracks(
+    real_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("j1", labels={"team": "a"})
+    store.start("j1")
+    store.register("j2")
+
+    async def main() -> list[dict[str, Any]]:
+        tracker, hub = hub_on(real_url, namespace)
+        last = await tracker.newest_event()
+        store.track_set("j1", percent=10)
+        store.track_set("j1", desc="halfway")
+        frames = hub.stream(lambda t: t["jid"] == "j1", jid="j1", last_event_id=last)
+        async with asyncio.timeout(5):
+            got = [await anext(frames) for _ in range(3)]
+        await frames.aclose()
+        await tracker.close()
+        return [json.loads(frame.split(b"data: ")[1]) for frame in got[1:]]
+
+    first, second = asyncio.run(main())
+    assert (first["percent"], second["percent"], second["desc"]) == (10, 10, "halfway")
+    created = store.track_get("j1").to_dict()["created_at"]
+    for track in first, second:  # what the TRACK SETs did not carry is there too
+        assert (track["labels"], track["attempts"], track["created_at"]) == (
+            {"team": "a"},
+            1,
+            created,
+        )
 
 
 def test_a_slow_client_is_dropped_after_what_it_holds_and_loses_nothing(

@@ -201,6 +201,10 @@ class AsyncTracker:
     async def track_get(self, jid: str) -> Track:
         return await self._drive(self.ops.get(jid))
 
+    async def track_get_many(self, jids: Sequence[str]) -> list[Track]:
+        """TRACK GET of many jobs in one round trip, in order."""
+        return await self._drive(self.ops.get_many(jids))
+
     async def list(
         self,
         *,

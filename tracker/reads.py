@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import scripts
@@ -29,6 +29,15 @@ class ReadPlans(PlanBase):
         check_name("jid", jid)
         (fields,) = yield Read([("hgetall", (self.keys.job(jid),))])
         return self.decode(jid, fields)
+
+    def get_many(self, jids: Sequence[str]) -> Plan[list[Track]]:
+        """The tracks of many jobs in one round trip, in order (``unknown`` where none)."""
+        for jid in jids:
+            check_name("jid", jid)
+        if not jids:
+            return []
+        replies = yield Read([("hgetall", (self.keys.job(jid),)) for jid in jids])
+        return [self.decode(jid, fields) for jid, fields in zip(jids, replies, strict=True)]
 
     def state(self, jid: str) -> Plan[State]:
         """Only the job's state: what a worker polls to learn of a cancel."""

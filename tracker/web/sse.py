@@ -7,8 +7,8 @@ with ``Last-Event-ID`` first gets what it missed from the stream itself (as long
 the stream still holds it), then the live events after it, with nothing twice.
 
 A TRACK SET's event holds only what it changed; the hub merges it onto the last
-full track it saw of that job (a bounded cache), so clients always receive whole
-tracks when the hub has seen the job change state at least once.
+whole track it saw of that job (a bounded cache), and reads the track of a job it
+has none of once someone listens for it, so clients always receive whole tracks.
 
 Costs that grow with clients times events are kept to the minimum: an event is
 rendered to JSON once, and only while someone listens for it; a job's stream is
@@ -24,7 +24,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..aio import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
-from ..model import Track
+from ..model import State, Track
 from ..plans import Event
 from .metrics import Metrics
 
@@ -160,6 +160,8 @@ class EventHub:
                 # a half-open connection would block forever: the read has a deadline
                 async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
                     events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
+                for track in await self._whole_tracks(self._tracks, events, self._listened):
+                    self.remember(track)
                 for event in events:
                     after = event.id
                     self.publish(event)
@@ -176,7 +178,8 @@ class EventHub:
     def merged(self, event: Event) -> Track:
         """The event's track: a TRACK SET's changes laid onto the last whole track."""
         track = overlaid(self._tracks, event)
-        self.remember(track)
+        if event.change or track.jid in self._tracks:  # a part of a track is no base
+            self.remember(track)
         return track
 
     def remember(self, track: Track) -> None:
@@ -229,9 +232,9 @@ class EventHub:
         the job already ``finished``, only what the client missed. ``jid``: only that
         job's events can pass ``accepts``, so the hub offers it only those.
 
-        A replayed TRACK SET is laid onto the last whole track of its job that this
-        stream replayed (or ``first``), never onto the hub's, which may be newer than
-        it; with none, it holds only what it changed.
+        A replayed TRACK SET (which holds only what it changed) is laid onto the last
+        whole track of its job that this stream replayed (or ``first``), else onto the
+        job's track now (see :meth:`_whole_tracks`); never onto the hub's.
         """
         with self.subscription(accepts, jid) as subscriber:
             yield b"retry: 1000\n\n"
@@ -251,10 +254,14 @@ class EventHub:
                 seen = parse_id(after)
                 while True:
                     missed = await self.tracker.events(after, READ_COUNT)
+                    wanted = lambda event: accepts(event.track.to_dict())  # noqa: E731
+                    for track in await self._whole_tracks(replayed, missed, wanted):
+                        replayed[track.jid] = track
                     for event in missed:
                         after = event.id
                         track = overlaid(replayed, event)
-                        replayed[track.jid] = track
+                        if event.change or track.jid in replayed:
+                            replayed[track.jid] = track
                         rendered = Rendered(event.id, track.to_dict())
                         seen = rendered.key
                         if accepts(rendered.track):
@@ -286,6 +293,29 @@ class EventHub:
                         break
                 if frames:
                     yield b"".join(frames)
+
+    async def _whole_tracks(
+        self, known: Mapping[str, Track], events: Sequence[Event], wanted: Callable[[Event], bool]
+    ) -> list[Track]:
+        """The tracks now of the jobs whose first event in ``events`` is a TRACK SET that
+        ``wanted`` takes and of which ``known`` holds no whole track: one round trip for
+        them all. What a TRACK SET does not carry changes only with a change of state,
+        whose event is whole: so it is as it is now, unless the job changed state since."""
+        settled: set[str] = set()
+        jids: list[str] = []
+        for event in events:
+            jid = event.track.jid
+            if jid not in settled and jid not in known:
+                settled.add(jid)
+                if not event.change and wanted(event):
+                    jids.append(jid)
+        if not jids:
+            return []
+        tracks = await self.tracker.track_get_many(jids)
+        return [track for track in tracks if track.state is not State.UNKNOWN]
+
+    def _listened(self, event: Event) -> bool:
+        return bool(self._broad) or event.track.jid in self._by_jid
 
 
 def overlaid(tracks: Mapping[str, Track], event: Event) -> Track:

@@ -444,6 +444,10 @@ def test_a_bad_jid_in_the_path_is_400(http: TestClient, store: Tracker) -> None:
     assert problem(http.put("/jobs/a%20b", json={}), 400)["field"] == "jid"
     assert problem(http.get("/jobs/" + "x" * 129), 400)["field"] == "jid"
     assert problem(http.post("/jobs/%C3%A9/track", json={"percent": 1}), 400)["field"] == "jid"
+    # an encoded "/" matches no route (the router reads the path decoded): still a bad jid
+    assert problem(http.put("/jobs/a%2Fb", json={}), 400)["field"] == "jid"
+    assert problem(http.post("/jobs/a%2fb/start"), 400)["field"] == "jid"
+    assert problem(http.get("/jobs/a/b/c"), 404)["status"] == 404  # a path that is no route
     assert events(store) == 0
 
 

@@ -10,12 +10,14 @@ import logging
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from ..errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TrackerError
+from ..model import check_name
 
 log = logging.getLogger("tracker.web")
 
@@ -99,8 +101,19 @@ async def http_problem(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_exception(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own refusals (no such route, method not allowed)."""
+    """Starlette's own refusals (no such route, method not allowed). A jid with an
+    encoded ``/`` (``/jobs/a%2Fb``) matches no route, since the router reads the path
+    decoded: it is refused as the invalid jid it is."""
     assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        raw_path: bytes = request.scope.get("raw_path") or b""
+        if raw_path.startswith(b"/jobs/"):
+            segment = raw_path[len(b"/jobs/") :].split(b"/", 1)[0]
+            if b"%2f" in segment.lower():
+                try:
+                    check_name("jid", unquote(segment.decode("latin-1")))
+                except InvalidInput as refused:  # raised here, no other handler sees it
+                    return await invalid_input(request, refused)
     return problem(exc.status_code, exc.detail, headers=exc.headers)
 
 

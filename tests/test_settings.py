@@ -105,8 +105,10 @@ BAD = [
             "TRACKER_DONE_TTL",
             "TRACKER_RESERVE_FOR",
         )
-        for raw in ("abc", "1.5", "0", "-5", "1e3")
+        for raw in ("abc", "1.5", "0", "-5", "1e3", "1_000", "\u0661\u0662", "+5")
     ),
+    ("TRACKER_TTL", str(10 * 365 * 24 * 3600 + 1)),
+    ("TRACKER_RESERVE_FOR", "31536001"),  # a job's own reserve_for stops at a year too
     ("TRACKER_PROPAGATE_FAILURES", "maybe"),
     ("TRACKER_PROPAGATE_FAILURES", "2"),
     ("CAF_JOB_TRACKING_PROPAGATE_FAILURES", "sometimes"),
@@ -114,7 +116,17 @@ BAD = [
     ("TRACKER_CANCEL_GRACE", "soon"),
     ("TRACKER_CANCEL_GRACE", "-1"),
     ("TRACKER_CANCEL_GRACE", "nan"),
+    ("TRACKER_CANCEL_GRACE", "1_0"),
+    ("TRACKER_CANCEL_GRACE", "inf"),
 ]
+
+
+def test_the_tokens_stay_out_of_the_settings_repr() -> None:
+    settings = Settings.from_env(
+        {"TRACKER_API_TOKEN": "s3cret-w", "TRACKER_READ_TOKEN": "s3cret-r"}
+    )
+    assert settings.api_token == "s3cret-w"
+    assert "s3cret" not in repr(settings)
 
 
 @pytest.mark.parametrize(("variable", "raw"), BAD, ids=[f"{v}={r!r}" for v, r in BAD])

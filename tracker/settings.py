@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
 from .errors import InvalidInput, SettingsError
-from .model import check_name
+from .model import MAX_RESERVE_FOR, check_name
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_WHOLE = re.compile(r"[0-9]+")  # ASCII digits only: int() also takes "1_000" and "١٢"
+_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+TEN_YEARS = 10 * 365 * 24 * 3600
 DEFAULT_TTL = 1800
 DEFAULT_PENDING_TTL = 7 * 24 * 3600
 DEFAULT_DONE_TTL = 24 * 3600
@@ -34,8 +38,8 @@ class Settings:
     reserve_for: int = DEFAULT_RESERVE_FOR
     propagate_failures: bool = False
     cancel_grace: float = DEFAULT_CANCEL_GRACE
-    api_token: str | None = None
-    read_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)  # secrets stay out of logs
+    read_token: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -64,7 +68,7 @@ class Settings:
             ttl=_seconds(env, "TRACKER_TTL", DEFAULT_TTL),
             pending_ttl=_seconds(env, "TRACKER_PENDING_TTL", DEFAULT_PENDING_TTL),
             done_ttl=_seconds(env, "TRACKER_DONE_TTL", DEFAULT_DONE_TTL),
-            reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", DEFAULT_RESERVE_FOR),
+            reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", DEFAULT_RESERVE_FOR, MAX_RESERVE_FOR),
             propagate_failures=propagate,
             cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
             api_token=env.get("TRACKER_API_TOKEN") or None,
@@ -95,16 +99,15 @@ def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise SettingsError(name, f"expected true or false, got {raw!r}")
 
 
-def _seconds(env: Mapping[str, str], name: str, default: int) -> int:
+def _seconds(env: Mapping[str, str], name: str, default: int, high: int = TEN_YEARS) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise SettingsError(name, f"expected a whole number of seconds, got {raw!r}") from None
-    if not 1 <= value <= 10 * 365 * 24 * 3600:
-        raise SettingsError(name, f"must be between 1 second and 10 years, got {value}")
+    if not _WHOLE.fullmatch(raw.strip()):
+        raise SettingsError(name, f"expected a whole number of seconds, got {raw!r}")
+    value = int(raw.strip())
+    if not 1 <= value <= high:
+        raise SettingsError(name, f"must be between 1 and {high} seconds, got {value}")
     return value
 
 
@@ -112,10 +115,9 @@ def _grace(env: Mapping[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    try:
-        value = float(raw.strip())
-    except ValueError:
-        raise SettingsError(name, f"expected a number of seconds, got {raw!r}") from None
+    if not _DECIMAL.fullmatch(raw.strip()):
+        raise SettingsError(name, f"expected a number of seconds, got {raw!r}")
+    value = float(raw.strip())
     if not 0 <= value <= 3600:
         raise SettingsError(name, f"must be between 0 and 3600 seconds, got {value}")
     return value

@@ -121,6 +121,15 @@ def test_ls_shows_a_table_with_jid_state_queue_and_percent(cli: Run, store: Trac
     assert row.split()[:4] == ["job-1", "enqueued", "mail", "40%"]
 
 
+def test_ls_keeps_a_desc_with_control_characters_on_its_row(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.track_set("job-1", desc="line one\nline two\x1b[2J")
+    result = cli("ls")
+    assert result.exit_code == 0, result.stderr
+    _, row = result.stdout.splitlines()
+    assert row.endswith("line one\\nline two\\x1b[2J")
+
+
 def test_ls_filters_by_state(cli: Run, store: Tracker) -> None:
     store.register("job-1")
     store.register("job-2")

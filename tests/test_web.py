@@ -335,6 +335,15 @@ def test_list_refuses_bad_queries(http: TestClient, query: str, field: str) -> N
     assert problem(http.get("/jobs?" + query), 400)["field"] == field
 
 
+@pytest.mark.parametrize("path", ["/jobs/j1", "/jobs/j1/related", "/stats"])
+def test_every_read_refuses_a_query_parameter_it_does_not_take(
+    http: TestClient, store: Tracker, path: str
+) -> None:
+    store.register("j1")
+    assert problem(http.get(path + "?colour=red"), 400)["field"] == "query"
+    assert http.get(path + "?token=").status_code == 200  # what every read takes
+
+
 def test_stats_counts_by_state_and_queue(http: TestClient, store: Tracker) -> None:
     store.register("a", queue="qa")
     store.register("b", queue="qb")

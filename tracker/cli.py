@@ -220,7 +220,7 @@ def ls(
                 track.queue or "",
                 "" if track.percent is None else f"{track.percent}%",
                 f"{max(age, 0):.0f}s ago",
-                (track.desc or "")[:40],
+                _printable(track.desc or "")[:40],
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
@@ -229,6 +229,14 @@ def ls(
         click.echo("  ".join([*cells, row[-1]]).rstrip())
     if page.next:
         click.echo(f"more: add --cursor {page.next}", err=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line of a table: control characters (newlines, escapes) shown
+    as escapes, so no desc can break the table or drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _simple(name: str, action: Callable[[Tracker, str], Track], help_text: str) -> None:

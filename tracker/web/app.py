@@ -40,6 +40,7 @@ from .sse import KEEPALIVE, EventHub, EventStreamResponse, parse_id
 STATIC = resources.files("tracker") / "web" / "static"
 _LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
 _EVENT_PARAMS = frozenset({"state", "queue", "token"})
+_TOKEN_ONLY = frozenset({"token"})
 
 
 def _tracker(request: Request) -> AsyncTracker:
@@ -64,6 +65,7 @@ async def register(request: Request) -> Response:
 
 
 async def track_get(request: Request) -> Response:
+    _query(request, _TOKEN_ONLY)
     track = await _tracker(request).track_get(_jid(request))
     if track.state is State.UNKNOWN:
         raise NotFound(track.jid)
@@ -125,6 +127,7 @@ async def list_jobs(request: Request) -> Response:
 
 
 async def related(request: Request) -> Response:
+    _query(request, _TOKEN_ONLY)
     found = await _tracker(request).related(_jid(request))
     return JSONResponse(
         {
@@ -135,7 +138,7 @@ async def related(request: Request) -> Response:
 
 
 async def stats(request: Request) -> Response:
-    _query(request, frozenset({"token"}))
+    _query(request, _TOKEN_ONLY)
     counts = await _tracker(request).stats()
     return JSONResponse({"states": counts.states, "queues": counts.queues})
 
@@ -156,7 +159,7 @@ def _terminal(track: dict[str, Any]) -> bool:
 
 
 async def job_events(request: Request) -> Response:
-    _query(request, frozenset({"token"}))
+    _query(request, _TOKEN_ONLY)
     jid = _jid(request)
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)

@@ -508,9 +508,13 @@ def test_without_propagation_registering_against_a_finished_failure_is_blocked_a
 ) -> None:
     tracker = make_tracker(propagate_failures=False)
     tracker.register("build")
+    tracker.register("test", prerequisites=["build"])
     end(tracker, "build", how)
     track = tracker.register("deploy", prerequisites=["build"]).track
     assert (track.state, track.blocked_by, track.errors) == (State.WAITING, "build", ())
+    # pending counts it, as for the job that waited for it before it ended
+    assert track.prerequisites == tracker.track_get("test").prerequisites
+    assert track.prerequisites == {"total": 1, "pending": 1}
 
 
 def test_registering_against_a_job_killed_by_propagation_names_the_root(

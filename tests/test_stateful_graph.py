@@ -656,6 +656,7 @@ class GraphMachine(RuleBasedStateMachine):
                     job.waits_for.add(p)
             elif known.state in ENDED_BADLY:
                 failed.add(self.root(p))
+                job.waits_for.add(p)  # pending, as for a job that waited before it ended
             elif known.state is not State.SUCCESS:
                 job.waits_for.add(p)
                 if known.blocked_by is not None:

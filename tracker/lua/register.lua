@@ -107,6 +107,7 @@ for _, p in ipairs(prereqs) do
     done = (score and tonumber(score) % BAND >= NOW - TTL - DONE_TTL) or ARGV[17] == '1'
   end
   if state == 'dead' or state == 'cancelled' then
+    pending = pending + 1 -- it never succeeded: as for a dependent registered before it ended
     if not failed then
       local root = p.jid
       if state == 'dead' then root = root_of({jid = p.jid, errors = got[3]}) end

@@ -1,5 +1,6 @@
 """Backends for the suite: the embedded Valkey, a Redis given by TRACKER_TEST_REDIS_URL,
-and fakeredis. Every test gets a namespace of its own and deletes only its own keys."""
+a Valkey cluster (Redis Cluster mode) and fakeredis. Every test gets a namespace of its
+own and deletes only its own keys."""
 
 from __future__ import annotations
 
@@ -13,13 +14,16 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+import redis.cluster
+from cluster import valkey_cluster
 
 from tracker import Settings, Tracker
 from tracker.embedded import EmbeddedValkey
+from tracker.store import disconnect
 
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL")
 REAL_BACKENDS = ["valkey", *(["redis"] if REDIS_URL else [])]
-ALL_BACKENDS = [*REAL_BACKENDS, "fake"]
+ALL_BACKENDS = [*REAL_BACKENDS, "cluster", "fake"]
 
 
 @pytest.fixture(scope="session")
@@ -31,9 +35,19 @@ def valkey_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.stop()
 
 
-def _client(backend: str, valkey_url: str) -> redis.Redis:
+@pytest.fixture(scope="session")
+def cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A three-node Valkey cluster for the whole session, started when first needed."""
+    with valkey_cluster(tmp_path_factory.mktemp("cluster")) as url:
+        yield url
+
+
+def _client(backend: str, url: str) -> redis.Redis:
+    if backend == "cluster":
+        client: Any = redis.cluster.RedisCluster.from_url(url)
+        return client  # tracker calls only what both clients have
     if backend == "valkey":
-        return redis.Redis.from_url(valkey_url)
+        return redis.Redis.from_url(url)
     if backend == "redis":
         assert REDIS_URL is not None
         return redis.Redis.from_url(REDIS_URL)
@@ -42,6 +56,8 @@ def _client(backend: str, valkey_url: str) -> redis.Redis:
 
 def cleanup(client: redis.Redis, namespace: str) -> None:
     """Delete this namespace's keys, and nothing else."""
+    if isinstance(client, redis.cluster.RedisCluster):  # one slot holds them all
+        client = client.get_node_from_key("{" + namespace + "}:").redis_connection
     keys = list(client.scan_iter(match="{" + namespace + "}:*", count=1000))
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
@@ -50,20 +66,34 @@ def cleanup(client: redis.Redis, namespace: str) -> None:
 MakeTracker = Callable[..., Tracker]
 
 
-def _factory(backend: str, valkey_url: str) -> Iterator[MakeTracker]:
+def _factory(backend: str, url: str) -> Iterator[MakeTracker]:
     made: list[tuple[redis.Redis, str]] = []
 
     def make(client: redis.Redis | None = None, **settings: Any) -> Tracker:
         namespace = "t-" + uuid.uuid4().hex[:12]
-        client = client or _client(backend, valkey_url)
+        client = client or _client(backend, url)
         clock = settings.pop("clock", None)
         made.append((client, namespace))
-        return Tracker(client, replace(Settings(namespace=namespace), **settings), clock=clock)
+        base = Settings(namespace=namespace, redis_cluster=backend == "cluster")
+        return Tracker(client, replace(base, **settings), clock=clock)
 
     yield make
     for client, namespace in made:
         cleanup(client, namespace)
-        client.close()
+        disconnect(client)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that hands jobs to RQ has no cluster variant: in cluster mode tracker
+    refuses payloads (tested in test_cluster.py)."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        on_cluster = params is not None and params.params.get("backend") == "cluster"
+        (dropped if on_cluster and item.get_closest_marker("rq") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture(params=ALL_BACKENDS)
@@ -77,9 +107,12 @@ def real_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_tracker(backend: str, valkey_url: str) -> Iterator[MakeTracker]:
-    """Trackers on every backend (Valkey, Redis when configured, fakeredis)."""
-    yield from _factory(backend, valkey_url)
+def make_tracker(
+    backend: str, valkey_url: str, request: pytest.FixtureRequest
+) -> Iterator[MakeTracker]:
+    """Trackers on every backend (Valkey, Redis when configured, a cluster, fakeredis)."""
+    url = request.getfixturevalue("cluster_url") if backend == "cluster" else valkey_url
+    yield from _factory(backend, url)
 
 
 @pytest.fixture

@@ -321,6 +321,7 @@ def test_a_paused_batch_holds_its_children_until_resumed(tracker: Tracker) -> No
     assert tracker.track_get("c1").state is State.ENQUEUED
 
 
+@pytest.mark.rq
 def test_a_held_payload_child_is_handed_to_rq_when_its_batch_is_released(
     tracker: Tracker, rq_names: tuple[str, str]
 ) -> None:

@@ -643,6 +643,7 @@ def rq_queue(make_tracker: MakeTracker) -> Iterator[Callable[[Tracker], RQQueue]
         queue.cleanup()
 
 
+@pytest.mark.rq
 def test_a_payload_job_is_handed_to_rq_only_when_released(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -656,6 +657,7 @@ def test_a_payload_job_is_handed_to_rq_only_when_released(
     assert (job.func_name, job.args, job.origin) == ("os.path.join", ("a",), rq.name)
 
 
+@pytest.mark.rq
 def test_a_second_success_of_the_prerequisite_pushes_nothing_more(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -666,6 +668,7 @@ def test_a_second_success_of_the_prerequisite_pushes_nothing_more(
     assert rq.pushed() == [jid]
 
 
+@pytest.mark.rq
 def test_pausing_an_enqueued_payload_job_takes_it_out_of_rq_and_resume_puts_it_back_once(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -679,6 +682,7 @@ def test_pausing_an_enqueued_payload_job_takes_it_out_of_rq_and_resume_puts_it_b
     assert rq.pushed() == [jid]
 
 
+@pytest.mark.rq
 def test_a_paused_payload_job_released_meanwhile_is_pushed_once_on_resume(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -691,6 +695,7 @@ def test_a_paused_payload_job_released_meanwhile_is_pushed_once_on_resume(
     assert rq.pushed() == [jid]
 
 
+@pytest.mark.rq
 def test_cancelling_an_enqueued_payload_job_takes_it_out_of_rq(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -701,6 +706,7 @@ def test_cancelling_an_enqueued_payload_job_takes_it_out_of_rq(
     assert rq.pushed() == []
 
 
+@pytest.mark.rq
 def test_a_payload_job_killed_by_propagation_is_never_pushed(
     make_tracker: MakeTracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -713,6 +719,7 @@ def test_a_payload_job_killed_by_propagation_is_never_pushed(
     assert not rq.saved(jid)
 
 
+@pytest.mark.rq
 def test_a_released_job_gets_the_rq_job_hash_rq_itself_writes(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -753,6 +760,7 @@ def stored_by_0_1_0(tracker: Tracker, jid: str) -> None:
     client.rpush(key, *old)
 
 
+@pytest.mark.rq
 def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -767,6 +775,7 @@ def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
     assert rq.pushed() == []
 
 
+@pytest.mark.rq
 def test_a_payload_job_that_ends_leaves_no_hand_off_behind(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -784,6 +793,7 @@ def test_a_payload_job_that_ends_leaves_no_hand_off_behind(
         assert tracker.client.exists(keys.payload(jid), keys.staged(jid)) == 0
 
 
+@pytest.mark.rq
 def test_a_delayed_payload_job_is_pushed_when_promoted(
     make_tracker: MakeTracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:

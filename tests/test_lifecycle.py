@@ -19,6 +19,7 @@ def test_register_enqueues_a_job_with_no_prerequisites(tracker: Tracker) -> None
     assert track.percent is None and track.desc is None
 
 
+@pytest.mark.rq
 def test_register_with_the_same_body_again_is_a_no_op(tracker: Tracker) -> None:
     first = tracker.register("job-1", labels={"a": "1", "b": "2"}, payload={"func": "m.f"})
     again = tracker.register("job-1", labels={"b": "2", "a": "1"}, payload={"func": "m.f"})

@@ -144,8 +144,17 @@ def test_a_redis_url_with_a_malformed_port_is_refused() -> None:
 
 
 @pytest.mark.parametrize("raw", ["1", "true"])
-def test_cluster_mode_is_refused_for_now_with_a_clear_message(raw: str) -> None:
+def test_cluster_mode_takes_a_url_naming_a_node(raw: str) -> None:
+    settings = Settings.from_env(
+        {"TRACKER_REDIS_CLUSTER": raw, "TRACKER_REDIS_URL": "redis://c:6379"}
+    )
+    assert settings.redis_cluster
+
+
+@pytest.mark.parametrize("url", [None, "unix:///tmp/valkey.sock"])
+def test_cluster_mode_without_a_tcp_url_is_refused(url: str | None) -> None:
+    env = {"TRACKER_REDIS_CLUSTER": "1", **({"TRACKER_REDIS_URL": url} if url else {})}
     with pytest.raises(SettingsError) as refused:
-        Settings.from_env({"TRACKER_REDIS_CLUSTER": raw, "TRACKER_REDIS_URL": "redis://c:6379"})
+        Settings.from_env(env)
     assert refused.value.variable == "TRACKER_REDIS_CLUSTER"
-    assert "not supported" in refused.value.detail
+    assert "TRACKER_REDIS_URL" in refused.value.detail

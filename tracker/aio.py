@@ -8,9 +8,10 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, cast
 
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.exceptions
 
 from . import scripts
@@ -24,11 +25,19 @@ from .store import UNAVAILABLE
 T = TypeVar("T")
 
 
-def connect(url: str) -> redis.asyncio.Redis:
+def connect(url: str, cluster: bool = False) -> redis.asyncio.Redis:
+    """An asyncio client for ``url``; with ``cluster``, a Redis Cluster client."""
     # the connect timeout also bounds a disconnect (redis-py waits for the close under it)
-    return redis.asyncio.Redis.from_url(
-        url, decode_responses=False, health_check_interval=30, socket_connect_timeout=5
-    )
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "health_check_interval": 30,
+        "socket_connect_timeout": 5,
+    }
+    if cluster:
+        # typed as Redis: tracker calls only what both clients have
+        client = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+        return cast(redis.asyncio.Redis, client)
+    return redis.asyncio.Redis.from_url(url, **options)
 
 
 class AsyncTracker:
@@ -53,7 +62,8 @@ class AsyncTracker:
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncTracker:
-        return cls(connect(url), settings)
+        settings = settings or Settings()
+        return cls(connect(url, settings.redis_cluster), settings)
 
     async def close(self) -> None:
         await self.client.aclose()

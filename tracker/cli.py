@@ -120,6 +120,7 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
     from .worker import TrackedSimpleWorker, TrackedWorker
 
     with connected() as tracker:
+        _needs_one_server(tracker, "an RQ worker")
         kind = TrackedSimpleWorker if simple else TrackedWorker
         names = queues or ("default",)
         rq_queues = [rq.Queue(name, connection=tracker.client) for name in names]
@@ -131,12 +132,21 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
             maintenance.stop()
 
 
+def _needs_one_server(tracker: Tracker, what: str) -> None:
+    if tracker.settings.redis_cluster:
+        _fail(
+            f"TRACKER_REDIS_CLUSTER: {what} needs one Redis server: RQ does not run on a cluster",
+            EXIT_UNAVAILABLE,
+        )
+
+
 @main.command()
 def demo() -> None:
     """Run a small workflow with an in-process worker, showing live progress."""
     from . import demo as demo_module
 
     with connected() as tracker:
+        _needs_one_server(tracker, "the demo (an RQ workflow)")
         code = demo_module.run(tracker)
     sys.exit(code)
 

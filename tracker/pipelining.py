@@ -18,6 +18,9 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
+import redis.asyncio.cluster
+
+from .store import KEYLESS
 
 MAX_BATCH = 256
 
@@ -25,11 +28,16 @@ MAX_BATCH = 256
 class AutoPipeline:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
+        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._alone: frozenset[str] = KEYLESS if cluster else frozenset()
         self._queued: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
     def send(self, name: str, *args: Any) -> asyncio.Future[Any]:
         """Queue ``client.<name>(*args)``; the future holds its reply or its error."""
+        if name in self._alone:
+            alone: asyncio.Future[Any] = asyncio.ensure_future(getattr(self.client, name)(*args))
+            return alone
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         if not self._queued:

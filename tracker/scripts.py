@@ -92,11 +92,9 @@ class Library:
         return client.fcall(self.names[op], len(keys), *keys, *args)
 
     def load(self, client: Any) -> None:
-        try:
-            client.function_load(self.source)
-        except redis.exceptions.ResponseError as exc:
-            if "already exists" not in str(exc):
-                raise
+        # REPLACE: a process loading it meanwhile is no error, and on a cluster (loaded
+        # on every primary) a node that holds it does not stop the others from getting it
+        client.function_load(self.source, replace=True)
 
     async def acall(self, client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -108,11 +106,7 @@ class Library:
         return await client.fcall(self.names[op], len(keys), *keys, *args)
 
     async def aload(self, client: Any) -> None:
-        try:
-            await client.function_load(self.source)
-        except redis.exceptions.ResponseError as exc:
-            if "already exists" not in str(exc):
-                raise
+        await client.function_load(self.source, replace=True)
 
     async def aensure(self, client: Any) -> None:
         """Load the library unless the server already holds it."""

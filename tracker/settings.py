@@ -49,10 +49,11 @@ class Settings:
         if url is not None:
             _check_url(url)
         cluster = _flag(env, "TRACKER_REDIS_CLUSTER", False)
-        if cluster:
+        if cluster and (url is None or url.startswith("unix://")):
             raise SettingsError(
                 "TRACKER_REDIS_CLUSTER",
-                "cluster mode is not supported yet; point TRACKER_REDIS_URL at one primary",
+                "cluster mode needs TRACKER_REDIS_URL naming a node of the cluster "
+                "(redis:// or rediss://); the embedded server is not a cluster",
             )
         namespace = env.get("TRACKER_NAMESPACE", "tracker")
         try:

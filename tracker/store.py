@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar, Unpack, cast
 
 import redis
+import redis.cluster
 import redis.exceptions
 
 from . import scripts
@@ -22,12 +23,33 @@ UNAVAILABLE = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError,
 )
 
 
-def connect(url: str) -> redis.Redis:
-    """A blocking client for ``url`` with the options tracker relies on."""
-    return redis.Redis.from_url(url, decode_responses=False, health_check_interval=30)
+#: Commands that name no key: a cluster client refuses them in a pipeline, so a
+#: tracker on a cluster sends them alone.
+KEYLESS = frozenset({"time"})
+
+
+def connect(url: str, cluster: bool = False) -> redis.Redis:
+    """A blocking client for ``url`` with the options tracker relies on; with
+    ``cluster``, a Redis Cluster client that ``url`` names one node of."""
+    options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
+    if cluster:
+        # typed as Redis: tracker calls only what both clients have
+        return cast(redis.Redis, redis.cluster.RedisCluster.from_url(url, **options))
+    return redis.Redis.from_url(url, **options)
+
+
+def disconnect(client: redis.Redis) -> None:
+    """Close ``client`` and its connections. A cluster client's close leaves open the
+    pools of the nodes it built from a URL (redis-py 8): those are closed here."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        for node in client.get_nodes():
+            if node.redis_connection is not None:
+                node.redis_connection.connection_pool.disconnect()
+    client.close()
 
 
 class Tracker:
@@ -49,18 +71,22 @@ class Tracker:
         self.ops = Ops(self.settings, clock)
         self.keys = self.ops.keys
         self._library = scripts.Library()
+        cluster = isinstance(client, redis.cluster.RedisCluster)
+        self._alone: frozenset[str] = KEYLESS if cluster else frozenset()
 
     #: Where the client connects, when built by :meth:`from_url`.
     url: str | None = None
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> Tracker:
-        tracker = cls(connect(url), settings)
+        """A tracker on ``url``; a Redis Cluster one when ``settings.redis_cluster``."""
+        settings = settings or Settings()
+        tracker = cls(connect(url, settings.redis_cluster), settings)
         tracker.url = url
         return tracker
 
     def close(self) -> None:
-        self.client.close()
+        disconnect(self.client)
 
     def __enter__(self) -> Tracker:
         return self
@@ -78,15 +104,25 @@ class Tracker:
                     name, args = step.commands[0]
                     reply = [getattr(self.client, name)(*args)]
                 else:
-                    pipe = self.client.pipeline(transaction=False)
-                    for name, args in step.commands:
-                        getattr(pipe, name)(*args)
-                    reply = pipe.execute()
+                    reply = self._pipelined(step.commands)
                 step = plan.send(reply)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+    def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        alone = {
+            i: getattr(self.client, name)(*args)
+            for i, (name, args) in enumerate(commands)
+            if name in self._alone
+        }
+        pipe = self.client.pipeline(transaction=False)
+        for i, (name, args) in enumerate(commands):
+            if i not in alone:
+                getattr(pipe, name)(*args)
+        piped = iter(pipe.execute())
+        return [alone[i] if i in alone else next(piped) for i in range(len(commands))]
 
     # --- lifecycle -------------------------------------------------------------
 

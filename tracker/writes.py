@@ -34,6 +34,12 @@ RETRY_BACKOFF_MS = 1000
 class WritePlans(PlanBase):
     def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Plan[Registered]:
         reg = registration(jid, default_reserve_for=self.settings.reserve_for, **fields)
+        if reg.payload and self.settings.redis_cluster:
+            raise InvalidInput(
+                "payload",
+                "a Redis Cluster cannot hand jobs to RQ (its keys live in other slots than "
+                "the tracker's); register the job without a payload and enqueue it yourself",
+            )
         return self._register(reg)
 
     def _register(self, reg: Registration) -> Plan[Registered]:

@@ -306,7 +306,7 @@ def create_app(
         if target is None:
             embedded = EmbeddedValkey()
             target = await asyncio.to_thread(embedded.start)
-        tracker = AsyncTracker(connect_async(target), settings)
+        tracker = AsyncTracker(connect_async(target, settings.redis_cluster), settings)
         upkeep = Maintenance(Tracker.from_url(target, settings)) if maintenance else None
         app.state.tracker = tracker
         app.state.metrics = Metrics()

@@ -1,0 +1,101 @@
+"""Redis Cluster mode (SPEC section 9, ``TRACKER_REDIS_CLUSTER=1``) on a three-node
+Valkey cluster. The store's contract tests run there too (the ``cluster`` backend of
+conftest.py); here are the entry points (asyncio client, HTTP API, CLI) and what a
+cluster refuses: payloads and RQ workers, since RQ needs one server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis.cluster
+from click.testing import CliRunner
+from conftest import cleanup
+from starlette.testclient import TestClient
+from test_cli import SETTINGS
+
+from tracker import InvalidInput, Settings, State, Tracker
+from tracker.aio import AsyncTracker
+from tracker.cli import main
+from tracker.store import disconnect
+from tracker.web import create_app
+
+
+@pytest.fixture
+def settings(cluster_url: str) -> Iterator[Settings]:
+    namespace = "cl-" + uuid.uuid4().hex[:12]
+    yield Settings(redis_url=cluster_url, redis_cluster=True, namespace=namespace)
+    client: Any = redis.cluster.RedisCluster.from_url(cluster_url)
+    cleanup(client, namespace)
+    disconnect(client)
+
+
+@pytest.fixture
+def tracker(cluster_url: str, settings: Settings) -> Iterator[Tracker]:
+    with Tracker.from_url(cluster_url, settings) as made:
+        yield made
+
+
+def test_namespaces_spread_over_the_nodes_and_each_lives_in_one_slot(tracker: Tracker) -> None:
+    client = tracker.client
+    slots = {client.keyslot(key) for key in (*tracker.keys.shared, tracker.keys.job("a"))}
+    assert len(slots) == 1
+    owners = {client.get_node_from_key("{" + f"ns-{n}" + "}:ev").name for n in range(30)}
+    assert len(owners) == 3
+
+
+def test_a_payload_is_refused_and_nothing_is_written(tracker: Tracker) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        tracker.register("job-1", payload={"func": "os.getcwd"})
+    assert refused.value.field == "payload"
+    assert "RQ" in refused.value.detail
+    assert tracker.track_get("job-1").state is State.UNKNOWN
+
+
+def test_the_asyncio_client_pipelines_on_a_cluster(cluster_url: str, settings: Settings) -> None:
+    async def main() -> None:
+        async with AsyncTracker.from_url(cluster_url, settings) as tracker:
+            await asyncio.gather(*(tracker.register(f"j{n}", queue="q") for n in range(20)))
+            # TIME names no key: sent alone, while the rest leaves in one pipeline
+            ages, tracks = await asyncio.gather(
+                tracker.enqueued_ages(), tracker.track_get_many([f"j{n}" for n in range(20)])
+            )
+            assert set(ages) == {"q"}
+            assert {track.state for track in tracks} == {State.ENQUEUED}
+            events = await tracker.events("0", 100)
+            assert len(events) == 20
+
+    asyncio.run(main())
+
+
+def test_the_http_api_serves_a_cluster(cluster_url: str, settings: Settings) -> None:
+    with TestClient(create_app(settings)) as http:
+        assert http.get("/readyz").status_code == 200
+        assert http.put("/jobs/j1", json={"queue": "mail"}).status_code == 201
+        assert http.post("/jobs/j1/start").json()["state"] == "working"
+        assert http.post("/jobs/j1/track", json={"percent": 40}).json()["percent"] == 40
+        assert http.get("/stats").json()["states"] == {"working": 1}
+        assert 'tracker_jobs{queue="mail",state="working"} 1.0' in http.get("/metrics").text
+        refused = http.put("/jobs/j2", json={"payload": {"func": "os.getcwd"}})
+        assert (refused.status_code, refused.json()["field"]) == (400, "payload")
+
+
+def test_the_cli_reads_a_cluster_and_refuses_to_run_rq_workers(
+    cluster_url: str, settings: Settings, tracker: Tracker
+) -> None:
+    tracker.register("job-1")
+    env: dict[str, str | None] = dict.fromkeys(SETTINGS)
+    env |= {
+        "TRACKER_REDIS_URL": cluster_url,
+        "TRACKER_REDIS_CLUSTER": "1",
+        "TRACKER_NAMESPACE": settings.namespace,
+    }
+    got = CliRunner().invoke(main, ["get", "job-1"], env=env)
+    assert (got.exit_code, json.loads(got.stdout)["state"]) == (0, "enqueued")
+    worker = CliRunner().invoke(main, ["worker", "--burst"], env=env)
+    assert worker.exit_code == 4
+    assert "TRACKER_REDIS_CLUSTER" in worker.stderr and "RQ" in worker.stderr

@@ -48,6 +48,34 @@ def test_namespaces_spread_over_the_nodes_and_each_lives_in_one_slot(tracker: Tr
     assert len(owners) == 3
 
 
+def _getkeys_calls(tracker: Tracker) -> int:
+    """COMMAND GETKEYS calls on every node: how a cluster client learns a command's keys
+    when it cannot read them off the arguments, one more round trip each."""
+    calls = 0
+    for node in tracker.client.get_nodes():
+        stats = node.redis_connection.info("commandstats")
+        calls += int(stats.get("cmdstat_command|getkeys", {}).get("calls", 0))
+    return calls
+
+
+def test_a_track_set_is_one_round_trip_on_a_cluster_too(
+    cluster_url: str, settings: Settings, tracker: Tracker
+) -> None:
+    tracker.register("j1")
+    tracker.start("j1")
+    before = _getkeys_calls(tracker)
+    for percent in range(10):
+        tracker.track_set("j1", percent=percent)
+
+    async def main() -> None:  # the asyncio client, whose pipelines route each command
+        async with AsyncTracker.from_url(cluster_url, settings) as client:
+            await asyncio.gather(*(client.track_set("j1", percent=p) for p in range(10)))
+
+    asyncio.run(main())
+    assert _getkeys_calls(tracker) == before
+    assert tracker.track_get("j1").percent == 9
+
+
 def test_a_payload_is_refused_and_nothing_is_written(tracker: Tracker) -> None:
     with pytest.raises(InvalidInput) as refused:
         tracker.register("job-1", payload={"func": "os.getcwd"})

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack, cast
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.exceptions
+from redis.crc import key_slot
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
@@ -20,9 +21,20 @@ from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Event, Ops, Page, Plan, Registered, Related, Stats
 from .pipelining import AutoPipeline
 from .settings import Settings
-from .store import UNAVAILABLE
+from .store import FCALLS, UNAVAILABLE
 
 T = TypeVar("T")
+
+
+class ClusterClient(redis.asyncio.cluster.RedisCluster):
+    """The asyncio twin of :class:`tracker.store.ClusterClient` (its pipelines ask
+    the client for each command's slot too)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command.upper() in FCALLS and len(args) > 2 and int(args[1]) > 0:
+            key = args[2]
+            return key_slot(key if isinstance(key, bytes) else str(key).encode())
+        return await super()._determine_slot(command, *args)
 
 
 def connect(url: str, cluster: bool = False) -> redis.asyncio.Redis:
@@ -35,7 +47,7 @@ def connect(url: str, cluster: bool = False) -> redis.asyncio.Redis:
     }
     if cluster:
         # typed as Redis: tracker calls only what both clients have
-        client = redis.asyncio.cluster.RedisCluster.from_url(url, **options)
+        client = ClusterClient.from_url(url, **options)
         return cast(redis.asyncio.Redis, client)
     return redis.asyncio.Redis.from_url(url, **options)
 

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, Unpack, cast
 import redis
 import redis.cluster
 import redis.exceptions
+from redis.crc import key_slot
 
 from . import scripts
 from .errors import StoreUnavailable, TrackerError
@@ -32,13 +33,28 @@ UNAVAILABLE = (
 KEYLESS = frozenset({"time"})
 
 
+class ClusterClient(redis.cluster.RedisCluster):
+    """redis-py's cluster client, reading the slot of an FCALL off its first key, as it
+    does for EVAL, rather than asking the server (COMMAND GETKEYS, twice per call). A
+    tracker call's keys share one slot; the server refuses any that do not."""
+
+    def determine_slot(self, *args: Any) -> int | None:
+        if str(args[0]).upper() in FCALLS and len(args) > 3 and int(args[2]) > 0:
+            key = args[3]
+            return key_slot(key if isinstance(key, bytes) else str(key).encode())
+        return super().determine_slot(*args)
+
+
+FCALLS = frozenset({"FCALL", "FCALL_RO"})
+
+
 def connect(url: str, cluster: bool = False) -> redis.Redis:
     """A blocking client for ``url`` with the options tracker relies on; with
     ``cluster``, a Redis Cluster client that ``url`` names one node of."""
     options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
     if cluster:
         # typed as Redis: tracker calls only what both clients have
-        return cast(redis.Redis, redis.cluster.RedisCluster.from_url(url, **options))
+        return cast(redis.Redis, ClusterClient.from_url(url, **options))
     return redis.Redis.from_url(url, **options)
 
 

@@ -33,7 +33,7 @@ from . import schema
 from .auth import TokenAuth
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Endpoint, document
-from .problems import HANDLERS
+from .problems import HANDLERS, EncodedSlashGuard
 from .schema import read_body
 from .sse import KEEPALIVE, EventHub, EventStreamResponse, parse_id
 
@@ -333,7 +333,10 @@ def create_app(
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(TokenAuth, settings.api_token, settings.read_token)],
+        middleware=[
+            Middleware(TokenAuth, settings.api_token, settings.read_token),
+            Middleware(EncodedSlashGuard),
+        ],
         exception_handlers=HANDLERS,
         lifespan=lifespan,
     )

@@ -15,9 +15,9 @@ from urllib.parse import unquote
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TrackerError
-from ..model import check_name
 
 log = logging.getLogger("tracker.web")
 
@@ -101,20 +101,30 @@ async def http_problem(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def http_exception(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own refusals (no such route, method not allowed). A jid with an
-    encoded ``/`` (``/jobs/a%2Fb``) matches no route, since the router reads the path
-    decoded: it is refused as the invalid jid it is."""
+    """Starlette's own refusals (no such route, method not allowed)."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        raw_path: bytes = request.scope.get("raw_path") or b""
-        if raw_path.startswith(b"/jobs/"):
-            segment = raw_path[len(b"/jobs/") :].split(b"/", 1)[0]
-            if b"%2f" in segment.lower():
-                try:
-                    check_name("jid", unquote(segment.decode("latin-1")))
-                except InvalidInput as refused:  # raised here, no other handler sees it
-                    return await invalid_input(request, refused)
     return problem(exc.status_code, exc.detail, headers=exc.headers)
+
+
+class EncodedSlashGuard:
+    """Refuses a jid with an encoded ``/`` (``/jobs/a%2Fcancel``) before routing: the
+    router reads the path decoded, so it would take it for another path (there, POST
+    /jobs/a/cancel) instead of the invalid jid it is (SPEC section 2)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw_path: bytes = (scope.get("raw_path") or b"") if scope["type"] == "http" else b""
+        if raw_path.startswith(b"/jobs/"):
+            segment = raw_path[len(b"/jobs/") :].split(b"/", 1)[0].split(b"?", 1)[0]
+            if b"%2f" in segment.lower():
+                jid = unquote(segment.decode("latin-1"))
+                refused = InvalidInput("jid", f"must not contain '/', got {jid[:64]!r}")
+                response = problem(400, str(refused), field=refused.field)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 async def server_error(request: Request, exc: Exception) -> JSONResponse:

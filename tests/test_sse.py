@@ -273,6 +273,22 @@ def test_an_event_this_version_cannot_read_is_skipped(server: Server, store: Tra
     assert (track["jid"], track["state"]) == ("j1", "working")
 
 
+def test_a_track_set_of_a_job_this_version_cannot_read_passes_as_it_is(
+    server: Server, store: Tracker
+) -> None:
+    store.register("j1")
+    with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        track_set = {"s": "working", "q": "default", "u": "1", "p": "5"}
+        store.client.xadd(store.keys.events, {"jid": "bad jid", **track_set})
+        store.client.hset(store.keys.job("zz"), mapping={"s": "sleeping", "Q": "0"})
+        store.client.xadd(store.keys.events, {"jid": "zz", **track_set})
+        store.start("j1")
+        jids = [track_of(next(events))["jid"] for _ in range(3)]
+    assert jids == ["bad jid", "zz", "j1"]  # the hub read on, and did not stop
+
+
 def test_an_idle_stream_gets_keep_alive_comments(server: Server) -> None:
     with httpx.stream("GET", f"{server.url}/events", timeout=10) as response:
         lines = response.iter_lines()

@@ -34,7 +34,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..aio import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
-from ..model import State, Track
+from ..model import State, Track, check_name
 from ..plans import Event
 from .metrics import Metrics
 
@@ -160,8 +160,13 @@ class EventHub:
                 # a half-open connection would block forever: the read has a deadline
                 async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
                     events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
-                for track in await self._whole_tracks(self._tracks, events, self._listened):
-                    self.remember(track)
+                if self.subscribers:
+                    # every job's, not only those listened for now: one who subscribes
+                    # during this read must get whole tracks too (with no subscriber
+                    # nothing is read, so no one can subscribe before the publishing)
+                    async with asyncio.timeout(READ_GRACE):
+                        for track in await self._whole_tracks(self._tracks, events):
+                            self.remember(track)
                 for event in events:
                     after = event.id
                     self.publish(event)
@@ -254,8 +259,7 @@ class EventHub:
                 seen = parse_id(after)
                 while True:
                     missed = await self.tracker.events(after, READ_COUNT)
-                    wanted = lambda event: accepts(event.track.to_dict())  # noqa: E731
-                    for track in await self._whole_tracks(replayed, missed, wanted):
+                    for track in await self._whole_tracks(replayed, missed, accepts):
                         replayed[track.jid] = track
                     for event in missed:
                         after = event.id
@@ -295,27 +299,36 @@ class EventHub:
                     yield b"".join(frames)
 
     async def _whole_tracks(
-        self, known: Mapping[str, Track], events: Sequence[Event], wanted: Callable[[Event], bool]
+        self, known: Mapping[str, Track], events: Sequence[Event], accepts: Filter | None = None
     ) -> list[Track]:
-        """The tracks now of the jobs whose first event in ``events`` is a TRACK SET that
-        ``wanted`` takes and of which ``known`` holds no whole track: one round trip for
-        them all. What a TRACK SET does not carry changes only with a change of state,
-        whose event is whole: so it is as it is now, unless the job changed state since."""
+        """The tracks now of the jobs whose first event in ``events`` is a TRACK SET (that
+        ``accepts`` takes) and of which ``known`` holds no whole track: one round trip
+        for them all. What a TRACK SET does not carry changes only with a change of
+        state, whose event is whole: so it is as it is now, unless the job changed state
+        since. Best effort: what this version cannot read stays as the event has it."""
         settled: set[str] = set()
         jids: list[str] = []
         for event in events:
             jid = event.track.jid
-            if jid not in settled and jid not in known:
-                settled.add(jid)
-                if not event.change and wanted(event):
-                    jids.append(jid)
+            if jid in settled or jid in known:
+                continue
+            settled.add(jid)
+            if event.change or (accepts is not None and not accepts(event.track.to_dict())):
+                continue
+            try:
+                jids.append(check_name("jid", jid))
+            except InvalidInput:
+                continue  # written by something else: no track to read
         if not jids:
             return []
-        tracks = await self.tracker.track_get_many(jids)
+        try:
+            tracks = await self.tracker.track_get_many(jids)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:  # e.g. a hash another version wrote: never stop the hub
+            log.warning("could not read the tracks of %d jobs: %s", len(jids), exc)
+            return []
         return [track for track in tracks if track.state is not State.UNKNOWN]
-
-    def _listened(self, event: Event) -> bool:
-        return bool(self._broad) or event.track.jid in self._by_jid
 
 
 def overlaid(tracks: Mapping[str, Track], event: Event) -> Track:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -100,6 +101,24 @@ def test_the_asyncio_client_pipelines_on_a_cluster(cluster_url: str, settings: S
     asyncio.run(main())
 
 
+def test_readiness_loads_the_library_into_every_primary_that_lost_it(
+    cluster_url: str, settings: Settings, tracker: Tracker
+) -> None:
+    for node in tracker.client.get_nodes():
+        node.redis_connection.function_flush()
+
+    async def main() -> bool:
+        # without automatic pipelining, as the event hub reads: TIME still goes alone
+        async with AsyncTracker.from_url(cluster_url, settings) as client:
+            plain = AsyncTracker(client.client, settings, pipelining=False)
+            assert await plain.enqueued_ages() == {}
+            return await client.ready()
+
+    assert asyncio.run(main())
+    for node in tracker.client.get_nodes():
+        assert node.redis_connection.function_list(), node.name
+
+
 def test_the_http_api_serves_a_cluster(cluster_url: str, settings: Settings) -> None:
     with TestClient(create_app(settings)) as http:
         assert http.get("/readyz").status_code == 200
@@ -127,3 +146,14 @@ def test_the_cli_reads_a_cluster_and_refuses_to_run_rq_workers(
     worker = CliRunner().invoke(main, ["worker", "--burst"], env=env)
     assert worker.exit_code == 4
     assert "TRACKER_REDIS_CLUSTER" in worker.stderr and "RQ" in worker.stderr
+
+
+def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash() -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{probe.getsockname()[1]}"
+    env: dict[str, str | None] = dict.fromkeys(SETTINGS)
+    env |= {"TRACKER_REDIS_URL": url, "TRACKER_REDIS_CLUSTER": "1"}
+    got = CliRunner().invoke(main, ["get", "job-1"], env=env)
+    assert got.exit_code == 4
+    assert "did not answer" in got.stderr

@@ -62,6 +62,8 @@ def test_from_env_without_a_mapping_reads_the_process_environment(
         ("TRACKER_PROPAGATE_FAILURES", "0", "propagate_failures", False),
         ("TRACKER_CANCEL_GRACE", "0.5", "cancel_grace", 0.5),
         ("TRACKER_CANCEL_GRACE", "0", "cancel_grace", 0.0),
+        ("TRACKER_CANCEL_GRACE", ".5", "cancel_grace", 0.5),
+        ("TRACKER_CANCEL_GRACE", "5.", "cancel_grace", 5.0),
         ("TRACKER_API_TOKEN", "s3cret", "api_token", "s3cret"),
         ("TRACKER_API_TOKEN", "", "api_token", None),
         ("TRACKER_READ_TOKEN", "r3ad", "read_token", "r3ad"),
@@ -149,6 +151,13 @@ def test_cluster_mode_takes_a_url_naming_a_node(raw: str) -> None:
         {"TRACKER_REDIS_CLUSTER": raw, "TRACKER_REDIS_URL": "redis://c:6379"}
     )
     assert settings.redis_cluster
+
+
+def test_cluster_mode_with_a_database_in_the_url_is_refused() -> None:
+    for url in ["redis://c:6379/9", "redis://c:6379?db=2"]:
+        with pytest.raises(SettingsError) as refused:
+            Settings.from_env({"TRACKER_REDIS_CLUSTER": "1", "TRACKER_REDIS_URL": url})
+        assert refused.value.variable == "TRACKER_REDIS_URL"
 
 
 @pytest.mark.parametrize("url", [None, "unix:///tmp/valkey.sock"])

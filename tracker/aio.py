@@ -11,30 +11,18 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, Unpack, cast
 
 import redis.asyncio
-import redis.asyncio.cluster
 import redis.exceptions
-from redis.crc import key_slot
 
 from . import scripts
+from .cluster import AsyncClusterClient, keyless
 from .errors import StoreUnavailable, TrackerError
 from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Event, Ops, Page, Plan, Registered, Related, Stats
 from .pipelining import AutoPipeline
 from .settings import Settings
-from .store import FCALLS, UNAVAILABLE
+from .store import UNAVAILABLE
 
 T = TypeVar("T")
-
-
-class ClusterClient(redis.asyncio.cluster.RedisCluster):
-    """The asyncio twin of :class:`tracker.store.ClusterClient` (its pipelines ask
-    the client for each command's slot too)."""
-
-    async def _determine_slot(self, command: str, *args: Any) -> int:
-        if command.upper() in FCALLS and len(args) > 2 and int(args[1]) > 0:
-            key = args[2]
-            return key_slot(key if isinstance(key, bytes) else str(key).encode())
-        return await super()._determine_slot(command, *args)
 
 
 def connect(url: str, cluster: bool = False) -> redis.asyncio.Redis:
@@ -47,7 +35,7 @@ def connect(url: str, cluster: bool = False) -> redis.asyncio.Redis:
     }
     if cluster:
         # typed as Redis: tracker calls only what both clients have
-        client = ClusterClient.from_url(url, **options)
+        client = AsyncClusterClient.from_url(url, **options)
         return cast(redis.asyncio.Redis, client)
     return redis.asyncio.Redis.from_url(url, **options)
 
@@ -104,15 +92,27 @@ class AsyncTracker:
                     name, args = step.commands[0]
                     reply = [await getattr(self.client, name)(*args)]
                 else:
-                    async with self.client.pipeline(transaction=False) as pipe:
-                        for name, args in step.commands:
-                            getattr(pipe, name)(*args)
-                        reply = await pipe.execute()
+                    reply = await self._pipelined(step.commands)
                 step = plan.send(reply)
         except StopIteration as done:
             return done.value  # type: ignore[no-any-return]
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"Redis did not answer: {exc}") from exc
+
+    async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
+        """Without automatic pipelining: one pipeline, and what it may not hold alone."""
+        alone = keyless(self.client)
+        replies = {
+            i: await getattr(self.client, name)(*args)
+            for i, (name, args) in enumerate(commands)
+            if name in alone
+        }
+        async with self.client.pipeline(transaction=False) as pipe:
+            for i, (name, args) in enumerate(commands):
+                if i not in replies:
+                    getattr(pipe, name)(*args)
+            piped = iter(await pipe.execute())
+        return [replies[i] if i in replies else next(piped) for i in range(len(commands))]
 
     async def _call(self, call: Call) -> Any:
         if self._pipeline is None:

@@ -18,9 +18,8 @@ import asyncio
 from typing import Any
 
 import redis.asyncio
-import redis.asyncio.cluster
 
-from .store import KEYLESS
+from .cluster import keyless
 
 MAX_BATCH = 256
 
@@ -28,8 +27,7 @@ MAX_BATCH = 256
 class AutoPipeline:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
-        cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
-        self._alone: frozenset[str] = KEYLESS if cluster else frozenset()
+        self._alone = keyless(client)
         self._queued: list[tuple[str, tuple[Any, ...], asyncio.Future[Any]]] = []
         self._sending: set[asyncio.Task[None]] = set()
 

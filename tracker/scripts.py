@@ -24,6 +24,7 @@ from typing import Any
 
 import redis.exceptions
 
+from .cluster import is_cluster
 from .errors import Conflict, InvalidInput, NotFound
 from .times import format_time
 
@@ -92,9 +93,11 @@ class Library:
         return client.fcall(self.names[op], len(keys), *keys, *args)
 
     def load(self, client: Any) -> None:
-        # REPLACE: a process loading it meanwhile is no error, and on a cluster (loaded
-        # on every primary) a node that holds it does not stop the others from getting it
-        client.function_load(self.source, replace=True)
+        try:
+            client.function_load(self.source, replace=is_cluster(client))
+        except redis.exceptions.ResponseError as exc:
+            if "already exists" not in str(exc):  # another process loaded it meanwhile
+                raise
 
     async def acall(self, client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -106,11 +109,21 @@ class Library:
         return await client.fcall(self.names[op], len(keys), *keys, *args)
 
     async def aload(self, client: Any) -> None:
-        await client.function_load(self.source, replace=True)
+        # on a cluster, loaded on every primary: REPLACE, so that one that holds it does
+        # not stop the others from getting it (it costs a compile: a single server,
+        # where a herd of callers may find it missing at once, is not asked to)
+        try:
+            await client.function_load(self.source, replace=is_cluster(client))
+        except redis.exceptions.ResponseError as exc:
+            if "already exists" not in str(exc):
+                raise
 
     async def aensure(self, client: Any) -> None:
         """Load the library unless the server already holds it."""
-        if not await client.function_list(library=f"tracker_{self.version}"):
+        found = await client.function_list(library=f"tracker_{self.version}")
+        if isinstance(found, dict):  # a cluster's answer: one list per primary
+            found = all(found.values())
+        if not found:
             await self.aload(client)
 
 

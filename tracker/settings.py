@@ -6,6 +6,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import parse_qs, urlsplit
 
 import redis
 
@@ -16,7 +17,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 _URL_SCHEMES = ("redis://", "rediss://", "unix://")
 _WHOLE = re.compile(r"[0-9]+")  # ASCII digits only: int() also takes "1_000" and "١٢"
-_DECIMAL = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DECIMAL = re.compile(r"[0-9]+\.?[0-9]*|\.[0-9]+")
 TEN_YEARS = 10 * 365 * 24 * 3600
 DEFAULT_TTL = 1800
 DEFAULT_PENDING_TTL = 7 * 24 * 3600
@@ -55,6 +56,10 @@ class Settings:
                 "cluster mode needs TRACKER_REDIS_URL naming a node of the cluster "
                 "(redis:// or rediss://); the embedded server is not a cluster",
             )
+        if cluster and url is not None and _database(url) not in ("", "0"):
+            raise SettingsError(
+                "TRACKER_REDIS_URL", "a Redis Cluster has database 0 only: drop the /<db>"
+            )
         namespace = env.get("TRACKER_NAMESPACE", "tracker")
         try:
             check_name("namespace", namespace)
@@ -86,6 +91,12 @@ def _check_url(url: str) -> None:
         redis.ConnectionPool.from_url(url)  # parses every part; connects to nothing
     except (ValueError, TypeError) as exc:
         raise SettingsError("TRACKER_REDIS_URL", str(exc)) from None
+
+
+def _database(url: str) -> str:
+    """The database a URL names (``/9`` or ``?db=9``), "" when none."""
+    parts = urlsplit(url)
+    return parse_qs(parts.query).get("db", [parts.path.strip("/")])[0]
 
 
 def _flag(env: Mapping[str, str], name: str, default: bool) -> bool:

@@ -7,11 +7,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, Unpack, cast
 
 import redis
-import redis.cluster
 import redis.exceptions
-from redis.crc import key_slot
 
 from . import scripts
+from .cluster import ClusterClient, close_nodes, keyless
 from .errors import StoreUnavailable, TrackerError
 from .model import RegisterFields, State, Track, TrackUpdate, func_name
 from .ops import Call, Ops, Page, Plan, Registered, Stats
@@ -25,46 +24,26 @@ UNAVAILABLE = (
     redis.exceptions.TimeoutError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.ClusterDownError,
+    redis.exceptions.RedisClusterException,  # e.g. no node of the cluster answers
 )
-
-
-#: Commands that name no key: a cluster client refuses them in a pipeline, so a
-#: tracker on a cluster sends them alone.
-KEYLESS = frozenset({"time"})
-
-
-class ClusterClient(redis.cluster.RedisCluster):
-    """redis-py's cluster client, reading the slot of an FCALL off its first key, as it
-    does for EVAL, rather than asking the server (COMMAND GETKEYS, twice per call). A
-    tracker call's keys share one slot; the server refuses any that do not."""
-
-    def determine_slot(self, *args: Any) -> int | None:
-        if str(args[0]).upper() in FCALLS and len(args) > 3 and int(args[2]) > 0:
-            key = args[3]
-            return key_slot(key if isinstance(key, bytes) else str(key).encode())
-        return super().determine_slot(*args)
-
-
-FCALLS = frozenset({"FCALL", "FCALL_RO"})
 
 
 def connect(url: str, cluster: bool = False) -> redis.Redis:
     """A blocking client for ``url`` with the options tracker relies on; with
     ``cluster``, a Redis Cluster client that ``url`` names one node of."""
     options: dict[str, Any] = {"decode_responses": False, "health_check_interval": 30}
-    if cluster:
-        # typed as Redis: tracker calls only what both clients have
-        return cast(redis.Redis, ClusterClient.from_url(url, **options))
-    return redis.Redis.from_url(url, **options)
+    if not cluster:
+        return redis.Redis.from_url(url, **options)
+    try:  # this client asks a node for the cluster's layout at once
+        client = ClusterClient.from_url(url, **options)
+    except UNAVAILABLE as exc:
+        raise StoreUnavailable(f"the Redis Cluster did not answer: {exc}") from exc
+    return cast(redis.Redis, client)  # typed as Redis: tracker calls what both have
 
 
 def disconnect(client: redis.Redis) -> None:
-    """Close ``client`` and its connections. A cluster client's close leaves open the
-    pools of the nodes it built from a URL (redis-py 8): those are closed here."""
-    if isinstance(client, redis.cluster.RedisCluster):
-        for node in client.get_nodes():
-            if node.redis_connection is not None:
-                node.redis_connection.connection_pool.disconnect()
+    """Close ``client`` and its connections (a cluster client's nodes' too)."""
+    close_nodes(client)
     client.close()
 
 
@@ -87,8 +66,7 @@ class Tracker:
         self.ops = Ops(self.settings, clock)
         self.keys = self.ops.keys
         self._library = scripts.Library()
-        cluster = isinstance(client, redis.cluster.RedisCluster)
-        self._alone: frozenset[str] = KEYLESS if cluster else frozenset()
+        self._alone = keyless(client)
 
     #: Where the client connects, when built by :meth:`from_url`.
     url: str | None = None

@@ -230,7 +230,7 @@ def ls(
                 track.queue or "",
                 "" if track.percent is None else f"{track.percent}%",
                 f"{max(age, 0):.0f}s ago",
-                _printable(track.desc or "")[:40],
+                _printable((track.desc or "")[:40]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]

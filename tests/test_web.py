@@ -374,6 +374,43 @@ def test_related_names_prerequisites_and_children_with_states(
     problem(http.get("/jobs/ghost/related"), 404)
 
 
+def test_related_still_names_the_dependents_a_success_released(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("p1")
+    store.register("b1", batch=True)
+    many = [f"d{n:03d}" for n in range(150)]  # more than one call releases: a fan-out
+    for jid in many:
+        store.register(jid, prerequisites=["p1"], parent="b1")
+    store.start("p1")
+    store.success("p1")
+    released = http.get("/jobs/p1/related?token=").json()["dependents"]
+    assert len(released) == 100  # at most `limit` of them
+    assert {d["state"] for d in released} == {"enqueued"}
+    assert {d["jid"] for d in released} <= set(many)
+    store.register("late-d", prerequisites=["p3"])  # waits for p3 before p3 is registered
+    store.register("p3")
+    store.success("p3")
+    assert http.get("/jobs/p3/related").json()["dependents"] == [
+        {"jid": "late-d", "state": "enqueued"}
+    ]
+    store.register("p2")
+    store.register("waits", prerequisites=["p2"])
+    store.cancel("p2")  # without propagation the dependent stays, waiting
+    assert http.get("/jobs/p2/related").json()["dependents"] == [
+        {"jid": "waits", "state": "waiting"}
+    ]
+
+
+def test_related_still_names_the_dependents_a_death_killed(real_url: str, namespace: str) -> None:
+    with _app(real_url, namespace, propagate_failures=True) as http:
+        http.put("/jobs/p1", json={"max_attempts": 1})
+        http.put("/jobs/d1", json={"prerequisites": ["p1"]})
+        http.post("/jobs/p1/start")
+        assert http.post("/jobs/p1/fail", json={"error": "boom"}).json()["state"] == "dead"
+        assert http.get("/jobs/p1/related").json()["dependents"] == [{"jid": "d1", "state": "dead"}]
+
+
 # --- bad bodies ------------------------------------------------------------------
 
 BAD_BODIES: list[tuple[str, str, Any, dict[str, str], int, str]] = [

@@ -13,6 +13,8 @@ Key layout for namespace ``ns``::
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
     {ns}:lx               set     the label and children zsets in use, for the pruner
     {ns}:d:<jid>          set     job keys waiting for <jid> to succeed (its dependents)
+    {ns}:dr:<jid>         set     those its success released (or its death killed), kept
+                                  as long as its track, so its graph still shows them
     {ns}:g:<batch>        set     job keys of children held while their batch waits
     {ns}:o:<batch>        set     job keys of a batch's unfinished children
     {ns}:sched            zset    job keys released with a delay, by eligible_at (ms)
@@ -24,7 +26,8 @@ Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` crea
 first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
 separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
 prerequisites, ``pq`` their jids (newline separated), ``pp`` pending ones (a waiting
-batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``bb``
+batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``dr``
+the set of those released, ``bb``
 blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
 children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
 children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
@@ -117,6 +120,9 @@ class Keys:
 
     def dependents(self, jid: str) -> str:
         return self.prefix + "d:" + jid
+
+    def released(self, jid: str) -> str:
+        return self.prefix + "dr:" + jid
 
     def gate(self, batch: str) -> str:
         return self.prefix + "g:" + batch

@@ -153,17 +153,18 @@ class ReadPlans(PlanBase):
     def related(self, jid: str, limit: int = 100) -> Plan[Related]:
         """The jobs around one job, with their states, for the dashboard's graph.
 
-        Prerequisites are all it was registered with; dependents are those still
-        waiting for it (a success releases them and forgets them); children are a
-        batch's newest ``limit``. A job without a track is NotFound.
+        Prerequisites are all it was registered with; dependents are those waiting for
+        it and those its success released (or its death killed); children are a batch's
+        newest ``limit``. A job without a track is NotFound.
         """
         check_name("jid", jid)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         keys = self.keys
-        (own, dependents, children) = yield Read(
+        (own, waiting, released, children) = yield Read(
             [
                 ("hmget", (keys.job(jid), ["s", "pq"])),
                 ("srandmember", (keys.dependents(jid), limit)),
+                ("srandmember", (keys.released(jid), limit)),
                 ("zrevrange", (keys.children(jid), 0, limit - 1)),
             ]
         )
@@ -172,7 +173,7 @@ class ReadPlans(PlanBase):
             raise NotFound(jid)
         groups = {
             "prerequisites": [j for j in (prerequisites or b"").decode().split("\n") if j],
-            "dependents": sorted(keys.jid_of(k) for k in dependents),
+            "dependents": sorted({keys.jid_of(k) for k in [*waiting, *released]}),
             "children": [keys.jid_of(k) for k in children],
         }
         jids = [j for group in groups.values() for j in group[:limit]]

@@ -45,13 +45,14 @@ class WritePlans(PlanBase):
     def _register(self, reg: Registration) -> Plan[Registered]:
         keys = self.keys
         own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
-        own += [keys.open_children(reg.jid), keys.staged(reg.jid)]
+        own += [keys.open_children(reg.jid), keys.staged(reg.jid), keys.released(reg.jid)]
         if reg.parent is not None:
             parent = reg.parent
             own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]
             own.append(keys.children(parent))
         for prerequisite in reg.prerequisites:
             own += [keys.job(prerequisite), keys.dependents(prerequisite)]
+            own.append(keys.released(prerequisite))
         own += [keys.label(k, v) for k, v in reg.labels.items()]
         handoff = (
             rq_handoff(reg.jid, reg.queue, reg.payload, keys.staged(reg.jid))

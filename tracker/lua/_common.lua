@@ -134,7 +134,7 @@ local function load(key)
   if not h.Q then return nil end -- every track has a queue id, even mid-registration
   return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h.Q),
           reserve_until = tonumber(h.r), label_keys = h.lk, parent = h.P,
-          pending = tonumber(h.pp) or 0, dependents = h.dk, batch = h.B == '1',
+          pending = tonumber(h.pp) or 0, dependents = h.dk, released = h.dr, batch = h.B == '1',
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}

@@ -17,8 +17,12 @@
 --   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
 
-local function add_work(kind, set_key, root, reason)
-  if set_key then WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0', int(NOW)} end
+-- A task: {kind, set key, root, reason, SSCAN cursor, since, kept}; `kept`, the set
+-- that keeps what a release or kill popped (see keys.py: dr), may be absent.
+local function add_work(kind, set_key, root, reason, kept)
+  if set_key then
+    WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0', int(NOW), kept or ''}
+  end
 end
 
 -- The queue hand-off, as registration stored it (see dispatch.py): one list element
@@ -193,7 +197,7 @@ settle = function(job, old_state)
   if job.staged then redis.call('DEL', job.payload, job.staged)
   elseif job.payload then redis.call('DEL', job.payload) end
   if state == 'success' then
-    add_work('release', job.dependents)
+    add_work('release', job.dependents, nil, nil, job.released)
   else
     for _, set_key in ipairs(split_lines(job.prerequisite_sets)) do
       redis.call('SREM', set_key, job.key)
@@ -201,7 +205,8 @@ settle = function(job, old_state)
     local root = job.jid
     if state == 'dead' then root = root_of(job) end
     local kind = PROPAGATE and 'kill' or 'mark'
-    add_work(kind, job.dependents, root, 'prerequisite ' .. job.jid .. ' is ' .. state)
+    add_work(kind, job.dependents, root, 'prerequisite ' .. job.jid .. ' is ' .. state,
+      job.released)
     if job.batch and state == 'cancelled' then
       add_work('cancel', job.open_children)
     elseif job.batch then
@@ -281,6 +286,10 @@ local function work()
         local want = math.min(math.ceil((BUDGET - SPENT) / RELEASE_COST), cap - handled)
         if want <= 0 then break end
         local members = redis.call('SPOP', set_key, want)
+        if task[7] and task[7] ~= '' and #members > 0 then -- kept while its track lives
+          redis.call('SADD', task[7], unpack(members))
+          redis.call('PEXPIRE', task[7], int(TTL))
+        end
         -- fewer than asked for: the set is gone (nothing here adds to a set being consumed)
         left = #members >= want
         handled = handled + #members

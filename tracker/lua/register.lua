@@ -2,8 +2,10 @@
 -- waiting parent batch); otherwise it is released at once.
 -- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
 -- KEYS[18] its gate set  KEYS[19] its open-children set  KEYS[20] its staged RQ job hash
+-- KEYS[21] its released-dependents set
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
--- then per prerequisite: its hash and its dependents set; then the job's label zsets.
+-- then per prerequisite: its hash, dependents set and released-dependents set; then the
+-- job's label zsets.
 -- ARGV[9] jid  ARGV[10] queue  ARGV[11] fingerprint  ARGV[12] reserve_for (s)
 -- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
@@ -21,22 +23,23 @@ end
 
 local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
 local n_staged = tonumber(ARGV[21])
-local at = 21
+local at = 22
 local parent
 if has_parent then
-  parent = {key = KEYS[21], gate = KEYS[22], open = KEYS[23], children = KEYS[24]}
+  parent = {key = KEYS[22], gate = KEYS[23], open = KEYS[24], children = KEYS[25]}
   local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
   if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
-  at = 25
+  at = 26
 end
 local prereqs = {}
 for i = 1, n_prereqs do
-  prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], jid = ARGV[21 + i]}
-  at = at + 2
+  prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], released = KEYS[at + 2],
+                jid = ARGV[21 + i]}
+  at = at + 3
 end
 local label_keys = {}
 for i = at, #KEYS do label_keys[#label_keys + 1] = KEYS[i] end
@@ -118,7 +121,7 @@ for _, p in ipairs(prereqs) do
     waits_on[#waits_on + 1] = p.dependents
     redis.call('SADD', p.dependents, key)
     redis.call('PEXPIRE', p.dependents, int(PENDING_TTL))
-    if state then redis.call('HSET', p.key, 'dk', p.dependents) end
+    if state then redis.call('HSET', p.key, 'dk', p.dependents, 'dr', p.released) end
     if got[2] then blocked_by = got[2] end
   end
 end
@@ -144,7 +147,7 @@ if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
 if parent then append(fields, 'P', parent.key) end
 if held then append(fields, 'gh', 1) end
 if #waits_on > 0 then append(fields, 'pl', table.concat(waits_on, '\n')) end
-if redis.call('EXISTS', KEYS[17]) == 1 then append(fields, 'dk', KEYS[17]) end
+if redis.call('EXISTS', KEYS[17]) == 1 then append(fields, 'dk', KEYS[17], 'dr', KEYS[21]) end
 if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0, 'p', 0,
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end

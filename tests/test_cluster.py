@@ -148,12 +148,23 @@ def test_the_cli_reads_a_cluster_and_refuses_to_run_rq_workers(
     assert "TRACKER_REDIS_CLUSTER" in worker.stderr and "RQ" in worker.stderr
 
 
-def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash() -> None:
-    with socket.socket() as probe:  # a port nobody listens on
+def _nobody() -> str:
+    """The URL of a port nobody listens on."""
+    with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        url = f"redis://127.0.0.1:{probe.getsockname()[1]}"
+        return f"redis://127.0.0.1:{probe.getsockname()[1]}"
+
+
+def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash() -> None:
     env: dict[str, str | None] = dict.fromkeys(SETTINGS)
-    env |= {"TRACKER_REDIS_URL": url, "TRACKER_REDIS_CLUSTER": "1"}
+    env |= {"TRACKER_REDIS_URL": _nobody(), "TRACKER_REDIS_CLUSTER": "1"}
     got = CliRunner().invoke(main, ["get", "job-1"], env=env)
     assert got.exit_code == 4
     assert "did not answer" in got.stderr
+
+
+def test_the_api_starts_and_answers_503_while_the_cluster_does_not_answer() -> None:
+    settings = Settings(redis_url=_nobody(), redis_cluster=True, namespace="nobody")
+    with TestClient(create_app(settings)) as http:
+        assert (http.get("/livez").status_code, http.get("/readyz").status_code) == (200, 503)
+        assert http.get("/jobs/j1").status_code == 503

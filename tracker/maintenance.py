@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from .errors import StoreUnavailable
 from .store import Tracker
@@ -17,13 +18,31 @@ log = logging.getLogger("tracker.maintenance")
 
 
 class Maintenance:
-    """Runs :meth:`run_once` every ``interval`` seconds in a daemon thread."""
+    """Runs :meth:`run_once` every ``interval`` seconds in a daemon thread.
 
-    def __init__(self, tracker: Tracker, interval: float = 1.0) -> None:
-        self.tracker = tracker
+    ``tracker`` may be a function that makes one: it is called at the first round
+    (and again at the next while it raises StoreUnavailable), so a server starts
+    even when Redis does not answer yet; :meth:`close` closes what it made.
+    """
+
+    def __init__(self, tracker: Tracker | Callable[[], Tracker], interval: float = 1.0) -> None:
+        self._make = None if isinstance(tracker, Tracker) else tracker
+        self._tracker = tracker if isinstance(tracker, Tracker) else None
         self.interval = interval
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    @property
+    def tracker(self) -> Tracker:
+        if self._tracker is None:
+            assert self._make is not None
+            self._tracker = self._make()
+        return self._tracker
+
+    def close(self) -> None:
+        """Close the tracker this made (one it was given stays its owner's)."""
+        if self._make is not None and self._tracker is not None:
+            self._tracker.close()
 
     def run_once(self, batch: int = 100) -> int:
         """Finish fan-outs, enqueue due delayed jobs, reap ended reservations and prune the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -307,7 +308,13 @@ def create_app(
             embedded = EmbeddedValkey()
             target = await asyncio.to_thread(embedded.start)
         tracker = AsyncTracker(connect_async(target, settings.redis_cluster), settings)
-        upkeep = Maintenance(Tracker.from_url(target, settings)) if maintenance else None
+        # made by its thread: a cluster client connects when it is built, and the API
+        # must start (and answer 503) while Redis does not answer
+        upkeep = (
+            Maintenance(functools.partial(Tracker.from_url, target, settings))
+            if maintenance
+            else None
+        )
         app.state.tracker = tracker
         app.state.metrics = Metrics()
         # the hub blocks on XREAD: on the same connection pool, but never in a pipeline
@@ -322,7 +329,7 @@ def create_app(
             await app.state.hub.stop()
             if upkeep is not None:
                 await asyncio.to_thread(upkeep.stop)
-                upkeep.tracker.close()
+                upkeep.close()
             with contextlib.suppress(TimeoutError):  # a shutdown must end
                 async with asyncio.timeout(5):
                     await tracker.close()

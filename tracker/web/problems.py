@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TrackerError
+from ..model import check_name
 
 log = logging.getLogger("tracker.web")
 
@@ -119,11 +120,11 @@ class EncodedSlashGuard:
         if raw_path.startswith(b"/jobs/"):
             segment = raw_path[len(b"/jobs/") :].split(b"/", 1)[0].split(b"?", 1)[0]
             if b"%2f" in segment.lower():
-                jid = unquote(segment.decode("latin-1"))
-                refused = InvalidInput("jid", f"must not contain '/', got {jid[:64]!r}")
-                response = problem(400, str(refused), field=refused.field)
-                await response(scope, receive, send)
-                return
+                try:
+                    check_name("jid", unquote(segment.decode("latin-1")))
+                except InvalidInput as refused:  # it always is: "/" is no jid character
+                    await (await invalid_input(Request(scope), refused))(scope, receive, send)
+                    return
         await self.app(scope, receive, send)
 
 

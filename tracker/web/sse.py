@@ -110,13 +110,17 @@ class EventHub:
         self.tracker = tracker
         self.metrics = metrics
         self.keepalive = keepalive
-        self.subscribers: set[Subscriber] = set()
         self._broad: set[Subscriber] = set()  # those that may take any job's events
         self._by_jid: dict[str, set[Subscriber]] = {}  # those of one job
         self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
+
+    @property
+    def subscribers(self) -> list[Subscriber]:
+        """Every subscriber, broad or of one job."""
+        return [*self._broad, *(s for group in self._by_jid.values() for s in group)]
 
     async def start(self) -> None:
         """Start reading from the newest event now, so nothing written after this call
@@ -130,7 +134,7 @@ class EventHub:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(self.keepalive)
-            for subscriber in list(self.subscribers):
+            for subscriber in self.subscribers:
                 if subscriber.queue.empty() and not subscriber.closed:
                     subscriber.queue.put_nowait(KEEP_ALIVE)
 
@@ -148,7 +152,7 @@ class EventHub:
                 await asyncio.wait({self._task}, timeout=1.0)
             else:
                 log.warning("the event hub did not stop; leaving it")
-        for subscriber in list(self.subscribers):
+        for subscriber in self.subscribers:
             subscriber.close()
 
     async def _run(self, after: str | None) -> None:
@@ -160,7 +164,7 @@ class EventHub:
                 # a half-open connection would block forever: the read has a deadline
                 async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
                     events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
-                if self.subscribers:
+                if self._broad or self._by_jid:
                     # every job's, not only those listened for now: one who subscribes
                     # during this read must get whole tracks too (with no subscriber
                     # nothing is read, so no one can subscribe before the publishing)
@@ -213,11 +217,9 @@ class EventHub:
         subscriber = Subscriber(accepts)
         group = self._broad if jid is None else self._by_jid.setdefault(jid, set())
         group.add(subscriber)
-        self.subscribers.add(subscriber)
         try:
             yield subscriber
         finally:
-            self.subscribers.discard(subscriber)
             group.discard(subscriber)
             if jid is not None and not group:
                 self._by_jid.pop(jid, None)

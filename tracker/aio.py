@@ -59,6 +59,7 @@ class AsyncTracker:
         self.keys = self.ops.keys
         self._library = scripts.Library()
         self._pipeline = AutoPipeline(client) if pipelining else None
+        self._alone = keyless(client)
 
     @classmethod
     def from_url(cls, url: str, settings: Settings | None = None) -> AsyncTracker:
@@ -101,7 +102,7 @@ class AsyncTracker:
 
     async def _pipelined(self, commands: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
         """Without automatic pipelining: one pipeline, and what it may not hold alone."""
-        alone = keyless(self.client)
+        alone = self._alone
         replies = {
             i: await getattr(self.client, name)(*args)
             for i, (name, args) in enumerate(commands)
@@ -115,16 +116,8 @@ class AsyncTracker:
         return [replies[i] if i in replies else next(piped) for i in range(len(commands))]
 
     async def _call(self, call: Call) -> Any:
-        if self._pipeline is None:
-            return await self._library.acall(self.client, call.script, call.keys, call.args)
-        name = self._library.names[call.script]
-        try:
-            return await self._pipeline.send("fcall", name, len(call.keys), *call.keys, *call.args)
-        except redis.exceptions.ResponseError as exc:
-            if not scripts.missing_function(exc):
-                raise
-        await self._library.aload(self.client)
-        return await self._pipeline.send("fcall", name, len(call.keys), *call.keys, *call.args)
+        library = self._library
+        return await library.acall(self.client, call.script, call.keys, call.args, self._pipeline)
 
     async def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Registered:
         return await self._drive(self.ops.register(jid, **fields))

@@ -46,6 +46,9 @@ class AutoPipeline:
             self._flush()
         return future
 
+    def fcall(self, *args: Any) -> asyncio.Future[Any]:
+        return self.send("fcall", *args)
+
     def _flush(self) -> None:
         batch, self._queued = self._queued, []
         if not batch:

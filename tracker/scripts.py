@@ -99,14 +99,18 @@ class Library:
             if "already exists" not in str(exc):  # another process loaded it meanwhile
                 raise
 
-    async def acall(self, client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
+    async def acall(
+        self, client: Any, op: str, keys: list[str], args: list[Any], via: Any = None
+    ) -> Any:
+        """``via``: what sends the FCALL instead of ``client`` (an AutoPipeline)."""
+        sender = via or client
         try:
-            return await client.fcall(self.names[op], len(keys), *keys, *args)
+            return await sender.fcall(self.names[op], len(keys), *keys, *args)
         except redis.exceptions.ResponseError as exc:
             if not missing_function(exc):
                 raise
         await self.aload(client)
-        return await client.fcall(self.names[op], len(keys), *keys, *args)
+        return await sender.fcall(self.names[op], len(keys), *keys, *args)
 
     async def aload(self, client: Any) -> None:
         # on a cluster, loaded on every primary: REPLACE, so that one that holds it does

@@ -9,7 +9,8 @@
 -- every edge is followed exactly once, whoever runs the task and however often
 -- a process dies in between.
 --
--- A task is {kind, set key, root jid, reason, SSCAN cursor, when (ms) its work began};
+-- A task is {kind, set key, root jid, reason, SSCAN cursor, when (ms) its work began,
+-- the set that keeps what a release or kill pops (see keys.py: dr; may be absent)};
 -- kinds:
 --   release  members lose one pending prerequisite; at zero they are released
 --   open     the same for the children a batch held while it waited
@@ -17,8 +18,6 @@
 --   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
 
--- A task: {kind, set key, root, reason, SSCAN cursor, since, kept}; `kept`, the set
--- that keeps what a release or kill popped (see keys.py: dr), may be absent.
 local function add_work(kind, set_key, root, reason, kept)
   if set_key then
     WORK[#WORK + 1] = {kind, set_key, root or '', reason or '', '0', int(NOW), kept or ''}

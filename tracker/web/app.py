@@ -168,7 +168,6 @@ async def job_events(request: Request) -> Response:
     if track.state is State.UNKNOWN:
         raise NotFound(jid)
     stream = hub.stream(
-        lambda t: t["jid"] == jid,
         jid=jid,
         last_event_id=last,
         first=(newest, track) if last is None else None,

@@ -18,7 +18,6 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import Conflict, InvalidInput, NotFound, StoreUnavailable, TrackerError
-from ..model import check_name
 
 log = logging.getLogger("tracker.web")
 
@@ -120,11 +119,10 @@ class EncodedSlashGuard:
         if raw_path.startswith(b"/jobs/"):
             segment = raw_path[len(b"/jobs/") :].split(b"/", 1)[0].split(b"?", 1)[0]
             if b"%2f" in segment.lower():
-                try:
-                    check_name("jid", unquote(segment.decode("latin-1")))
-                except InvalidInput as refused:  # it always is: "/" is no jid character
-                    await (await invalid_input(Request(scope), refused))(scope, receive, send)
-                    return
+                jid = unquote(segment.decode("latin-1"))[:64]
+                refused = InvalidInput("jid", f"'/' is not a jid character, got {jid!r}")
+                await (await invalid_input(Request(scope), refused))(scope, receive, send)
+                return
         await self.app(scope, receive, send)
 
 

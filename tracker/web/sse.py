@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import OrderedDict
@@ -226,7 +227,7 @@ class EventHub:
 
     async def stream(
         self,
-        accepts: Filter,
+        accepts: Filter | None = None,
         *,
         jid: str | None = None,
         last_event_id: str | None = None,
@@ -236,13 +237,15 @@ class EventHub:
     ) -> AsyncIterator[bytes]:
         """SSE frames: ``first`` (an event id and the track then), then every event
         after that id (or after ``last_event_id``), until one that ``ends`` takes; when
-        the job already ``finished``, only what the client missed. ``jid``: only that
-        job's events can pass ``accepts``, so the hub offers it only those.
+        the job already ``finished``, only what the client missed. ``jid``: that job's
+        events only (``accepts`` then defaults to them; with neither, every event).
 
         A replayed TRACK SET (which holds only what it changed) is laid onto the last
         whole track of its job that this stream replayed (or ``first``), else onto the
         job's track now (see :meth:`_whole_tracks`); never onto the hub's.
         """
+        if accepts is None:
+            accepts = _any if jid is None else functools.partial(_of_job, jid)
         with self.subscription(accepts, jid) as subscriber:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
@@ -331,6 +334,14 @@ class EventHub:
             log.warning("could not read the tracks of %d jobs: %s", len(jids), exc)
             return []
         return [track for track in tracks if track.state is not State.UNKNOWN]
+
+
+def _any(track: dict[str, Any]) -> bool:
+    return True
+
+
+def _of_job(jid: str, track: dict[str, Any]) -> bool:
+    return bool(track["jid"] == jid)
 
 
 def overlaid(tracks: Mapping[str, Track], event: Event) -> Track:

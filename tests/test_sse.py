@@ -100,9 +100,10 @@ def test_a_job_stream_sends_its_track_then_each_change_in_order_then_closes(
 
 
 def test_a_job_stream_of_an_unknown_job_is_404(server: Server) -> None:
-    response = httpx.get(f"{server.url}/jobs/ghost/events", timeout=10)
-    assert response.status_code == 404
-    assert response.json()["state"] == "unknown"
+    for headers in ({}, {"Last-Event-ID": "1-0"}):  # a reconnect too
+        response = httpx.get(f"{server.url}/jobs/ghost/events", headers=headers, timeout=10)
+        assert response.status_code == 404
+        assert response.json()["state"] == "unknown"
 
 
 def test_a_finished_job_stream_sends_its_track_and_closes(server: Server, store: Tracker) -> None:
@@ -141,11 +142,13 @@ def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
 @pytest.mark.parametrize(
     "bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"]
 )
-def test_a_bad_last_event_id_is_400(server: Server, bad: str) -> None:
+def test_a_bad_last_event_id_is_400(server: Server, store: Tracker, bad: str) -> None:
+    store.register("j1")
     headers = {"Last-Event-ID": bad.encode()}
-    response = httpx.get(f"{server.url}/events", headers=headers, timeout=10)
-    assert response.status_code == 400
-    assert response.json()["field"] == "Last-Event-ID"
+    for path in ("/events", "/jobs/j1/events"):
+        response = httpx.get(f"{server.url}{path}", headers=headers, timeout=10)
+        assert response.status_code == 400
+        assert response.json()["field"] == "Last-Event-ID"
 
 
 def test_track_set_events_carry_the_whole_track(server: Server, store: Tracker) -> None:

@@ -54,6 +54,12 @@ def connected(keep_store: bool = False) -> Iterator[Tracker]:
         if url is None:
             store = EmbeddedValkey()
             url = store.start()
+            if store.launched:
+                click.echo(
+                    f"tracker: started the embedded Valkey in {store.directory}; it serves "
+                    "the next commands too ('tracker store stop' ends it)",
+                    err=True,
+                )
             if keep_store:
                 keeper = Keeper(store)
                 keeper.start()

@@ -67,6 +67,7 @@ class EmbeddedValkey:
         self.socket_path = socket_path
         self.pid_path = self.directory / "valkey.pid"
         self.log_path = self.directory / "valkey.log"
+        self.launched = False  # whether start() started the server (rather than found it)
 
     @property
     def url(self) -> str:
@@ -85,6 +86,7 @@ class EmbeddedValkey:
                 return self.url
             self._clear_stale()
             self._launch(deadline)
+            self.launched = True
         return self.url
 
     def stop(self, timeout: float = 10.0) -> bool:

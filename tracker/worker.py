@@ -217,6 +217,12 @@ class TrackedMixin:
             # the reaper will fail it once its reservation ends
             log.error("could not report job %s: %s", jid, exc)
 
+    @property
+    def current_jid(self) -> str | None:
+        """The tracked job this worker runs now, if any."""
+        with self._job_lock:
+            return self._job_id
+
     def stop_running_job(self, jid: str) -> None:
         raise NotImplementedError
 

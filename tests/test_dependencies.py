@@ -776,9 +776,10 @@ def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
 
 
 @pytest.mark.rq
-def test_a_payload_job_that_ends_leaves_no_hand_off_behind(
+def test_a_payload_job_that_succeeds_leaves_no_hand_off_behind(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
+    """A cancelled (or dead) one keeps it for a retry, no longer than its track."""
     rq = rq_queue(tracker)
     ran, waited = rq.jid("ran"), rq.jid("waited")
     tracker.register("build")
@@ -789,8 +790,10 @@ def test_a_payload_job_that_ends_leaves_no_hand_off_behind(
     tracker.start(ran)
     tracker.success(ran)
     tracker.cancel(waited)
-    for jid in (ran, waited):
-        assert tracker.client.exists(keys.payload(jid), keys.staged(jid)) == 0
+    assert tracker.client.exists(keys.payload(ran), keys.staged(ran)) == 0
+    assert tracker.client.exists(keys.payload(waited), keys.staged(waited)) == 2
+    for key in (keys.payload(waited), keys.staged(waited)):
+        assert 0 < tracker.client.pttl(key) <= tracker.settings.ttl * 1000
 
 
 @pytest.mark.rq

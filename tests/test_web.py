@@ -4,6 +4,7 @@ TestClient against real servers. A refused request changes nothing."""
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -529,7 +530,7 @@ def test_a_body_over_64_kib_is_413_before_it_is_read(http: TestClient, store: Tr
 
 def test_unknown_routes_and_methods_are_problems(http: TestClient) -> None:
     problem(http.get("/nowhere"), 404)
-    problem(http.delete("/jobs/j1"), 405)
+    problem(http.delete("/jobs/j1/events"), 405)
 
 
 # --- access control ----------------------------------------------------------------
@@ -644,7 +645,7 @@ def test_openapi_describes_every_route(http: TestClient) -> None:
     body = doc["components"]["schemas"]["Registration"]
     assert set(body["properties"]) == {
         "queue", "prerequisites", "missing_prerequisites", "delay", "parent", "batch",
-        "labels", "reserve_for", "max_attempts", "payload",
+        "labels", "reserve_for", "max_attempts", "payload", "hide_args",
     }  # fmt: skip
 
 
@@ -659,3 +660,69 @@ def test_the_store_down_is_503(real_url: str, namespace: str) -> None:
 
 def test_the_client_used_for_checks_is_real(store: Tracker) -> None:
     assert isinstance(store.client, redis.Redis)
+
+
+# --- retry, delete, tracebacks and payloads -------------------------------------------------
+
+
+def _rq_cleanup(store: Tracker, queue: str, *jids: str) -> None:
+    store.client.delete(f"rq:queue:{queue}", *(f"rq:job:{jid}" for jid in jids))
+    store.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_retry_puts_a_dead_job_back_and_refuses_others(http: TestClient, store: Tracker) -> None:
+    queue = "q-web-" + uuid.uuid4().hex[:8]
+    payload = {"func": "app.tasks.resize", "args": [1], "kwargs": {}}
+    try:
+        http.put("/jobs/j1", json={"queue": queue, "payload": payload, "max_attempts": 1})
+        http.post("/jobs/j1/start")
+        http.post("/jobs/j1/fail", json={"error": "boom", "traceback": "Traceback: ...\nboom"})
+
+        retried = http.post("/jobs/j1/retry", json={"dependents": True})
+
+        assert retried.status_code == 200, retried.text
+        assert (retried.json()["state"], retried.json()["max_attempts"]) == ("enqueued", 2)
+        assert retried.json()["errors"][0]["traceback"] == "Traceback: ...\nboom"
+        assert retried.json()["payload"] == payload
+        assert problem(http.post("/jobs/j1/retry", json={}), 409)["state"] == "enqueued"
+        assert problem(http.post("/jobs/ghost/retry"), 404)["state"] == "unknown"
+        problem(http.post("/jobs/j1/retry", json={"dependents": "yes"}), 400)
+    finally:
+        _rq_cleanup(store, queue, "j1")
+
+
+def test_delete_is_204_then_404_and_409_for_an_unfinished_job(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("j1")
+    store.success("j1")
+    store.register("j2")
+
+    deleted = http.delete("/jobs/j1")
+
+    assert (deleted.status_code, deleted.content) == (204, b"")
+    problem(http.get("/jobs/j1"), 404)
+    assert problem(http.delete("/jobs/j1"), 404)["state"] == "unknown"
+    assert problem(http.delete("/jobs/j2"), 409)["state"] == "enqueued"
+
+
+def test_delete_needs_the_api_token(real_url: str, namespace: str, store: Tracker) -> None:
+    store.register("j1")
+    store.success("j1")
+    with _app(real_url, namespace, api_token="s3cret") as http:
+        problem(http.delete("/jobs/j1"), 401)
+        problem(http.post("/jobs/j1/retry"), 401)
+        assert store.track_get("j1").state.value == "success"
+        ok = http.delete("/jobs/j1", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 204
+
+
+def test_register_hides_args_when_asked(http: TestClient, store: Tracker) -> None:
+    queue = "q-web-" + uuid.uuid4().hex[:8]
+    body = {"queue": queue, "payload": {"func": "m.f", "args": ["secret"]}, "hide_args": True}
+    try:
+        track = http.put("/jobs/j1", json=body).json()
+        assert track["payload"] == {"func": "m.f", "args": "hidden", "kwargs": "hidden"}
+        assert "secret" not in http.get("/jobs/j1").text
+    finally:
+        _rq_cleanup(store, queue, "j1")

@@ -181,9 +181,17 @@ class AsyncTracker:
         return await self._drive(self.ops.success(jid))
 
     async def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        traceback: str | None = None,
     ) -> Track:
-        return await self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+        return await self._drive(
+            self.ops.fail(jid, error, retry=retry, error_type=error_type, traceback=traceback)
+        )
 
     async def cancel(self, jid: str) -> Track:
         return await self._drive(self.ops.cancel(jid))
@@ -197,6 +205,14 @@ class AsyncTracker:
     async def seal(self, jid: str) -> Track:
         """A batch takes no more children; it succeeds once all of them have."""
         return await self._drive(self.ops.seal(jid))
+
+    async def retry(self, jid: str, *, dependents: bool = False) -> Track:
+        """Put a dead, failed or cancelled job that has a payload back to its queue."""
+        return await self._drive(self.ops.retry(jid, dependents=dependents))
+
+    async def delete(self, jid: str) -> State:
+        """Forget a finished job; returns the state it had."""
+        return await self._drive(self.ops.delete(jid))
 
     async def drain(self) -> int:
         """Finish fan-out work (releases, propagation) that an interrupted call left."""

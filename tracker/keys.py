@@ -32,13 +32,17 @@ blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
 children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
 children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
 ``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``), ``px`` the staged
-RQ job hash (``{ns}:x:<jid>``).
+RQ job hash (``{ns}:x:<jid>``), ``pj`` the payload as the track shows it (JSON);
+``tb`` the tracebacks of the error history (a JSON list in step with ``e``). A dead
+or cancelled job keeps its hand-off (``p:`` and ``x:``) as long as its track, for a
+retry; a success drops it.
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
 that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
 lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``); a TRACK SET carries
+``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, and ``pj`` and ``tb``,
+which may be kilobytes); a TRACK SET carries
 no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
 from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
@@ -46,7 +50,8 @@ prerequisite, or the release of the batch that held it; for a delayed job its
 ``eligible_at``) to this commit. It is 0 when the release happened in the call that
 made it possible, and more for a fan-out chunk drained later or a promote. ``rl`` is
 in the event only, never in the hash. A job enqueued by its own registration or
-resume, and a batch released to ``working``, carry none.
+resume, and a batch released to ``working``, carry none. A deletion's event carries
+``w``, ``s`` ``unknown``, ``u`` and ``q``.
 
 Keys of jobs reached through data (a dependent, a parent) are stored, as built
 here, in the sets and fields above; the scripts read them and never build one.

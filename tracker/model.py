@@ -22,6 +22,8 @@ from .times import format_time, parse_time
 _NAME = re.compile(r"[A-Za-z0-9\-_.:@]{1,128}")
 MAX_DESC = 4096
 MAX_ERROR = 4096
+#: A traceback is kept to this many bytes of UTF-8, cut from the top (the newest frames stay).
+MAX_TRACEBACK = 8 * 1024
 MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
 MAX_PAYLOAD = 64 * 1024
@@ -170,6 +172,7 @@ class Registration:
     delay: int = 0
     parent: str | None = None
     batch: bool = False
+    hide_args: bool = False
 
     def fingerprint(self) -> bytes:
         """8 bytes that differ when two bodies mean different things."""
@@ -185,7 +188,17 @@ class Registration:
             self.parent,
             self.batch,
         ]
+        if self.hide_args:  # only when set: the fingerprints of older tracks still match
+            body.append(True)
         return hashlib.blake2b(pack(body), digest_size=8).digest()
+
+    def shown_payload(self) -> dict[str, Any] | None:
+        """The payload as the track shows it: its args and kwargs ``"hidden"`` when asked."""
+        if self.payload is None:
+            return None
+        if self.hide_args:
+            return {"func": self.payload["func"], "args": "hidden", "kwargs": "hidden"}
+        return self.payload
 
 
 class RegisterFields(TypedDict, total=False):
@@ -201,6 +214,7 @@ class RegisterFields(TypedDict, total=False):
     delay: int
     parent: str | None
     batch: bool
+    hide_args: bool
 
 
 def registration(
@@ -216,6 +230,7 @@ def registration(
     delay: int = 0,
     parent: str | None = None,
     batch: bool = False,
+    hide_args: bool = False,
     default_reserve_for: int = 1800,
 ) -> Registration:
     return Registration(
@@ -234,7 +249,23 @@ def registration(
         delay=check_int("delay", delay, 0, MAX_RESERVE_FOR),
         parent=None if parent is None else check_name("parent", parent),
         batch=check_bool("batch", batch),
+        hide_args=check_bool("hide_args", hide_args),
     )
+
+
+def cut_traceback(text: object) -> str:
+    """A traceback of at most :data:`MAX_TRACEBACK` bytes: a longer one loses its top
+    (the outer frames), from a line start where one is near, and says so."""
+    text = check_text("traceback", text, 1 << 20)
+    data = text.encode("utf-8")
+    if len(data) <= MAX_TRACEBACK:
+        return text
+    marker = "[...]\n"
+    tail = data[len(data) - MAX_TRACEBACK + len(marker) :].decode("utf-8", errors="ignore")
+    newline = tail.find("\n")
+    if 0 <= newline < 1024:
+        tail = tail[newline + 1 :]
+    return marker + tail
 
 
 def check_prerequisites(value: object) -> tuple[str, ...]:
@@ -335,6 +366,7 @@ class Track:
     batch: dict[str, Any] | None = None
     blocked_by: str | None = None
     eligible_at: int | None = None
+    payload: dict[str, Any] | None = None
 
     @property
     def error(self) -> dict[str, Any] | None:
@@ -372,6 +404,8 @@ class Track:
             out["blocked_by"] = self.blocked_by
         if self.eligible_at is not None:
             out["eligible_at"] = format_time(self.eligible_at)
+        if self.payload is not None:
+            out["payload"] = self.payload
         if self.errors:
             out["error"] = _error_json(self.errors[0])
             out["errors"] = [_error_json(e) for e in self.errors]
@@ -386,4 +420,6 @@ def _error_json(error: Mapping[str, Any]) -> dict[str, Any]:
         out["at"] = format_time(int(error["at"]))
     if error.get("source"):
         out["source"] = error["source"]
+    if error.get("traceback"):
+        out["traceback"] = error["traceback"]
     return out

@@ -149,6 +149,14 @@ class PlanBase:
             return Track(jid=jid, state=State.UNKNOWN)
         get = fields.get
         state = State(fields[b"s"].decode())
+        if state is State.UNKNOWN:  # the event of a deletion (delete.lua)
+            updated = get(b"u")
+            return Track(
+                jid=jid,
+                state=state,
+                updated_at=None if updated is None else int(updated),
+                queue=None if get(b"q") is None else fields[b"q"].decode(),
+            )
         percent, desc, reserve, labels = get(b"p"), get(b"d"), get(b"r"), get(b"l")
         errors, parent, blocked, eligible = get(b"e"), get(b"P"), get(b"bb"), get(b"ea")
         total = get(b"pt")
@@ -165,7 +173,7 @@ class PlanBase:
             attempts=int(fields[b"a"]),
             max_attempts=int(fields[b"m"]),
             labels=None if labels is None else msgpack.unpackb(labels),
-            errors=() if errors is None else tuple(json.loads(errors)),
+            errors=() if errors is None else _errors(errors, get(b"tb")),
             prerequisites=None
             if total is None
             else {"total": int(total), "pending": _pending_prerequisites(fields)},
@@ -173,6 +181,7 @@ class PlanBase:
             batch=batch,
             blocked_by=None if blocked is None else blocked.decode(),
             eligible_at=None if eligible is None else int(eligible),
+            payload=None if get(b"pj") is None else json.loads(fields[b"pj"]),
         )
 
     def decode_event(self, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
@@ -201,6 +210,17 @@ class PlanBase:
             reserve_until=None if reserve is None else int(reserve),
         )
         return Event(event_id, track, change=False)
+
+
+def _errors(errors: bytes, tracebacks: bytes | None) -> tuple[dict[str, Any], ...]:
+    """The error history, each entry with its traceback when it has one (``tb`` is a list
+    in step with it, kept apart so that events do not carry it: see with_error)."""
+    entries: list[dict[str, Any]] = json.loads(errors)
+    if tracebacks is not None:
+        for entry, traceback in zip(entries, json.loads(tracebacks), strict=False):
+            if traceback:
+                entry["traceback"] = traceback
+    return tuple(entries)
 
 
 def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:

@@ -46,6 +46,8 @@ OPERATIONS = (
     "list",
     "prune",
     "prune_labels",
+    "retry",
+    "delete",
 )
 
 #: Operations called in the short "hot" layout of KEYS and ARGV (see _common.lua).
@@ -156,6 +158,9 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
     "parent_finished": lambda extra: f"the parent batch is {_text(extra[0])}",
     "cycle": lambda _: "its prerequisites already wait for it: that would be a cycle",
     "graph_too_large": lambda _: "too many jobs wait for it to check for a cycle",
+    "not_retryable": lambda _: "only a dead, failed or cancelled job can be retried",
+    "no_payload": lambda _: "only a job with a payload can be retried (nothing to hand to a queue)",
+    "not_finished": lambda _: "only a finished job (success, dead, cancelled) can be deleted",
 }
 
 _INVALID: dict[str, str] = {

@@ -189,10 +189,19 @@ class Tracker:
         return self._drive(self.ops.success(jid))
 
     def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        traceback: str | None = None,
     ) -> Track:
-        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``."""
-        return self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``.
+        ``traceback`` (the worker's) is kept with the error, cut to its last 8 KiB."""
+        return self._drive(
+            self.ops.fail(jid, error, retry=retry, error_type=error_type, traceback=traceback)
+        )
 
     def cancel(self, jid: str) -> Track:
         return self._drive(self.ops.cancel(jid))
@@ -206,6 +215,18 @@ class Tracker:
     def seal(self, jid: str) -> Track:
         """A batch takes no more children; it succeeds once all of them have."""
         return self._drive(self.ops.seal(jid))
+
+    def retry(self, jid: str, *, dependents: bool = False) -> Track:
+        """Put a dead, failed or cancelled job that has a payload back to its queue:
+        ``enqueued``, attempts going on (``max_attempts`` one more if they ran out), errors
+        kept. What its end blocked waits again; with ``dependents``, the dependents its
+        death killed wait again too."""
+        return self._drive(self.ops.retry(jid, dependents=dependents))
+
+    def delete(self, jid: str) -> State:
+        """Forget a finished job (success, dead, cancelled): its track and every index
+        entry; returns the state it had. A job registered later finds it unknown."""
+        return self._drive(self.ops.delete(jid))
 
     def drain(self) -> int:
         """Finish fan-out work (releases, propagation) that an interrupted call left."""

@@ -21,6 +21,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -210,7 +211,12 @@ class TrackedMixin:
                 self.tracker.success(jid)
             elif not isinstance(error, JobCancelled | JobStopped):
                 message = str(error) or type(error).__name__
-                self.tracker.fail(jid, message[:4096], error_type=type(error).__name__)
+                self.tracker.fail(
+                    jid,
+                    message[:4096],
+                    error_type=type(error).__name__,
+                    traceback="".join(traceback.format_exception(error)) if error else None,
+                )
         except Conflict as exc:
             log.info("job %s ended %s, not reported: %s", jid, exc.state, exc.detail)
         except StoreUnavailable as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
@@ -15,12 +16,14 @@ from .model import (
     MAX_RESERVE_FOR,
     RegisterFields,
     Registration,
+    State,
     Track,
     TrackUpdate,
     check_int,
     check_name,
     check_text,
     checked_update,
+    cut_traceback,
     registration,
     track_update,
 )
@@ -80,6 +83,7 @@ class WritePlans(PlanBase):
                 *reg.prerequisites,
                 *handoff.commands,
                 *handoff.staged,
+                _shown(reg),
             ],
         )
         created, flat, more = scripts.outcome(reply, reg.jid)
@@ -141,7 +145,13 @@ class WritePlans(PlanBase):
         return self._transition("success", check_name("jid", jid))
 
     def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        traceback: str | None = None,
     ) -> Plan[Track]:
         check_name("jid", jid)
         check_text("error", error, MAX_ERROR)
@@ -149,9 +159,27 @@ class WritePlans(PlanBase):
             check_text("error_type", error_type, 256)
         if not isinstance(retry, bool):
             raise InvalidInput("retry", f"expected true or false, got {type(retry).__name__}")
+        shown = "" if traceback is None else cut_traceback(traceback)
         return self._transition(
-            "fail", jid, error, error_type or "", "1" if retry else "0", RETRY_BACKOFF_MS
+            "fail", jid, error, error_type or "", "1" if retry else "0", RETRY_BACKOFF_MS, shown
         )
+
+    def retry(self, jid: str, *, dependents: bool = False) -> Plan[Track]:
+        check_name("jid", jid)
+        if not isinstance(dependents, bool):
+            raise InvalidInput(
+                "dependents", f"expected true or false, got {type(dependents).__name__}"
+            )
+        return self._transition("retry", jid, "1" if dependents else "0")
+
+    def delete(self, jid: str) -> Plan[State]:
+        """Forget a finished job; returns the state it had."""
+        check_name("jid", jid)
+        keys = self.keys
+        own = [keys.staged(jid), keys.released(jid), keys.children(jid)]
+        reply = yield Call("delete", [*keys.for_job(jid), *own], [*self._head(), jid])
+        was = scripts.outcome(reply, jid)
+        return State(was.decode() if isinstance(was, bytes) else was)
 
     def cancel(self, jid: str) -> Plan[Track]:
         return self._transition("cancel", check_name("jid", jid))
@@ -195,6 +223,12 @@ class WritePlans(PlanBase):
             total += int(enqueued)
             if not more:
                 return total
+
+
+def _shown(reg: Registration) -> str:
+    """The payload as the track carries it, as JSON (what JSON cannot hold, as text)."""
+    shown = reg.shown_payload()
+    return "" if shown is None else json.dumps(shown, default=str, ensure_ascii=False)
 
 
 def _update_from(item: Mapping[str, Any]) -> TrackUpdate:

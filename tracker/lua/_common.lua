@@ -160,7 +160,8 @@ end
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
 -- stream. `streamed` (optional): field/value pairs for the event alone, never stored.
--- Returns the track as a flat field/value list (TRACK_FIELDS).
+-- Returns the track as a flat field/value list (TRACK_FIELDS, then the payload shown
+-- and the tracebacks, which its event leaves out).
 local function commit(job, new_state, fields, streamed)
   SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
@@ -204,11 +205,16 @@ local function commit(job, new_state, fields, streamed)
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
     unpack(track))
   for i = #track, size + 1, -1 do track[i] = nil end
+  -- the reply is the whole track; the event leaves out what may weigh kilobytes
+  if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
+  if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end
   return track
 end
 
 -- Prepend an error to the job's history (newest first, MAX_ERRORS kept); returns the JSON.
-local function with_error(job, message, error_type, source)
+-- A traceback (optional) goes to `tb`, a JSON list kept in step with the history: it is
+-- not a track field, so events never carry up to 80 KiB of tracebacks (TRACK GET does).
+local function with_error(job, message, error_type, source, traceback)
   local errors = {}
   if job.errors then errors = cjson.decode(job.errors) end
   local entry = {message = message, at = NOW}
@@ -217,6 +223,14 @@ local function with_error(job, message, error_type, source)
   table.insert(errors, 1, entry)
   while #errors > MAX_ERRORS do table.remove(errors) end
   job.errors = cjson.encode(errors)
+  if (traceback and traceback ~= '') or job.h.tb then
+    local tracebacks = {}
+    if job.h.tb then tracebacks = cjson.decode(job.h.tb) end
+    table.insert(tracebacks, 1, traceback or '')
+    while #tracebacks > #errors do table.remove(tracebacks) end
+    job.h.tb = cjson.encode(tracebacks)
+    redis.call('HSET', job.key, 'tb', job.h.tb)
+  end
   return job.errors
 end
 

@@ -17,6 +17,8 @@
 --   kill     members become dead (failure propagation on)
 --   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
+--   unmark   members blocked_by the root wait again as before (its retry; not consumed)
+--   revive   dead members the root's death killed wait again (a retry with dependents)
 
 local function add_work(kind, set_key, root, reason, kept)
   if set_key then
@@ -193,8 +195,13 @@ settle = function(job, old_state)
   local state = job.state
   if not TERMINAL[state] then return end
   if old_state == 'enqueued' or old_state == 'failed' then undispatch(job) end
-  if job.staged then redis.call('DEL', job.payload, job.staged)
-  elseif job.payload then redis.call('DEL', job.payload) end
+  if state == 'success' then
+    if job.staged then redis.call('DEL', job.payload, job.staged)
+    elseif job.payload then redis.call('DEL', job.payload) end
+  elseif job.payload then -- kept for a retry (retry.lua), as long as the track
+    redis.call('PEXPIRE', job.payload, int(TTL))
+    if job.staged then redis.call('PEXPIRE', job.staged, int(TTL)) end
+  end
   if state == 'success' then
     add_work('release', job.dependents, nil, nil, job.released)
   else
@@ -250,6 +257,68 @@ local function mark(key, root)
   if job.batch then add_work('mark', job.gate, root) end
 end
 
+-- The root of a blocking or killing failure was retried (retry.lua): what its mark
+-- blocked waits as if it never had, and is released if nothing else is pending.
+local function unmark(key, root)
+  local job = load(key)
+  if not job or TERMINAL[job.state] or job.blocked_by ~= root then return end
+  forget(job, 'bb')
+  if job.state == 'waiting' and job.pending <= 0 then
+    release(job)
+  else
+    commit(job, job.state, {})
+  end
+  add_work('unmark', job.dependents, root)
+  if job.batch then add_work('unmark', job.gate, root) end
+end
+
+-- The state of a job that has a set `set_key` of {ns}:d:<jid> or {ns}:g:<jid>, read
+-- from the state indexes (they hold jids): 'success', 'dead', 'cancelled' or nil.
+-- Those key prefixes have the length of a job key's, so jid_of reads the jid off them.
+local function ended_state(set_key)
+  local jid = jid_of(set_key)
+  for _, state in ipairs({'success', 'dead', 'cancelled'}) do
+    if redis.call('ZSCORE', STATE_KEY[state], jid) then return state end
+  end
+  return nil
+end
+
+-- A dependent that the root's death killed waits again for what is still pending
+-- (it rejoins those sets), or is released; then so do the dependents its death
+-- killed. A batch, a batch's child, and a job with another dead or cancelled
+-- prerequisite stay dead.
+local function revive(key, root)
+  local job = load(key)
+  if not job or job.state ~= 'dead' or job.batch or job.parent then return end
+  local newest = job.errors and cjson.decode(job.errors)[1]
+  if not newest or newest.type ~= 'PrerequisiteFailed' or newest.source ~= root then return end
+  local waits = {}
+  for _, set_key in ipairs(split_lines(job.prerequisite_sets)) do
+    local ended = ended_state(set_key)
+    if ended == 'dead' or ended == 'cancelled' then return end
+    if ended ~= 'success' then waits[#waits + 1] = set_key end
+  end
+  for _, set_key in ipairs(waits) do
+    redis.call('SADD', set_key, key)
+    redis.call('PEXPIRE', set_key, int(PENDING_TTL))
+  end
+  local fields = {'pp', #waits}
+  if #waits > 0 then
+    append(fields, 'pl', table.concat(waits, '\n'))
+  elseif job.prerequisite_sets then
+    forget(job, 'pl')
+  end
+  job.pending = #waits
+  if #waits > 0 then
+    commit(job, 'waiting', fields)
+  else
+    redis.call('HSET', job.key, unpack(fields))
+    for i = 1, #fields, 2 do job.h[fields[i]] = fields[i + 1] end
+    release(job)
+  end
+  add_work('revive', job.released, root)
+end
+
 local function cancel_job(key)
   local job = load(key)
   if not job or TERMINAL[job.state] then return end
@@ -269,9 +338,10 @@ local function work()
     local room = BUDGET - SPENT
     if room <= 0 then
       redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
-    elseif kind == 'mark' then
+    elseif kind == 'mark' or kind == 'unmark' then
       local scan = redis.call('SSCAN', set_key, task[5], 'COUNT', room)
-      for _, key in ipairs(scan[2]) do mark(key, root) end
+      local each = kind == 'mark' and mark or unmark
+      for _, key in ipairs(scan[2]) do each(key, root) end
       if scan[1] ~= '0' then
         task[5] = scan[1]
         redis.call('RPUSH', FANOUT, table.concat(task, '\t'))
@@ -302,6 +372,8 @@ local function work()
             decrement(key, kind == 'open', tonumber(task[6]))
           elseif kind == 'kill' then
             kill(key, root, reason)
+          elseif kind == 'revive' then
+            revive(key, root)
           else
             cancel_job(key)
           end
@@ -372,13 +444,13 @@ end
 -- attempts remain, else `dead`. Used by fail.lua and by the reaper.
 -- A job with a payload goes back to its queue after `backoff` ms, doubling with each
 -- attempt up to 32 times (the schedule, see promote.lua); others wait for their worker.
-local function fail_job(job, message, error_type, retry, backoff)
+local function fail_job(job, message, error_type, retry, backoff, traceback)
   local attempts = tonumber(job.h.a) or 0
   local max_attempts = tonumber(job.h.m) or 25
   local new_state = 'dead'
   if retry and attempts < max_attempts then new_state = 'failed' end
   local was = job.state
-  local fields = {'e', with_error(job, message, error_type, '')}
+  local fields = {'e', with_error(job, message, error_type, '', traceback)}
   local again = nil
   if new_state == 'failed' and job.payload and backoff then
     again = NOW + backoff * 2 ^ math.min(math.max(attempts - 1, 0), 5)

@@ -11,7 +11,8 @@
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
 -- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] length of
 -- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values);
--- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py).
+-- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py); last, the
+-- payload as the track shows it (msgpack, args hidden when asked) or ''.
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
 local key, jid = KEYS[14], ARGV[9]
@@ -136,6 +137,7 @@ end
 local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[13], 'rf', ARGV[12],
                 'h', ARGV[11]}
 if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
+if ARGV[#ARGV] ~= '' then append(fields, 'pj', ARGV[#ARGV]) end
 for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
 if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
 if n_prereqs > 0 then

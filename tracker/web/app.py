@@ -90,9 +90,25 @@ async def fail(request: Request) -> Response:
     body = await read_body(request, schema.FAIL)
     tracker = _tracker(request)
     track = await tracker.fail(
-        _jid(request), body["error"], retry=body.get("retry", True), error_type=body.get("type")
+        _jid(request),
+        body["error"],
+        retry=body.get("retry", True),
+        error_type=body.get("type"),
+        traceback=body.get("traceback"),
     )
     return _track(track)
+
+
+async def retry(request: Request) -> Response:
+    body = await read_body(request, schema.RETRY)
+    track = await _tracker(request).retry(_jid(request), dependents=body.get("dependents", False))
+    return _track(track)
+
+
+async def delete(request: Request) -> Response:
+    await read_body(request, schema.EMPTY)
+    await _tracker(request).delete(_jid(request))
+    return Response(status_code=204)
 
 
 def _transition(name: str) -> Callable[[Request], Awaitable[Response]]:
@@ -280,6 +296,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/openapi.json", openapi, "This document", result="application/json",
              errors=(401, 403)),
     Endpoint("GET", "/", dashboard, "The dashboard", result="text/html", errors=(401, 403)),
+    Endpoint("POST", "/jobs/{jid}/retry", retry,
+             "Put a dead, failed or cancelled job with a payload back to its queue",
+             schema.RETRY, errors=_JOB_WRITE),
+    Endpoint("DELETE", "/jobs/{jid}", delete, "Forget a finished job", schema.EMPTY, ok=(204,),
+             result="", errors=_JOB_WRITE),
 )  # fmt: skip
 
 

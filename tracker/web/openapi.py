@@ -28,12 +28,12 @@ class Endpoint:
     body: Body | None = None
     query: tuple[tuple[str, dict[str, Any], str], ...] = ()
     ok: tuple[int, ...] = (200,)
-    result: str = "Track"  # a component's name, or a media type
+    result: str = "Track"  # a component's name, a media type, or "" for no content
     errors: tuple[int, ...] = ()
     name: str | None = None  # the operationId, when not the handler's name
 
 
-_OK_TEXT = {200: "OK", 201: "Registered"}
+_OK_TEXT = {200: "OK", 201: "Registered", 204: "Done; no content"}
 _ERROR_TEXT = {
     400: "Invalid input; nothing changed",
     401: "A token is needed",
@@ -101,6 +101,8 @@ def _operation(e: Endpoint) -> dict[str, Any]:
         content = {"application/json": {"schema": {"$ref": f"#/components/schemas/{e.result}"}}}
     responses: dict[str, Any] = {
         str(status): {"description": _OK_TEXT.get(status, "OK"), "content": content}
+        if e.result
+        else {"description": _OK_TEXT.get(status, "OK")}
         for status in e.ok
     }
     for status in e.errors:

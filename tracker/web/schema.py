@@ -121,6 +121,10 @@ REGISTER = Body(
             },
             "What the queue runs: the job is enqueued into RQ when released.",
         ),
+        "hide_args": Field(
+            {"type": "boolean"},
+            'Show the payload\'s `args` and `kwargs` as `"hidden"` in the track (default false).',
+        ),
     },
 )
 TRACK_SET = Body(
@@ -152,6 +156,16 @@ FAIL = Body(
         ),
         "retry": Field({"type": "boolean"}, "Whether a retry is wanted (default true)."),
         "type": Field({"type": "string", "maxLength": 256}, "The error's type, e.g. `ValueError`."),
+        "traceback": Field({"type": "string"}, "The worker's traceback; kept to its last 8 KiB."),
+    },
+)
+RETRY = Body(
+    "Retry",
+    {
+        "dependents": Field(
+            {"type": "boolean"},
+            "Also put back the dependents its death killed (default false).",
+        )
     },
 )
 EMPTY = Body("Empty")
@@ -234,6 +248,7 @@ ERROR: dict[str, Any] = {
         "type": {"type": "string"},
         "at": TIME,
         "source": {"type": "string"},
+        "traceback": {"type": "string", "description": "The worker's, at most 8 KiB."},
     },
     "required": ["message"],
 }
@@ -270,6 +285,16 @@ TRACK: dict[str, Any] = {
         },
         "blocked_by": {"type": "string"},
         "eligible_at": TIME,
+        "payload": {
+            "type": "object",
+            "description": 'As registered; `args` and `kwargs` are `"hidden"` with hide_args.',
+            "properties": {
+                "func": {"type": "string"},
+                "args": {"anyOf": [{"type": "array"}, {"const": "hidden"}]},
+                "kwargs": {"anyOf": [{"type": "object"}, {"const": "hidden"}]},
+            },
+            "required": ["func", "args", "kwargs"],
+        },
         "error": ERROR,
         "errors": {"type": "array", "items": ERROR, "description": "Newest first, 10 kept."},
     },
@@ -330,5 +355,5 @@ COMPONENTS = {
     "Stats": STATS,
     "Related": RELATED,
     "Health": HEALTH,
-    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, FAIL, EMPTY)},
+    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, FAIL, EMPTY, RETRY)},
 }

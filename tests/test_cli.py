@@ -459,3 +459,114 @@ def test_serve_on_an_unknown_host_exits_4_in_one_line(directory: Path) -> None:
     result = _console(directory, "serve", "--host", "no-such-host.invalid")
     assert result.returncode == 4
     assert result.stderr.count("\n") == 1 and "no-such-host.invalid" in result.stderr
+
+
+# --- the register contract, retry, delete and seal ------------------------------------------
+
+
+def test_register_takes_prerequisites_parent_and_delay(cli: Run, store: Tracker) -> None:
+    assert shown(cli("register", "nightly", "--batch"))["batch"]["total"] == 0
+    track = shown(
+        cli("register", "job-1", "--after", "a", "--after", "b", "--parent", "nightly",
+            "--delay", "5")
+    )  # fmt: skip
+    assert (track["state"], track["parent"]) == ("waiting", "nightly")
+    assert track["prerequisites"] == {"total": 2, "pending": 2}
+    store.register("a")
+    store.success("a")
+    store.register("b")
+    store.success("b")
+    assert store.track_get("job-1").eligible_at is not None
+
+
+@pytest.mark.rq
+def test_register_takes_a_payload_with_json_arguments(cli: Run, store: Tracker) -> None:
+    queue = "q-cli-" + os.urandom(4).hex()
+    try:
+        track = shown(
+            cli("register", "job-1", "--queue", queue, "--payload", "app.tasks.resize",
+                "--arg", "42", "--arg", '"big"', "--kwarg", 'size={"w": 640}')
+        )  # fmt: skip
+        assert track["payload"] == {
+            "func": "app.tasks.resize",
+            "args": [42, "big"],
+            "kwargs": {"size": {"w": 640}},
+        }
+        assert store.client.lrange(f"rq:queue:{queue}", 0, -1) == [b"job-1"]
+        hidden = shown(cli("register", "job-2", "--payload", "m.f", "--arg", "1", "--hide-args"))
+        assert hidden["payload"]["args"] == "hidden"
+    finally:
+        store.client.delete(f"rq:queue:{queue}", "rq:job:job-1", "rq:job:job-2")
+        store.client.srem("rq:queues", f"rq:queue:{queue}", "rq:queue:default")
+        store.client.lrem("rq:queue:default", 0, "job-2")
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--payload", "m.f", "--arg", "not json"), "--arg"),
+        (("--payload", "m.f", "--kwarg", "novalue"), "--kwarg"),
+        (("--arg", "1"), "--payload"),
+    ],
+)
+def test_register_refuses_arguments_it_cannot_read(
+    cli: Run, store: Tracker, args: tuple[str, ...], named: str
+) -> None:
+    result = cli("register", "job-1", *args)
+    assert result.exit_code == 2
+    assert named in result.stderr
+    assert store.track_get("job-1").state.value == "unknown"
+
+
+def test_set_with_nothing_to_change_says_so_and_exits_2(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    result = cli("set", "job-1")
+    assert result.exit_code == 2
+    assert "nothing to change" in result.stderr
+    assert store.track_get("job-1").updated_at == store.track_get("job-1").created_at
+
+
+def test_ls_lists_the_children_of_a_batch(cli: Run, store: Tracker) -> None:
+    store.register("nightly", batch=True)
+    store.register("child-1", parent="nightly")
+    store.register("other")
+    result = cli("ls", "--parent", "nightly", "--json")
+    assert [json.loads(line)["jid"] for line in result.stdout.splitlines()] == ["child-1"]
+
+
+def test_seal_seals_a_batch(cli: Run, store: Tracker) -> None:
+    store.register("nightly", batch=True)
+    assert shown(cli("seal", "nightly"))["state"] == "success"
+
+
+@pytest.mark.rq
+def test_retry_puts_a_dead_job_back(cli: Run, store: Tracker) -> None:
+    queue = "q-cli-" + os.urandom(4).hex()
+    try:
+        store.register("job-1", queue=queue, payload={"func": "m.f"}, max_attempts=1)
+        store.start("job-1")
+        store.fail("job-1", "boom")
+        track = shown(cli("retry", "job-1", "--dependents"))
+        assert (track["state"], track["max_attempts"]) == ("enqueued", 2)
+    finally:
+        store.client.delete(f"rq:queue:{queue}", "rq:job:job-1")
+        store.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_retry_of_a_job_that_is_not_dead_exits_3(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    result = cli("retry", "job-1")
+    assert result.exit_code == 3
+    assert "enqueued" in result.stderr
+
+
+def test_delete_forgets_a_finished_job(cli: Run, store: Tracker) -> None:
+    store.register("job-1")
+    store.success("job-1")
+    result = cli("delete", "job-1")
+    assert result.exit_code == 0, result.stderr
+    assert "it was success" in result.stdout
+    assert store.track_get("job-1").state.value == "unknown"
+    assert cli("delete", "job-1").exit_code == 1
+    store.register("job-2")
+    assert cli("delete", "job-2").exit_code == 3

@@ -229,21 +229,83 @@ def demo() -> None:
 @click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Repeatable.")
 @click.option("--reserve-for", type=int, help="Seconds a start reserves the job for.")
 @click.option("--max-attempts", type=int, default=25, show_default=True)
+@click.option("--after", multiple=True, metavar="JID", help="A prerequisite. Repeatable.")
+@click.option("--parent", metavar="JID", help="The batch it belongs to.")
+@click.option("--batch", is_flag=True, help="Make it a batch.")
+@click.option("--delay", type=int, default=0, metavar="S", help="Seconds to hold it once released.")
+@click.option("--payload", metavar="FUNC", help="The function RQ runs, as module.function.")
+@click.option("--arg", "args", multiple=True, metavar="JSON", help="An argument. Repeatable.")
+@click.option(
+    "--kwarg", "kwargs", multiple=True, metavar="K=JSON", help="A keyword argument. Repeatable."
+)
+@click.option("--hide-args", is_flag=True, help="Show the arguments as hidden in the track.")
 def register(
-    jid: str, queue: str, labels: tuple[str, ...], reserve_for: int | None, max_attempts: int
+    jid: str,
+    queue: str,
+    labels: tuple[str, ...],
+    reserve_for: int | None,
+    max_attempts: int,
+    after: tuple[str, ...],
+    parent: str | None,
+    batch: bool,
+    delay: int,
+    payload: str | None,
+    args: tuple[str, ...],
+    kwargs: tuple[str, ...],
+    hide_args: bool,
 ) -> None:
-    """Register a job (it is enqueued at once)."""
+    """Register a job: enqueued at once, or waiting for its prerequisites."""
     pairs = {}
     for label in labels:
         key, sep, value = label.partition("=")
         if not sep:
             _fail(f"--label expects KEY=VALUE, got {label!r}", EXIT_INVALID)
         pairs[key] = value
+    call = _payload(payload, args, kwargs, hide_args)
     with connected() as tracker:
         done = tracker.register(
-            jid, queue=queue, labels=pairs, reserve_for=reserve_for, max_attempts=max_attempts
+            jid,
+            queue=queue,
+            labels=pairs,
+            reserve_for=reserve_for,
+            max_attempts=max_attempts,
+            prerequisites=after,
+            parent=parent,
+            batch=batch,
+            delay=delay,
+            payload=call,
+            hide_args=hide_args,
         )
         _print_track(done.track)
+
+
+def _payload(
+    func: str | None, args: tuple[str, ...], kwargs: tuple[str, ...], hide_args: bool
+) -> dict[str, object] | None:
+    """The payload of ``register``'s options, or exit 2 naming the one that is wrong."""
+    if func is None:
+        if args or kwargs or hide_args:
+            _fail("--arg, --kwarg and --hide-args need --payload FUNC", EXIT_INVALID)
+        return None
+    values, named = [], {}
+    for text in args:
+        values.append(_json_option("--arg", text))
+    for pair in kwargs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            _fail(f"--kwarg expects K=JSON, got {pair!r}", EXIT_INVALID)
+        named[key] = _json_option(f"--kwarg {key}", text)
+    return {"func": func, "args": values, "kwargs": named}
+
+
+def _json_option(option: str, text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        _fail(
+            f"{option} expects JSON (a string needs quotes: '\"text\"'), got {text!r}: {exc}",
+            EXIT_INVALID,
+        )
 
 
 @main.command()
@@ -264,6 +326,8 @@ def get(jid: str) -> None:
 @click.option("--reserve-until", metavar="RFC3339")
 def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
     """TRACK SET: report progress or extend the reservation."""
+    if percent is None and desc is None and reserve_until is None:
+        _fail("nothing to change: give --percent, --desc or --reserve-until", EXIT_INVALID)
     with connected() as tracker:
         tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         _print_track(tracker.track_get(jid))
@@ -273,6 +337,7 @@ def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | N
 @click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
 @click.option("--queue")
 @click.option("--label", metavar="KEY:VALUE")
+@click.option("--parent", metavar="JID", help="Only the children of this batch.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--cursor", help="Continue after a previous page.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON track per line.")
@@ -280,13 +345,16 @@ def ls(
     state: str | None,
     queue: str | None,
     label: str | None,
+    parent: str | None,
     limit: int,
     cursor: str | None,
     as_json: bool,
 ) -> None:
     """A table of jobs, newest first."""
     with connected() as tracker:
-        page = tracker.list(state=state, queue=queue, label=label, limit=limit, cursor=cursor)
+        page = tracker.list(
+            state=state, queue=queue, label=label, parent=parent, limit=limit, cursor=cursor
+        )
     if as_json:
         for track in page.jobs:
             click.echo(json.dumps(track.to_dict(), ensure_ascii=False))
@@ -334,6 +402,25 @@ _simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
 _simple("resume", Tracker.resume, "Release a paused job again.")
 _simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
 _simple("success", Tracker.success, "Mark a job finished well (as a worker would).")
+_simple("seal", Tracker.seal, "A batch takes no more children.")
+
+
+@main.command()
+@click.argument("jid")
+@click.option("--dependents", is_flag=True, help="Also put back the dependents its death killed.")
+def retry(jid: str, dependents: bool) -> None:
+    """Put a dead, failed or cancelled job that has a payload back to its queue."""
+    with connected() as tracker:
+        _print_track(tracker.retry(jid, dependents=dependents))
+
+
+@main.command()
+@click.argument("jid")
+def delete(jid: str) -> None:
+    """Forget a finished job (success, dead or cancelled)."""
+    with connected() as tracker:
+        was = tracker.delete(jid)
+    click.echo(f"tracker: deleted {jid} (it was {was.value})")
 
 
 @main.command()

@@ -354,3 +354,105 @@ def test_a_row_opens_the_job_detail_with_its_errors_and_graph(jobs: Tracker, pag
     assert "2/25" in detail  # attempts
     page.screenshot(ARTIFACTS / "dashboard.png")
     assert page.errors() == []
+
+
+# --- triage ------------------------------------------------------------------------------
+
+
+def test_failed_and_dead_rows_show_the_error_and_the_attempt(tracker: Tracker, page: Page) -> None:
+    tracker.register("flaky-1")
+    tracker.start("flaky-1")
+    tracker.fail("flaky-1", "the disk is full", error_type="OSError")
+    tracker.register("done-2")
+    tracker.success("done-2")
+
+    desc = row("flaky-1") + " .c-desc"
+    page.wait_for(f"{_query(desc)}?.textContent.includes('OSError: the disk is full')")
+    assert "attempt 1/25" in page.text(desc)
+    # a success that never reported a percent is drawn complete
+    bar = row("done-2") + " [role=progressbar]"
+    assert page.wait_for(f"{_query(bar)}?.getAttribute('aria-valuenow')") == "100"
+    assert page.errors() == []
+
+
+@pytest.mark.rq
+def test_the_retry_button_brings_a_dead_job_back(tracker: Tracker, page: Page) -> None:
+    queue = "q-" + uuid.uuid4().hex[:12]
+    try:
+        tracker.register(
+            "resize-1",
+            queue=queue,
+            payload={"func": "app.tasks.resize", "args": [42, "x" * 400], "kwargs": {}},
+        )
+        tracker.start("resize-1")
+        tracker.client.delete(f"rq:queue:{queue}")  # as the worker that took it did
+        tracker.fail(
+            "resize-1",
+            "cannot open image",
+            error_type="OSError",
+            retry=False,
+            traceback='Traceback (most recent call last):\n  File "app/tasks.py", line 9\n'
+            "OSError: cannot open image",
+        )
+        page.wait_for(f"{_query(row('resize-1'))}?.dataset.state === 'dead'")
+        page.click(row("resize-1"))
+        retry = "#detail [data-action=retry]"
+        page.wait_for(f"{_query(retry)} !== null")
+        detail = page.evaluate("document.querySelector('#detail').innerText")
+        assert "app.tasks.resize" in detail and "…" in detail  # the arguments, cut short
+        assert page.text("#detail details.traceback pre").endswith("OSError: cannot open image")
+        assert page.evaluate(f"{_query('#detail [data-action=pause]')} === null")
+        page.click("#detail details.traceback summary")
+        page.screenshot(ARTIFACTS / "dashboard-dead-job.png")
+
+        page.click(retry)
+
+        page.wait_for(f"{_query(row('resize-1'))}.dataset.state === 'enqueued'")
+        assert tracker.track_get("resize-1").state.value == "enqueued"
+        assert tracker.client.lrange(f"rq:queue:{queue}", 0, -1) == [b"resize-1"]
+        page.wait_for(
+            f"{_query(retry)} === null && {_query('#detail [data-action=cancel]')} !== null"
+        )
+        assert page.evaluate(f"{_query('#detail details.traceback')}.open")  # drawn again: open
+        assert page.errors() == []
+    finally:
+        tracker.client.delete(f"rq:queue:{queue}", "rq:job:resize-1")
+        tracker.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:
+    tracker.register("job-1")
+    page.wait_for(f"{_query(row('job-1'))} !== null")
+    page.click(row("job-1"))
+    pause = "#detail [data-action=pause]"
+    page.wait_for(f"{_query(pause)} !== null")
+    page.evaluate(f"window.stale = {_query(pause)}")
+    tracker.start("job-1")
+    page.wait_for(f"{_query(pause)} === null")  # the page heard of the start
+    page.evaluate("window.stale.click()")  # a click that was on its way meanwhile
+
+    alert = page.wait_for(f"{_query('#detail .refused')}?.textContent")
+    assert "only a waiting or enqueued job can be paused" in alert
+
+
+def test_the_table_is_usable_420_px_wide(jobs: Tracker, page: Page) -> None:
+    jobs.fail("report-1", "the printer is on fire", error_type="RuntimeError")
+    page.wait_for(f"{_query(row('report-1'))}?.dataset.state === 'failed'")
+    page.send(
+        "Emulation.setDeviceMetricsOverride", width=420, height=900, deviceScaleFactor=1,
+        mobile=False,
+    )  # fmt: skip
+    try:
+        widths = page.wait_for(
+            "innerWidth === 420 && [...document.querySelectorAll('#jobs thead th')]"
+            ".map(th => Math.round(th.getBoundingClientRect().width))"
+        )
+        assert len(widths) == 7 and min(widths) > 40, widths
+        scroller = "document.querySelector('.table-wrap')"
+        assert page.evaluate(f"{scroller}.scrollWidth > {scroller}.clientWidth")
+        assert (
+            page.evaluate("document.documentElement.scrollWidth") <= 420
+        )  # only the table scrolls
+        page.screenshot(ARTIFACTS / "dashboard-420.png")
+    finally:
+        page.send("Emulation.clearDeviceMetricsOverride")

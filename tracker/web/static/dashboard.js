@@ -8,6 +8,8 @@
   "use strict";
 
   const STATES = ["waiting", "paused", "enqueued", "working", "failed", "success", "dead", "cancelled"];
+  const TERMINAL = new Set(["success", "dead", "cancelled"]);
+  const SHOWN_ARGS = 160; // characters of a payload's arguments shown before "…"
   const PAGE = 100; // jobs per fetch
   const MAX_ROWS = 1000; // live inserts beyond this drop the oldest rows
   const GRAPH_SIDE = 8; // nodes drawn per side of the graph
@@ -65,16 +67,27 @@
       const skew = date - Date.now();
       clockSkew = Math.abs(skew) > 2000 ? skew : 0;
     }
-    if (!response.ok) {
-      let detail = response.statusText;
-      try {
-        const problem = await response.json();
-        detail = problem.detail || problem.title || detail;
-      } catch {
-        // not a problem+json body: keep the status text
-      }
-      throw new ApiError(response.status, detail);
+    if (!response.ok) throw await problemOf(response);
+    return response.json();
+  }
+
+  async function problemOf(response) {
+    let detail = response.statusText;
+    try {
+      const problem = await response.json();
+      detail = problem.detail || problem.title || detail;
+    } catch {
+      // not a problem+json body: keep the status text
     }
+    return new ApiError(response.status, detail);
+  }
+
+  /** A write: POST with an empty JSON object, as a same-origin JSON request. */
+  async function post(path) {
+    const headers = { Accept: "application/json", "Content-Type": "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(new URL(path, document.baseURI), { method: "POST", headers, body: "{}", cache: "no-store" });
+    if (!response.ok) throw await problemOf(response);
     return response.json();
   }
 
@@ -93,7 +106,7 @@
   }
 
   function timeAgo(iso) {
-    return h("time", { class: "ago", datetime: iso, title: iso }, ago(iso));
+    return h("time", { class: "ago", datetime: iso, title: `${localTime(iso)} (${iso})` }, ago(iso));
   }
 
   function tick() {
@@ -122,8 +135,9 @@
   }
 
   function setProgress(p, track) {
-    const known = Number.isInteger(track.percent);
-    const percent = known ? Math.min(100, Math.max(0, track.percent)) : 0;
+    // a success that never reported a percent is complete all the same
+    const known = Number.isInteger(track.percent) || track.state === "success";
+    const percent = Number.isInteger(track.percent) ? Math.min(100, Math.max(0, track.percent)) : known ? 100 : 0;
     p.el.className = `progress s-${track.state}${known ? "" : " unset"}`;
     p.fill.style.width = `${percent}%`;
     if (known) p.bar.setAttribute("aria-valuenow", String(percent));
@@ -134,6 +148,13 @@
   function attempts(track) {
     if (track.attempts === undefined) return "";
     return track.max_attempts ? `${track.attempts}/${track.max_attempts}` : String(track.attempts);
+  }
+
+  /** "ValueError: it broke" of a track's newest error. */
+  function errorText(track) {
+    const e = track.error || (track.errors && track.errors[0]);
+    if (!e) return "";
+    return e.type ? `${e.type}: ${e.message}` : e.message;
   }
 
   function jobLink(jid, state) {
@@ -306,6 +327,7 @@
   let cursor = null; // the list's `next`
   let listing = 0; // the newest list request; older answers are dropped
   let held = null; // events that arrived while the list was being fetched
+  let loaded = false; // whether a list has come in yet
 
   function makeRow(track) {
     const jid = h("span", { class: "mono jid" });
@@ -357,8 +379,17 @@
     cells.state.replaceChildren(badge(track.state));
     cells.queue.textContent = track.queue || "";
     setProgress(cells.progress, track);
-    cells.desc.textContent = track.desc || "";
-    cells.desc.title = track.desc || "";
+    const failure = (track.state === "failed" || track.state === "dead") && errorText(track);
+    cells.desc.replaceChildren(
+      ...(failure
+        ? [
+            h("span", { class: "row-error" }, failure),
+            h("span", { class: "row-attempt" }, ` · attempt ${attempts(track)}`),
+            track.desc ? h("span", { class: "muted" }, ` · ${track.desc}`) : "",
+          ]
+        : [track.desc || ""]),
+    );
+    cells.desc.title = failure ? `${failure} (attempt ${attempts(track)})${track.desc ? `\n${track.desc}` : ""}` : track.desc || "";
     cells.attempts.textContent = attempts(track);
     cells.updated.replaceChildren(track.updated_at ? timeAgo(track.updated_at) : "");
   }
@@ -374,9 +405,11 @@
   function renderEmpty() {
     const old = tbody.querySelector("tr.empty");
     if (rows.size && old) old.remove();
-    if (!rows.size && !old) {
+    if (old && rows.size === 0 && old.dataset.loaded !== String(loaded)) old.remove();
+    if (!rows.size && !tbody.querySelector("tr.empty")) {
       const filtered = Object.values(view).some(Boolean);
-      tbody.append(h("tr", { class: "empty" }, h("td", { colspan: 7 }, filtered ? "No job matches these filters." : "No jobs yet.")));
+      const text = !loaded ? "Loading jobs…" : filtered ? "No job matches these filters." : "No jobs yet.";
+      tbody.append(h("tr", { class: "empty", "data-loaded": String(loaded) }, h("td", { colspan: 7 }, text)));
     }
     $("#shown").textContent = `${rows.size} shown`;
     $("#more").hidden = !cursor;
@@ -428,6 +461,7 @@
     if (request !== listing) return;
     document.body.classList.remove("loading");
     hideBanner();
+    loaded = true;
     if (!more) {
       rows.clear();
       tbody.replaceChildren();
@@ -458,6 +492,20 @@
     if (known && Date.parse(incoming.updated_at) < Date.parse(known.updated_at)) return; // older than what we show
     const track = merge(known, incoming);
     const changedState = !known || known.state !== track.state;
+    if (track.state === "unknown") {
+      // deleted: it leaves the table; an open detail says it has no track
+      if (row) {
+        rows.delete(track.jid);
+        row.tr.remove();
+        renderEmpty();
+      }
+      if (detail.jid === track.jid) {
+        detail.missing = true;
+        renderDetail();
+      }
+      scheduleStats();
+      return;
+    }
 
     if (row) {
       if (matches(track)) {
@@ -473,7 +521,7 @@
       for (const tr of addRows([track], { top: true })) flash(tr);
     }
     if (detail.jid === track.jid) {
-      detail.track = track;
+      detail.track = withHeavy(track, detail.track);
       if (changedState) loadRelated(track.jid);
       renderDetail();
     } else if (detail.related && changedState && relatedHas(track.jid)) {
@@ -483,6 +531,21 @@
       renderDetail();
     }
     if (changedState) scheduleStats();
+  }
+
+  /** ``track`` with the payload and tracebacks of ``known``: events leave them out. */
+  function withHeavy(track, known) {
+    if (!known || known.jid !== track.jid || track === known) return track;
+    const out = { ...track };
+    if (!out.payload && known.payload) out.payload = known.payload;
+    if (out.errors && known.errors) {
+      out.errors = out.errors.map((e) => {
+        if (e.traceback) return e;
+        const same = known.errors.find((k) => k.at === e.at && k.message === e.message);
+        return same && same.traceback ? { ...e, traceback: same.traceback } : e;
+      });
+    }
+    return out;
   }
 
   function onTrack(event) {
@@ -557,7 +620,8 @@
 
   // --- the detail view -------------------------------------------------------------------
 
-  const detail = { jid: "", track: null, related: null, missing: false };
+  const detail = { jid: "", track: null, related: null, missing: false, acting: "", refused: "" };
+  const openTracebacks = new Set(); // errors (by time and message) whose traceback is open
 
   async function openDetail(jid) {
     const fresh = detail.jid !== jid;
@@ -566,6 +630,7 @@
       detail.track = rows.has(jid) ? rows.get(jid).track : null;
       detail.related = null;
       detail.missing = false;
+      detail.acting = detail.refused = "";
       $("#detail-body").scrollTop = 0;
     }
     for (const row of rows.values()) row.tr.classList.toggle("selected", row.track.jid === jid);
@@ -652,8 +717,11 @@
     ];
     const parts = [
       h("div", { class: "detail-progress" }, p.el, h("p", { class: "desc" }, track.desc || "")),
+      actionBar(track),
       h("dl", { class: "facts" }, facts),
     ];
+
+    if (track.payload) parts.push(section("Payload", payloadView(track.payload)));
 
     const labels = Object.entries(track.labels || {});
     if (labels.length) {
@@ -726,6 +794,7 @@
                 ),
                 h("pre", {}, e.message),
                 e.source && e.source !== track.jid ? h("div", { class: "muted" }, "because of ", jobLink(e.source)) : null,
+                e.traceback ? traceback(e) : null,
               ),
             ),
           ),
@@ -733,6 +802,82 @@
       );
     }
     body.replaceChildren(...parts);
+  }
+
+  // What a person may do to the job in its state; each is one POST of the API.
+  const ACTIONS = [
+    ["retry", "Retry", (t) => ["dead", "failed", "cancelled"].includes(t.state) && Boolean(t.payload) && !t.batch],
+    ["resume", "Resume", (t) => t.state === "paused"],
+    ["pause", "Pause", (t) => t.state === "waiting" || t.state === "enqueued"],
+    ["seal", "Seal", (t) => Boolean(t.batch) && !t.batch.sealed && !TERMINAL.has(t.state)],
+    ["cancel", "Cancel", (t) => !TERMINAL.has(t.state)],
+  ];
+
+  function actionBar(track) {
+    const allowed = ACTIONS.filter(([, , when]) => when(track));
+    if (!allowed.length && !detail.refused) return null;
+    return h(
+      "div",
+      { class: "actions" },
+      allowed.map(([name, label]) =>
+        h(
+          "button",
+          {
+            type: "button",
+            class: `action a-${name}`,
+            "data-action": name,
+            disabled: Boolean(detail.acting),
+            "aria-busy": detail.acting === name ? "true" : null,
+            onclick: () => act(name, track.jid),
+          },
+          label,
+        ),
+      ),
+      detail.refused ? h("p", { class: "refused", role: "alert" }, detail.refused) : null,
+    );
+  }
+
+  async function act(name, jid) {
+    detail.acting = name;
+    detail.refused = "";
+    renderDetail();
+    try {
+      const track = await post(`${jobPath(jid)}/${name}`);
+      if (detail.jid === jid) detail.track = withHeavy(track, detail.track);
+      apply(track);
+    } catch (error) {
+      if (detail.jid === jid) detail.refused = `${name} refused: ${error.message}`;
+    } finally {
+      if (detail.jid === jid) {
+        detail.acting = "";
+        renderDetail();
+      }
+    }
+  }
+
+  // Open stays open: the detail is drawn again at every event of the job.
+  function traceback(e) {
+    const key = `${detail.jid} ${e.at} ${e.message}`;
+    const el = h("details", { class: "traceback", open: openTracebacks.has(key) }, h("summary", {}, "Traceback"), h("pre", {}, e.traceback));
+    el.addEventListener("toggle", () => (el.open ? openTracebacks.add(key) : openTracebacks.delete(key)));
+    return el;
+  }
+
+  function shortJson(value) {
+    if (value === "hidden") return h("span", { class: "hidden-args" }, "hidden");
+    const text = JSON.stringify(value);
+    const shown = text.length > SHOWN_ARGS ? `${text.slice(0, SHOWN_ARGS - 1)}…` : text;
+    return h("code", { class: "mono", title: text.length > SHOWN_ARGS ? text.slice(0, 4000) : null }, shown);
+  }
+
+  function payloadView(payload) {
+    return h(
+      "dl",
+      { class: "facts payload" },
+      fact("Function", h("code", { class: "mono" }, payload.func)),
+      fact("Arguments", shortJson(payload.args)),
+      fact("Keywords", shortJson(payload.kwargs)),
+    );
   }
 
   function nodeList(nodes) {

@@ -456,3 +456,30 @@ def test_the_table_is_usable_420_px_wide(jobs: Tracker, page: Page) -> None:
         page.screenshot(ARTIFACTS / "dashboard-420.png")
     finally:
         page.send("Emulation.clearDeviceMetricsOverride")
+
+
+def test_the_table_says_loading_until_the_list_answers(
+    tracker: Tracker, browser: Browser, dashboard: str
+) -> None:
+    tab = Page(browser)
+    try:
+        tab.send("Fetch.enable", patterns=[{"urlPattern": "*/jobs?*", "requestStage": "Request"}])
+        tab.send("Page.navigate", url=dashboard)
+
+        def held() -> str | None:
+            tab.evaluate("0")  # reads the events sent meanwhile
+            for event in browser.events:
+                if (
+                    event.get("sessionId") == tab.session
+                    and event["method"] == "Fetch.requestPaused"
+                ):
+                    return str(event["params"]["requestId"])
+            return None
+
+        request = wait_until(held)
+        assert tab.wait_for("document.querySelector('#jobs tbody')?.textContent") == "Loading jobs…"
+        tab.send("Fetch.continueRequest", requestId=request)
+        tab.send("Fetch.disable")
+        tab.wait_for("document.querySelector('#jobs tbody').textContent === 'No jobs yet.'")
+    finally:
+        tab.close()

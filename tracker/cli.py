@@ -23,7 +23,7 @@ import rq
 from .embedded import EmbeddedValkey, Keeper
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
 from .maintenance import Maintenance
-from .model import STORED_STATES, Track
+from .model import STORED_STATES, State, Track
 from .settings import Settings
 from .store import Tracker
 
@@ -326,9 +326,11 @@ def get(jid: str) -> None:
 @click.option("--reserve-until", metavar="RFC3339")
 def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
     """TRACK SET: report progress or extend the reservation."""
-    if percent is None and desc is None and reserve_until is None:
-        _fail("nothing to change: give --percent, --desc or --reserve-until", EXIT_INVALID)
     with connected() as tracker:
+        if percent is None and desc is None and reserve_until is None:
+            if tracker.state(jid) is State.UNKNOWN:  # unknown first, as for any write
+                raise NotFound(jid)
+            _fail("nothing to change: give --percent, --desc or --reserve-until", EXIT_INVALID)
         tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
         _print_track(tracker.track_get(jid))
 

@@ -33,6 +33,16 @@ async def _lifecycle(tracker: AsyncTracker) -> None:
         ("job-1", State.SUCCESS),
     ]
     assert await tracker.track_get_many([]) == []
+    with pytest.raises(Conflict):
+        await tracker.retry("job-1")
+    assert await tracker.delete("job-1") is State.SUCCESS
+    deleted = (await tracker.events("0"))[-1]
+    assert (deleted.track.jid, deleted.track.state, deleted.was) == (
+        "job-1",
+        State.UNKNOWN,
+        State.SUCCESS,
+    )
+    assert (await tracker.stats()).states == {}
 
 
 def test_the_async_tracker_runs_the_lifecycle(valkey_url: str) -> None:

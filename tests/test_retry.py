@@ -12,6 +12,7 @@ import pytest
 import rq
 from conftest import MakeTracker
 from test_dependencies import RQQueue, rq_queue  # noqa: F401 (a fixture)
+from test_release_processes import count_script_calls
 from test_worker import work
 
 from tracker import Conflict, NotFound, State, Tracker
@@ -192,6 +193,24 @@ def test_retry_with_dependents_leaves_a_job_with_another_dead_prerequisite(
     tracker.retry(jid, dependents=True)
 
     assert tracker.track_get("deploy").state is State.DEAD
+
+
+@pytest.mark.rq
+def test_a_wide_revival_goes_in_bounded_chunks_and_reaches_every_dependent(
+    make_real_tracker: MakeTracker, rq_queue: Queues, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tracker = make_real_tracker(propagate_failures=True)
+    wide = {f"d{n}": ["build"] for n in range(150)}
+    jid = kill_build(tracker, rq_queue(tracker), **wide)
+    calls = count_script_calls(tracker, monkeypatch)
+
+    tracker.retry(jid, dependents=True)
+
+    assert calls["drain"] >= 2  # 150 revivals do not fit one call's budget
+    assert {tracker.track_get(name).state for name in wide} == {State.WAITING}
+    tracker.start(jid)
+    tracker.success(jid)
+    assert {tracker.track_get(name).state for name in wide} == {State.ENQUEUED}
 
 
 # --- delete --------------------------------------------------------------------------------

@@ -352,6 +352,20 @@ class LifecycleMachine(RuleBasedStateMachine):
             lambda job, now: job.move(State.ENQUEUED, now),
         )
 
+    @rule(jid=jids, retry=st.booleans())
+    def retry_or_delete(self, jid: str, retry: bool) -> None:
+        job = self.jobs.get(jid)
+        if job is None:
+            perform(lambda: self.tracker.delete(jid), Refusal(NotFound))
+        elif retry:  # these jobs have no payload: nothing to hand to a queue again
+            perform(lambda: self.tracker.retry(jid), Refusal(Conflict, job.state.value))
+        elif not job.state.terminal:
+            perform(lambda: self.tracker.delete(jid), Refusal(Conflict, job.state.value))
+        else:
+            assert perform(lambda: self.tracker.delete(jid), None) is job.state
+            del self.jobs[jid]  # the jid is free: the register rule may take it again
+            self.events += 1
+
     @rule(jid=jids)
     def track_get(self, jid: str) -> None:
         job = self.jobs.get(jid)

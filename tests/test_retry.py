@@ -213,6 +213,14 @@ def test_a_wide_revival_goes_in_bounded_chunks_and_reaches_every_dependent(
     assert {tracker.track_get(name).state for name in wide} == {State.ENQUEUED}
 
 
+def test_the_sets_a_revival_reads_a_jid_off_have_a_job_keys_prefix_length(
+    tracker: Tracker,
+) -> None:
+    # revive() in lua/_graph.lua reads a prerequisite's jid off its dependents or gate set
+    keys = tracker.keys
+    assert len(keys.dependents("")) == len(keys.gate("")) == keys.job_prefix_len
+
+
 # --- delete --------------------------------------------------------------------------------
 
 

@@ -436,7 +436,13 @@ def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page)
 
 
 def test_the_table_is_usable_420_px_wide(jobs: Tracker, page: Page) -> None:
-    jobs.fail("report-1", "the printer is on fire", error_type="RuntimeError")
+    long_line = "/var/spool/reports/" + "page-" * 60 + "10.pdf"
+    jobs.fail(
+        "report-1",
+        f"the printer is on fire: {long_line}",
+        error_type="RuntimeError",
+        traceback=f'Traceback (most recent call last):\n  File "{long_line}", line 1\nRuntimeError',
+    )
     page.wait_for(f"{_query(row('report-1'))}?.dataset.state === 'failed'")
     page.send(
         "Emulation.setDeviceMetricsOverride", width=420, height=900, deviceScaleFactor=1,
@@ -454,6 +460,15 @@ def test_the_table_is_usable_420_px_wide(jobs: Tracker, page: Page) -> None:
             page.evaluate("document.documentElement.scrollWidth") <= 420
         )  # only the table scrolls
         page.screenshot(ARTIFACTS / "dashboard-420.png")
+
+        page.click(row("report-1") + " td.c-jid")  # the row's middle is off screen
+        page.wait_for(f"{_query('#detail details.traceback')} !== null")
+        page.click("#detail details.traceback summary")
+        body = "document.querySelector('#detail-body')"
+        assert page.wait_for(
+            f"{body}.clientWidth > 380 && {body}.scrollWidth <= {body}.clientWidth"
+        )
+        page.screenshot(ARTIFACTS / "dashboard-420-detail.png")
     finally:
         page.send("Emulation.clearDeviceMetricsOverride")
 

@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jobs
@@ -83,6 +85,31 @@ def test_retry_of_a_failed_job_hands_it_over_once(tracker: Tracker, rq_queue: Qu
     assert tracker.track_get(jid).eligible_at is None
     tracker.promote()  # its backoff's hand-off was taken back: no second push
     assert queue.pushed() == [jid]
+
+
+def test_concurrent_retries_hand_the_job_over_once(real_tracker: Tracker) -> None:
+    queue = RQQueue(real_tracker.client)
+    jid = queue.jid("resize")
+    barrier = threading.Barrier(8)
+
+    def retry() -> bool:  # the client's connection pool gives each thread its own
+        barrier.wait()
+        try:
+            real_tracker.retry(jid)
+        except Conflict:
+            return False
+        return True
+
+    try:
+        dead(real_tracker, jid, queue=queue.name, payload=PAYLOAD)
+        real_tracker.client.delete(queue.key)
+        with ThreadPoolExecutor(8) as pool:
+            won = list(pool.map(lambda _: retry(), range(8)))
+
+        assert won.count(True) == 1
+        assert queue.pushed() == [jid]
+    finally:
+        queue.cleanup()
 
 
 @pytest.mark.parametrize("state", ["enqueued", "working", "paused", "success"])

@@ -170,6 +170,25 @@ def test_a_retried_job_releases_the_dependents_its_death_blocked(
 
 
 @pytest.mark.rq
+def test_a_dependent_with_another_dead_prerequisite_stays_blocked_by_it(
+    tracker: Tracker, rq_queue: Queues
+) -> None:
+    tracker.register("lint")
+    jid = kill_build(tracker, rq_queue(tracker), deploy=["build", "lint"], notify=["deploy"])
+    tracker.start("lint")
+    tracker.fail("lint", "style", retry=False)
+    assert tracker.track_get("deploy").blocked_by == jid  # the first to end blocks it
+
+    tracker.retry(jid)
+
+    assert tracker.track_get("deploy").blocked_by == "lint"
+    assert tracker.track_get("notify").blocked_by == "lint"
+    tracker.start(jid)
+    tracker.success(jid)
+    assert tracker.track_get("deploy").state is State.WAITING
+
+
+@pytest.mark.rq
 def test_dead_dependents_stay_dead_unless_asked(
     make_tracker: MakeTracker, rq_queue: Queues
 ) -> None:

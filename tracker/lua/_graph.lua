@@ -17,7 +17,8 @@
 --   kill     members become dead (failure propagation on)
 --   mark     members stay waiting, blocked_by the root (propagation off; not consumed)
 --   cancel   members are cancelled (a cancelled batch's unfinished children)
---   unmark   members blocked_by the root wait again as before (its retry; not consumed)
+--   unmark   members blocked_by the root wait again as before, or blocked by the job
+--            in `reason` (its retry; not consumed)
 --   revive   dead members the root's death killed wait again (a retry with dependents)
 
 local function add_work(kind, set_key, root, reason, kept)
@@ -257,21 +258,6 @@ local function mark(key, root)
   if job.batch then add_work('mark', job.gate, root) end
 end
 
--- The root of a blocking or killing failure was retried (retry.lua): what its mark
--- blocked waits as if it never had, and is released if nothing else is pending.
-local function unmark(key, root)
-  local job = load(key)
-  if not job or TERMINAL[job.state] or job.blocked_by ~= root then return end
-  forget(job, 'bb')
-  if job.state == 'waiting' and job.pending <= 0 then
-    release(job)
-  else
-    commit(job, job.state, {})
-  end
-  add_work('unmark', job.dependents, root)
-  if job.batch then add_work('unmark', job.gate, root) end
-end
-
 -- The state of a job that has a set `set_key` of {ns}:d:<jid> or {ns}:g:<jid>, read
 -- from the state indexes (they hold jids): 'success', 'dead', 'cancelled' or nil.
 -- Those key prefixes have the length of a job key's, so jid_of reads the jid off them.
@@ -281,6 +267,37 @@ local function ended_state(set_key)
     if redis.call('ZSCORE', STATE_KEY[state], jid) then return state end
   end
   return nil
+end
+
+-- The root of a blocking or killing failure was retried (retry.lua): what its mark
+-- blocked waits as if it never had, and is released if nothing else is pending;
+-- unless another prerequisite of it ended badly too: then that one (or `instead`,
+-- the blocker found above it) blocks it, and what it blocks.
+local function unmark(key, root, instead)
+  local job = load(key)
+  if not job or TERMINAL[job.state] or job.blocked_by ~= root then return end
+  local blocker = instead ~= '' and instead or nil
+  if not blocker then
+    for _, set_key in ipairs(split_lines(job.prerequisite_sets)) do
+      local ended = ended_state(set_key)
+      if ended == 'dead' or ended == 'cancelled' then
+        blocker = jid_of(set_key)
+        break
+      end
+    end
+  end
+  if blocker then
+    commit(job, job.state, {'bb', blocker})
+  else
+    forget(job, 'bb')
+    if job.state == 'waiting' and job.pending <= 0 then
+      release(job)
+    else
+      commit(job, job.state, {})
+    end
+  end
+  add_work('unmark', job.dependents, root, blocker)
+  if job.batch then add_work('unmark', job.gate, root, blocker) end
 end
 
 -- A dependent that the root's death killed waits again for what is still pending
@@ -341,7 +358,7 @@ local function work()
     elseif kind == 'mark' or kind == 'unmark' then
       local scan = redis.call('SSCAN', set_key, task[5], 'COUNT', room)
       local each = kind == 'mark' and mark or unmark
-      for _, key in ipairs(scan[2]) do each(key, root) end
+      for _, key in ipairs(scan[2]) do each(key, root, task[4]) end
       if scan[1] ~= '0' then
         task[5] = scan[1]
         redis.call('RPUSH', FANOUT, table.concat(task, '\t'))

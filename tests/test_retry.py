@@ -383,6 +383,14 @@ def test_a_long_traceback_loses_its_top(tracker: Tracker) -> None:
     assert kept.endswith("in step_999\nValueError: deep")
 
 
+def test_a_huge_traceback_is_cut_not_refused(tracker: Tracker) -> None:
+    tracker.register("job-1")
+    tracker.start("job-1")
+    tracker.fail("job-1", "deep", traceback="x" * (2 << 20) + "\udcff\nValueError: deep")
+    kept = tracker.track_get("job-1").errors[0]["traceback"]
+    assert kept.endswith("\nValueError: deep") and len(kept.encode()) <= MAX_TRACEBACK
+
+
 def test_tracebacks_stay_in_step_with_the_history(tracker: Tracker) -> None:
     tracker.register("job-1", max_attempts=50)
     for attempt in range(12):

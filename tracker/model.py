@@ -256,10 +256,11 @@ def registration(
 def cut_traceback(text: object) -> str:
     """A traceback of at most :data:`MAX_TRACEBACK` bytes: a longer one loses its top
     (the outer frames), from a line start where one is near, and says so."""
-    text = check_text("traceback", text, 1 << 20)
-    data = text.encode("utf-8")
+    if not isinstance(text, str):
+        raise InvalidInput("traceback", f"expected a string, got {type(text).__name__}")
+    data = text.encode("utf-8", errors="replace")  # a lone surrogate (a file name) becomes ?
     if len(data) <= MAX_TRACEBACK:
-        return text
+        return data.decode("utf-8")
     marker = "[...]\n"
     tail = data[len(data) - MAX_TRACEBACK + len(marker) :].decode("utf-8", errors="ignore")
     newline = tail.find("\n")

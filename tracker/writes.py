@@ -19,6 +19,7 @@ from .model import (
     State,
     Track,
     TrackUpdate,
+    check_bool,
     check_int,
     check_name,
     check_text,
@@ -166,10 +167,7 @@ class WritePlans(PlanBase):
 
     def retry(self, jid: str, *, dependents: bool = False) -> Plan[Track]:
         check_name("jid", jid)
-        if not isinstance(dependents, bool):
-            raise InvalidInput(
-                "dependents", f"expected true or false, got {type(dependents).__name__}"
-            )
+        check_bool("dependents", dependents)
         return self._transition("retry", jid, "1" if dependents else "0")
 
     def delete(self, jid: str) -> Plan[State]:

@@ -31,13 +31,23 @@ class NotFound(TrackerError, LookupError):
 
 
 class Conflict(TrackerError):
-    """The job's current state refuses the request; nothing was written."""
+    """The job's current state refuses the request; nothing was written.
 
-    def __init__(self, jid: str, state: str, detail: str) -> None:
+    ``attempt`` is the job's current attempt when the refusal is about attempts (a write
+    from a superseded one), else None.
+    """
+
+    def __init__(self, jid: str, state: str, detail: str, attempt: int | None = None) -> None:
         super().__init__(f"job {jid!r} is {state}: {detail}")
         self.jid = jid
         self.state = state
         self.detail = detail
+        self.attempt = attempt
+
+
+class JobSuperseded(Conflict):
+    """A write named an attempt that is no longer the job's current one (fencing): the
+    attempt was reaped and the job started again. The writer must stop that job."""
 
 
 class JobCancelled(Conflict):

@@ -45,6 +45,15 @@ class ReadPlans(PlanBase):
         (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
         return State.UNKNOWN if raw is None else State(raw.decode())
 
+    def state_and_attempt(self, jid: str) -> Plan[tuple[State, int]]:
+        """The job's state and current attempt (0 before its first start): what a worker
+        polls to learn that its job was cancelled, or reaped and started again."""
+        check_name("jid", jid)
+        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), ["s", "a"]))])
+        if state is None:
+            return State.UNKNOWN, 0
+        return State(state.decode()), int(attempt or 0)
+
     def stats(self) -> Plan[Stats]:
         reply = yield Call("stats", list(self.keys.shared), self._head())
         flat = scripts.outcome(reply, "")

@@ -25,7 +25,7 @@ from typing import Any
 import redis.exceptions
 
 from .cluster import is_cluster
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from .times import format_time
 
 OPERATIONS = (
@@ -178,6 +178,11 @@ def error(reply: list[Any], jid: str) -> Exception:
         return NotFound(jid)
     if code == CONFLICT:
         state, reason = _text(reply[1]), _text(reply[2])
+        if reason == "superseded":
+            current, named = int(reply[3]), int(reply[4])
+            gone = "was superseded" if named < current else "has not started"
+            detail = f"attempt {named} {gone}: the current attempt is {current}"
+            return JobSuperseded(jid, state, detail, current)
         return Conflict(jid, state, _REASONS[reason](reply[3:]))
     if code == INVALID:
         field, reason = _text(reply[1]), _text(reply[2])

@@ -19,7 +19,8 @@
 -- Replies are tables whose first element is a code:
 --   {0, ...}                 done
 --   {1}                      the job has no track
---   {2, state, reason, ...}  the job's state refuses this (reason is a short code)
+--   {2, state, reason, ...}  the job's state refuses this (reason is a short code); for
+--                            'superseded', then the current attempt and the one named
 --   {3, field, reason}       an input the script alone can judge is invalid
 
 local STATES = {'waiting', 'paused', 'enqueued', 'working', 'failed', 'success', 'dead', 'cancelled'}
@@ -138,6 +139,15 @@ local function load(key)
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
+end
+
+-- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) other
+-- than the job's current one (`current`, its field a), or nil. A reaped attempt's
+-- worker may wake up after the next attempt started: it must not write into it.
+local function fence(state, current, attempt)
+  if attempt ~= '' and tonumber(attempt) ~= (tonumber(current) or 0) then
+    return {2, state, 'superseded', current or '0', attempt}
+  end
 end
 
 -- HDEL that keeps the loaded copy of the hash in step.

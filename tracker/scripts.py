@@ -159,7 +159,13 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
 }
 
 _INVALID: dict[str, str] = {
-    "too_many": "this namespace already has the most queues it can hold (2047)",
+    "too_many": (
+        "this namespace already holds the most queues it can at once (2047 queue names with "
+        "live jobs). A queue is forgotten once none of its jobs is live (Tracker.prune() "
+        "forgets them all; tracker serve runs it every second): let jobs of old queues "
+        "finish and expire, use fewer queue names (labels tell jobs apart), or another "
+        "namespace"
+    ),
 }
 
 

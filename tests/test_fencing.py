@@ -132,6 +132,25 @@ def test_an_attempt_that_has_not_started_yet_is_refused(tracker: Tracker) -> Non
     assert tracker.track_get("job-1").percent is None
 
 
+def test_a_reaped_attempt_may_not_write_before_the_next_one_starts(
+    fenced: Tracker, clock: FakeClock
+) -> None:
+    fenced.register("job-1")
+    fenced.start("job-1", reserve_for=1)
+    clock.advance(2)
+    reaped = fenced.reap()[0]
+    for write in (
+        lambda: fenced.track_set("job-1", percent=90, attempt=1),
+        lambda: fenced.success("job-1", attempt=1),
+        lambda: fenced.fail("job-1", "late", attempt=1),
+    ):
+        with pytest.raises(JobSuperseded) as refused:
+            write()
+        assert (refused.value.state, refused.value.attempt) == ("failed", 1)
+        assert "attempt 1 has ended" in refused.value.detail
+    assert fenced.track_get("job-1") == reaped
+
+
 def test_writes_without_an_attempt_are_not_fenced(fenced: Tracker, clock: FakeClock) -> None:
     superseded(fenced, clock)
     fenced.track_set("job-1", percent=60)

@@ -186,8 +186,11 @@ def error(reply: list[Any], jid: str) -> Exception:
         state, reason = _text(reply[1]), _text(reply[2])
         if reason == "superseded":
             current, named = int(reply[3]), int(reply[4])
-            gone = "was superseded" if named < current else "has not started"
-            detail = f"attempt {named} {gone}: the current attempt is {current}"
+            if named == current:
+                detail = f"attempt {named} has ended (reaped or failed): the job is {state}"
+            else:
+                gone = "was superseded" if named < current else "has not started"
+                detail = f"attempt {named} {gone}: the current attempt is {current}"
             return JobSuperseded(jid, state, detail, current)
         return Conflict(jid, state, _REASONS[reason](reply[3:]))
     if code == INVALID:

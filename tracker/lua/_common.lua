@@ -200,11 +200,15 @@ local function load(key)
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
 end
 
--- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) other
--- than the job's current one (`current`, its field a), or nil. A reaped attempt's
--- worker may wake up after the next attempt started: it must not write into it.
+-- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that
+-- is not running: another than the job's current one (`current`, its field a), or the
+-- current one once it ended while the job goes on (reaped: failed, or enqueued again).
+-- Returns nil when the write may go on. A reaped attempt's worker may wake up after the
+-- next attempt started: it must not write into it.
 local function fence(state, current, attempt)
-  if attempt ~= '' and tonumber(attempt) ~= (tonumber(current) or 0) then
+  if attempt == '' then return nil end
+  if tonumber(attempt) ~= (tonumber(current) or 0) or (state ~= 'working' and not TERMINAL[state])
+  then
     return {2, state, 'superseded', current or '0', attempt}
   end
 end

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -149,6 +150,50 @@ def test_a_reaped_attempt_may_not_write_before_the_next_one_starts(
         assert (refused.value.state, refused.value.attempt) == ("failed", 1)
         assert "attempt 1 has ended" in refused.value.detail
     assert fenced.track_get("job-1") == reaped
+
+
+def test_a_stale_attempt_racing_the_reap_and_restart_never_lands_in_the_next_attempt(
+    make_real_tracker: MakeTracker,
+) -> None:
+    """A thread keeps writing as attempt 1 while the job is reaped and started again:
+    in the event stream, no write of attempt 1 comes after attempt 2's start."""
+    clock = FakeClock()
+    tracker = make_real_tracker(clock=clock)
+    tracker.register("job-1")
+    tracker.start("job-1", reserve_for=1)
+    stop, accepted, refused = threading.Event(), [0], [0]
+
+    def stale() -> None:
+        client = redis.Redis(connection_pool=tracker.client.connection_pool)
+        with Tracker(client, tracker.settings, clock=clock) as writer:
+            while not stop.is_set():
+                try:
+                    writer.track_set("job-1", desc="attempt 1", attempt=1)
+                    accepted[0] += 1
+                except JobSuperseded:
+                    refused[0] += 1
+
+    thread = threading.Thread(target=stale)
+    thread.start()
+    try:
+        wait_until(lambda: accepted[0] > 20, timeout=10, interval=0.005)
+        clock.advance(2)
+        assert tracker.reap()
+        assert tracker.start("job-1").attempts == 2
+        tracker.track_set("job-1", desc="attempt 2", attempt=2)
+        wait_until(lambda: refused[0] > 20, timeout=10, interval=0.005)
+    finally:
+        stop.set()
+        thread.join(timeout=10)
+    entries = tracker.client.xrange(tracker.keys.events)
+    restart = max(
+        i
+        for i, (_, fields) in enumerate(entries)
+        if fields.get(b"w") == b"failed" and fields[b"s"] == b"working"
+    )
+    later = [fields.get(b"d") for _, fields in entries[restart + 1 :]]
+    assert later == [b"attempt 2"]
+    assert tracker.track_get("job-1").desc == "attempt 2"
 
 
 def test_writes_without_an_attempt_are_not_fenced(fenced: Tracker, clock: FakeClock) -> None:

@@ -306,26 +306,62 @@ def test_a_redis_url_with_a_malformed_port_exits_4_naming_the_variable(cli: Run)
 # --- the console script on the embedded server ---------------------------------------------
 
 
-def _console(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory of the test's own; its embedded store is stopped after the test."""
+    yield tmp_path
+    EmbeddedValkey(tmp_path / ".tracker").stop()
+
+
+def _console(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     script = Path(sys.executable).with_name("tracker")
     return subprocess.run(
-        [str(script), *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=30
+        [str(script), *args], cwd=directory, env=env, capture_output=True, text=True, timeout=30
     )
 
 
 def test_the_console_script_without_a_url_keeps_data_in_the_embedded_server(
-    tmp_path: Path,
+    directory: Path,
 ) -> None:
-    registered = _console(tmp_path, "register", "x")
+    registered = _console(directory, "register", "x")
     assert registered.returncode == 0, registered.stderr
-    assert (tmp_path / ".tracker").is_dir()
-    stopped = redis.Redis.from_url(EmbeddedValkey(tmp_path / ".tracker").url)
-    with stopped, pytest.raises(redis.ConnectionError):  # so the next read comes from the AOF
-        stopped.ping()
-    read = _console(tmp_path, "get", "x")
+    assert (directory / ".tracker").is_dir()
+    assert _console(directory, "store", "stop").returncode == 0  # the next read is from the AOF
+    read = _console(directory, "get", "x")
     assert read.returncode == 0, read.stderr
     assert json.loads(read.stdout)["state"] == "enqueued"
+
+
+def test_store_status_and_stop(directory: Path) -> None:
+    down = _console(directory, "store", "status")
+    assert down.returncode == 1
+    assert json.loads(down.stdout) | {"socket": None} == {
+        "running": False,
+        "pid": None,
+        "socket": None,
+        "since": None,
+    }
+    assert _console(directory, "register", "x").returncode == 0
+    up = _console(directory, "store", "status")
+    assert up.returncode == 0
+    status = json.loads(up.stdout)
+    assert status["running"] is True and status["pid"] > 0 and status["since"].endswith("Z")
+    stopped = _console(directory, "store", "stop")
+    assert (stopped.returncode, stopped.stdout) == (0, "tracker: the embedded Valkey stopped\n")
+    again = _console(directory, "store", "stop")
+    assert (again.returncode, again.stdout) == (0, "tracker: it was not running\n")
+    assert _console(directory, "store", "status").returncode == 1
+
+
+def test_a_killed_store_comes_back_with_its_data_at_the_next_command(directory: Path) -> None:
+    assert _console(directory, "register", "x").returncode == 0
+    pid = json.loads(_console(directory, "store", "status").stdout)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    read = _console(directory, "get", "x")
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["state"] == "enqueued"
+    assert json.loads(_console(directory, "store", "status").stdout)["pid"] != pid
 
 
 def test_serve_refuses_to_listen_beyond_loopback_without_a_token(cli: Run) -> None:
@@ -341,31 +377,35 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_serve_runs_the_api_on_the_embedded_server_and_stops_it_on_sigterm(
-    tmp_path: Path,
-) -> None:
+def _serve(directory: Path, port: int) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
-    port = _free_port()
     script = Path(sys.executable).with_name("tracker")
-    server = subprocess.Popen(
+    return subprocess.Popen(
         [str(script), "serve", "--port", str(port)],
-        cwd=tmp_path,
+        cwd=directory,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
 
-    def ready() -> bool:
-        try:
-            return httpx.get(base + "/readyz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
-            return False
 
+def _ready(base: str, server: subprocess.Popen[str]) -> bool:
     try:
-        wait_until(ready, timeout=30)
+        return httpx.get(base + "/readyz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        assert server.poll() is None, server.stdout.read()  # type: ignore[union-attr]
+        return False
+
+
+def test_serve_runs_the_api_on_the_embedded_server_and_leaves_it_running_on_sigterm(
+    directory: Path,
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(directory, port)
+    try:
+        wait_until(lambda: _ready(base, server), timeout=30)
         assert httpx.put(base + "/jobs/web-1", json={}).status_code == 201
         assert httpx.get(base + "/jobs/web-1").json()["state"] == "enqueued"
         with httpx.stream("GET", base + "/events", timeout=30) as events:
@@ -379,6 +419,43 @@ def test_serve_runs_the_api_on_the_embedded_server_and_stops_it_on_sigterm(
     # uvicorn shuts down cleanly, then re-raises the signal it caught
     assert server.returncode in (0, -signal.SIGTERM), output
     assert "Application shutdown complete" in output
-    gone = redis.Redis.from_url(EmbeddedValkey(tmp_path / ".tracker").url)
-    with gone, pytest.raises(redis.ConnectionError):
-        gone.ping()
+    with redis.Redis.from_url(EmbeddedValkey(directory / ".tracker").url) as store:
+        assert store.ping()  # the store is everyone's: it outlives the server
+
+
+def test_stopping_the_command_that_started_the_store_leaves_it_to_the_others(
+    directory: Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    script = Path(sys.executable).with_name("tracker")
+    worker = subprocess.Popen([str(script), "worker"], cwd=directory, env=env)
+    wait_until(lambda: EmbeddedValkey(directory / ".tracker").status().running, timeout=30)
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(directory, port)
+    try:
+        wait_until(lambda: _ready(base, server), timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=10) == 0
+        assert httpx.get(base + "/readyz", timeout=5).status_code == 200
+        assert httpx.put(base + "/jobs/after", json={}).status_code == 201
+    finally:
+        for process in (worker, server):
+            if process.poll() is None:
+                process.kill()
+            process.communicate()
+
+
+def test_serve_on_a_port_in_use_exits_4_in_one_line(directory: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = _console(directory, "serve", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 4
+    assert result.stderr.count("\n") == 1 and "port is in use" in result.stderr
+
+
+def test_serve_on_an_unknown_host_exits_4_in_one_line(directory: Path) -> None:
+    result = _console(directory, "serve", "--host", "no-such-host.invalid")
+    assert result.returncode == 4
+    assert result.stderr.count("\n") == 1 and "no-such-host.invalid" in result.stderr

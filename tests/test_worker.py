@@ -217,7 +217,7 @@ def test_the_worker_keeps_a_long_jobs_reservation_alive(real_tracker: Tracker, q
     assert seen[-1] - seen[0] >= 1000  # extended as it went
 
 
-def _run_cli_worker(tracker: Tracker, queue: str) -> subprocess.Popen[bytes]:
+def _run_cli_worker(tracker: Tracker, queue: str, *options: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "TRACKER_REDIS_URL": url_of(tracker),
@@ -226,7 +226,7 @@ def _run_cli_worker(tracker: Tracker, queue: str) -> subprocess.Popen[bytes]:
     }
     script = Path(sys.executable).with_name("tracker")
     return subprocess.Popen(
-        [str(script), "worker", queue, "--burst"],
+        [str(script), "worker", queue, *options],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -237,7 +237,7 @@ def _run_cli_worker(tracker: Tracker, queue: str) -> subprocess.Popen[bytes]:
 def test_the_forking_worker_reports_the_lifecycle(real_tracker: Tracker, queue: str) -> None:
     done = real_tracker.enqueue(jobs.report_steps, (3,), queue=queue)
     bad = real_tracker.enqueue(jobs.broken, queue=queue, max_attempts=1)
-    process = _run_cli_worker(real_tracker, queue)
+    process = _run_cli_worker(real_tracker, queue, "--burst")
     assert process.wait(timeout=60) == 0
     assert (real_tracker.track_get(done).state, real_tracker.track_get(done).percent) == (
         State.SUCCESS,
@@ -246,9 +246,39 @@ def test_the_forking_worker_reports_the_lifecycle(real_tracker: Tracker, queue: 
     assert real_tracker.track_get(bad).state is State.DEAD
 
 
+@pytest.mark.parametrize("simple", [False, True], ids=["forking", "simple"])
+def test_a_burst_worker_leaves_within_seconds_of_its_last_job(
+    real_tracker: Tracker, queue: str, simple: bool
+) -> None:
+    jid = real_tracker.enqueue(jobs.sleep_then_succeed, (0.1,), queue=queue)
+    started = time.monotonic()
+    process = _run_cli_worker(real_tracker, queue, "--burst", *(["--simple"] if simple else []))
+    assert process.wait(timeout=60) == 0
+    assert time.monotonic() - started < 5
+    assert real_tracker.state(jid) is State.SUCCESS
+
+
+@pytest.mark.parametrize("simple", [False, True], ids=["forking", "simple"])
+def test_an_idle_worker_leaves_within_two_seconds_of_sigterm(
+    real_tracker: Tracker, queue: str, simple: bool
+) -> None:
+    jid = real_tracker.enqueue(jobs.sleep_then_succeed, (0.1,), queue=queue)
+    process = _run_cli_worker(real_tracker, queue, *(["--simple"] if simple else []))
+    try:
+        wait_until(lambda: real_tracker.state(jid) is State.SUCCESS, timeout=30)
+        process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        assert process.wait(timeout=60) == 0
+        assert time.monotonic() - signalled < 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_a_killed_workers_job_is_reaped_and_retried(real_tracker: Tracker, queue: str) -> None:
     jid = real_tracker.enqueue(jobs.sleep_then_succeed, (30,), queue=queue, reserve_for=1)
-    process = _run_cli_worker(real_tracker, queue)
+    process = _run_cli_worker(real_tracker, queue, "--burst")
     try:
         wait_until(lambda: real_tracker.state(jid) is State.WORKING, timeout=30)
     finally:

@@ -1,13 +1,16 @@
 """The ``tracker`` command.
 
 Exit codes: 0 done; 1 the job is unknown; 2 bad input or usage; 3 the job's
-state refused the command (409); 4 Redis unavailable or bad settings.
+state refused the command (409); 4 Redis unavailable, bad settings, or a server
+that cannot listen (port in use, unknown host).
 """
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,7 +20,7 @@ from typing import NoReturn
 import click
 import rq
 
-from .embedded import EmbeddedValkey
+from .embedded import EmbeddedValkey, Keeper
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
 from .maintenance import Maintenance
 from .model import STORED_STATES, Track
@@ -32,19 +35,34 @@ def _fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-@contextmanager
-def connected() -> Iterator[Tracker]:
-    """A Tracker on ``TRACKER_REDIS_URL``, or on this directory's embedded server."""
+def _settings() -> Settings:
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except SettingsError as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
-    embedded = None
+
+
+@contextmanager
+def connected(keep_store: bool = False) -> Iterator[Tracker]:
+    """A Tracker on ``TRACKER_REDIS_URL``, or on this directory's embedded server
+    (started if it is not running; it outlives the command). ``keep_store``: a
+    long-running command starts the embedded server again if it is killed."""
+    settings = _settings()
+    keeper = None
     try:
         url = settings.redis_url
         if url is None:
-            embedded = EmbeddedValkey()
-            url = embedded.start()
+            store = EmbeddedValkey()
+            url = store.start()
+            if store.launched:
+                click.echo(
+                    f"tracker: started the embedded Valkey in {store.directory}; it serves "
+                    "the next commands too ('tracker store stop' ends it)",
+                    err=True,
+                )
+            if keep_store:
+                keeper = Keeper(store)
+                keeper.start()
         with Tracker.from_url(url, settings) as tracker:
             yield tracker
     except NotFound as exc:
@@ -58,8 +76,8 @@ def connected() -> Iterator[Tracker]:
     except TrackerError as exc:
         _fail(str(exc), EXIT_INVALID)
     finally:
-        if embedded is not None:
-            embedded.stop()
+        if keeper is not None:
+            keeper.stop()
 
 
 def _print_track(track: Track) -> None:
@@ -85,21 +103,52 @@ def serve(host: str, port: int, insecure: bool) -> None:
 
     from .web import create_app
 
-    try:
-        settings = Settings.from_env()
-    except SettingsError as exc:
-        _fail(str(exc), EXIT_UNAVAILABLE)
+    settings = _settings()
+    address = _address(host, port)
     if not settings.api_token and not insecure and not _loopback(host):
         _fail(
             f"refusing to listen on {host} without TRACKER_API_TOKEN (writes would be open "
             "to anyone who reaches it); set a token, or pass --insecure",
             EXIT_INVALID,
         )
-    click.echo(f"tracker: namespace {settings.namespace!r}, http://{host}:{port}/")
-    # open event streams would hold a shutdown forever: they get a few seconds to end
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=3
+    listener = _listen(host, port, address)
+    shown_host = f"[{host}]" if ":" in host else host
+    click.echo(
+        f"tracker: namespace {settings.namespace!r}, "
+        f"http://{shown_host}:{listener.getsockname()[1]}/"
     )
+    # open event streams would hold a shutdown forever: they get a few seconds to end
+    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run(sockets=[listener])
+
+
+def _address(host: str, port: int) -> tuple[int, tuple[object, ...]]:
+    """The socket family and address ``host`` names, or exit 4 saying it names none."""
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (socket.gaierror, UnicodeError) as exc:
+        _fail(
+            f"cannot listen on {host!r}: not an address or a known host name ({exc})",
+            EXIT_UNAVAILABLE,
+        )
+    return family, address
+
+
+def _listen(host: str, port: int, address: tuple[int, tuple[object, ...]]) -> socket.socket:
+    """A listening socket, or exit 4 with one line saying why not (a port in use)."""
+    family, where = address
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(where)
+        listener.listen(2048)
+    except OSError as exc:
+        listener.close()
+        reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        _fail(f"cannot listen on {host}:{port}: {reason}", EXIT_UNAVAILABLE)
+    return listener
 
 
 def _loopback(host: str) -> bool:
@@ -119,7 +168,7 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
     """An RQ worker that reports every tracked job's lifecycle (queue: default)."""
     from .worker import TrackedSimpleWorker, TrackedWorker
 
-    with connected() as tracker:
+    with connected(keep_store=True) as tracker:
         _needs_one_server(tracker, "an RQ worker")
         kind = TrackedSimpleWorker if simple else TrackedWorker
         names = queues or ("default",)
@@ -138,6 +187,29 @@ def _needs_one_server(tracker: Tracker, what: str) -> None:
             f"TRACKER_REDIS_CLUSTER: {what} needs one Redis server: RQ does not run on a cluster",
             EXIT_UNAVAILABLE,
         )
+
+
+@main.group()
+def store() -> None:
+    """This directory's embedded Valkey server (in ./.tracker/)."""
+
+
+@store.command(name="status")
+def store_status() -> None:
+    """Whether it runs, as JSON (pid, socket, since); exit 0 running, 1 not."""
+    status = EmbeddedValkey().status()
+    click.echo(json.dumps(status.to_dict(), indent=2))
+    sys.exit(0 if status.running else 1)
+
+
+@store.command(name="stop")
+def store_stop() -> None:
+    """Stop it, its data flushed to disk (exit 0, also when it was not running)."""
+    try:
+        stopped = EmbeddedValkey().stop()
+    except StoreUnavailable as exc:
+        _fail(str(exc), EXIT_UNAVAILABLE)
+    click.echo("tracker: the embedded Valkey stopped" if stopped else "tracker: it was not running")
 
 
 @main.command()

@@ -8,6 +8,7 @@ commands, in a namespace and RQ queue of its own.
 
 from __future__ import annotations
 
+import secrets
 import sys
 import threading
 import time
@@ -56,10 +57,11 @@ def _job(jid: str, queue: str, func: str, *args: object, **fields: object) -> di
     return {"jid": jid, "queue": queue, "payload": {"func": func, "args": list(args)}, **fields}
 
 
-def run(tracker: Tracker, out: TextIO | None = None) -> int:
-    """Run the demo; returns the process exit code (0 when it ended as designed)."""
+def run(tracker: Tracker, out: TextIO | None = None, deadline: float = DEADLINE) -> int:
+    """Run the demo for at most ``deadline`` seconds; returns the process exit code
+    (0 when it ended as designed)."""
     out = out or sys.stdout
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    stamp = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)  # runs never share keys
     settings = replace(tracker.settings, namespace=f"demo-{stamp}", propagate_failures=True)
     demo = Tracker(tracker.client, settings)
     queue = f"tracker-demo-{stamp}"
@@ -85,12 +87,15 @@ def run(tracker: Tracker, out: TextIO | None = None) -> int:
     worker = TrackedSimpleWorker(
         [rq.Queue(queue, connection=demo.client)], connection=demo.client, tracker=demo
     )
-    deadline = time.monotonic() + DEADLINE
+    ends_at = time.monotonic() + deadline
+    watchdog = _Watchdog(worker, ends_at)
+    watchdog.start()
     try:
-        while time.monotonic() < deadline and not _finished(demo):
-            worker.work(burst=True, logging_level="WARNING")
+        while time.monotonic() < ends_at and not _finished(demo):
+            worker.work(burst=True, logging_level="CRITICAL")  # failures show in the bars
             time.sleep(0.1)
     finally:
+        watchdog.stop()
         screen.stop()
         maintenance.stop()
     tracks = [demo.track_get(jid) for jid in shown]
@@ -99,6 +104,28 @@ def run(tracker: Tracker, out: TextIO | None = None) -> int:
     ok = report.state is State.SUCCESS and publish.state is State.DEAD
     out.write("\nThe workflow ended as designed.\n" if ok else "\nThe demo did not finish.\n")
     return 0 if ok else 1
+
+
+class _Watchdog(threading.Thread):
+    """Past the deadline, stops whatever job the worker runs, so the demo ends on time
+    even while a job hangs."""
+
+    def __init__(self, worker: TrackedSimpleWorker, deadline: float) -> None:
+        super().__init__(daemon=True)
+        self.worker, self.deadline = worker, deadline
+        self.ended = threading.Event()
+
+    def run(self) -> None:
+        if self.ended.wait(max(self.deadline - time.monotonic(), 0)):
+            return
+        while not self.ended.wait(0.1):
+            jid = self.worker.current_jid
+            if jid is not None:
+                self.worker.stop_running_job(jid)
+
+    def stop(self) -> None:
+        self.ended.set()
+        self.join(timeout=5)
 
 
 def _finished(tracker: Tracker) -> bool:
@@ -160,9 +187,12 @@ def _bar(track: Track, width: int = 24, colour: bool = False) -> str:
 def _summary(tracks: list[Track]) -> str:
     rows = ["", "job            state      attempts  error"]
     for track in tracks:
-        error = track.error["message"] if track.error else ""
-        source = track.error.get("source") if track.error else None
-        if source and source != track.jid:
-            error += f" (caused by {source})"
+        ended_badly = track.state in (State.FAILED, State.DEAD, State.CANCELLED)
+        error = ""
+        if track.error and ended_badly:  # a retry that succeeded keeps its old error
+            error = track.error["message"]
+            source = track.error.get("source")
+            if source and source != track.jid:
+                error += f" (caused by {source})"
         rows.append(f"{track.jid:14} {track.state.value:10} {track.attempts or 0:<9} {error}")
     return "\n".join(rows) + "\n"

@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..aio import AsyncTracker
 from ..aio import connect as connect_async
-from ..embedded import EmbeddedValkey
+from ..embedded import EmbeddedValkey, Keeper
 from ..errors import InvalidInput, NotFound
 from ..maintenance import Maintenance
 from ..model import MAX_LIST_LIMIT, State, Track, check_name, check_state
@@ -302,7 +302,8 @@ def create_app(
     maintenance: bool = True,
     keepalive: float = KEEPALIVE,
 ) -> Starlette:
-    """The API on ``url``, else ``settings.redis_url``, else an embedded Valkey it starts.
+    """The API on ``url``, else ``settings.redis_url``, else this directory's embedded
+    Valkey (started if it is not running; it outlives the app).
 
     With ``maintenance`` the app also runs the reaper, the delay schedule and the
     index pruner (see maintenance.py) while it serves.
@@ -310,11 +311,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        embedded = None
-        target = url or settings.redis_url
+        target, keeper = url or settings.redis_url, None
         if target is None:
-            embedded = EmbeddedValkey()
-            target = await asyncio.to_thread(embedded.start)
+            store = EmbeddedValkey()
+            target = await asyncio.to_thread(store.start)
+            keeper = Keeper(store)  # a killed store comes back on its data
+            keeper.start()
         tracker = AsyncTracker(connect_async(target, settings.redis_cluster), settings)
         # made by its thread: a cluster client connects when it is built, and the API
         # must start (and answer 503) while Redis does not answer
@@ -341,8 +343,8 @@ def create_app(
             with contextlib.suppress(TimeoutError):  # a shutdown must end
                 async with asyncio.timeout(5):
                     await tracker.close()
-            if embedded is not None:
-                await asyncio.to_thread(embedded.stop)
+            if keeper is not None:
+                await asyncio.to_thread(keeper.stop)
 
     routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))

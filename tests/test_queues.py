@@ -4,6 +4,8 @@ count against the limit of 2047 at once (the bands of the state indexes, keys.py
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from conftest import FakeClock, MakeTracker, wait_until
 
@@ -137,3 +139,51 @@ def test_the_queue_limit_counts_live_queues_and_says_what_to_do(
     assert tracker.track_get("one-too-many").state is State.UNKNOWN
     clock.advance(11)  # every job expired: registration forgets what it needs
     assert tracker.register("one-too-many", queue="queue-new").created
+
+
+def test_queue_ids_stay_distinct_while_queues_come_and_go_concurrently(
+    make_real_tracker: MakeTracker,
+) -> None:
+    """Threads register jobs under ever new queue names while the clock runs and
+    another thread prunes: no two queues ever share an id, every id is in use or free
+    (once), and every live job sits in its own queue's band."""
+    clock = FakeClock()
+    tracker = make_real_tracker(clock=clock, ttl=10, pending_ttl=10)
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def register(worker: int) -> None:
+        try:
+            for n in range(300):
+                tracker.register(f"job-{worker}-{n}", queue=f"queue-{worker}-{n % 150}")
+                if n % 50 == 0:
+                    clock.advance(4)
+        except BaseException as exc:
+            errors.append(exc)
+
+    def prune() -> None:
+        while not done.is_set():
+            try:
+                tracker.prune()
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    pruner = threading.Thread(target=prune)
+    pruner.start()
+    workers = [threading.Thread(target=register, args=(w,)) for w in range(4)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout=60)
+    done.set()
+    pruner.join(timeout=60)
+    assert errors == []
+    ids, free = queue_ids(tracker), free_ids(tracker)
+    assert len(set(ids.values())) == len(ids)
+    assert sorted([*ids.values(), *free]) == list(range(1, len(ids) + len(free) + 1))
+    live = tracker.list(limit=1000).jobs
+    assert live
+    for track in live:
+        qid = tracker.client.hget(tracker.keys.job(track.jid), "Q")
+        assert int(qid) == ids[str(track.queue)], track.jid

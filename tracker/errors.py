@@ -34,7 +34,7 @@ class Conflict(TrackerError):
     """The job's current state refuses the request; nothing was written.
 
     ``attempt`` is the job's current attempt when the refusal is about attempts (a write
-    from a superseded one), else None.
+    naming one that is not running: fencing), else None.
     """
 
     def __init__(self, jid: str, state: str, detail: str, attempt: int | None = None) -> None:
@@ -46,8 +46,8 @@ class Conflict(TrackerError):
 
 
 class JobSuperseded(Conflict):
-    """A write named an attempt that is no longer the job's current one (fencing): the
-    attempt was reaped and the job started again. The writer must stop that job."""
+    """A write named an attempt that is not running (fencing): it was reaped, or the job
+    started again since. The writer must stop that job: another attempt owns it."""
 
 
 class JobCancelled(Conflict):

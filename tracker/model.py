@@ -284,7 +284,7 @@ class TrackUpdate:
     percent: int | None = None
     desc: str | None = None
     reserve_until: int | None = None
-    #: The writer's attempt (fencing): refused unless it is the job's current one.
+    #: The writer's attempt (fencing): refused unless that attempt is running.
     attempt: int | None = None
 
 

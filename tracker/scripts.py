@@ -160,11 +160,11 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
 
 _INVALID: dict[str, str] = {
     "too_many": (
-        "this namespace already holds the most queues it can at once (2047 queue names with "
-        "live jobs). A queue is forgotten once none of its jobs is live (Tracker.prune() "
-        "forgets them all; tracker serve runs it every second): let jobs of old queues "
-        "finish and expire, use fewer queue names (labels tell jobs apart), or another "
-        "namespace"
+        "this namespace already holds the most queues it can at once (2047 queue names "
+        "with live jobs). A queue is forgotten once none of its jobs is live "
+        "(Tracker.prune() forgets them all; tracker serve and tracker worker run it every "
+        "second): let jobs of old queues finish and expire, use fewer queue names (labels "
+        "tell jobs apart), or another namespace"
     ),
 }
 

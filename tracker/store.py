@@ -172,7 +172,7 @@ class Tracker:
         One round trip. A refusal (a cancelled or finished job, an earlier reserve_until)
         raises and applies nothing; TRACK GET reads the track back. ``attempt`` (the
         ``attempts`` of the track ``start`` returned) fences the write: once that attempt
-        was superseded (reaped, and the job started again) it raises JobSuperseded.
+        is not running (reaped, or the job started again) it raises JobSuperseded.
         """
         self._drive(
             self.ops.track_set(

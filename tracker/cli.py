@@ -257,15 +257,30 @@ def get(jid: str) -> None:
         sys.exit(EXIT_UNKNOWN)
 
 
+_ATTEMPT_HELP = (
+    "The attempt reporting (the track's attempts after its start): refused (exit 3) once "
+    "another attempt started."
+)
+
+
 @main.command(name="set")
 @click.argument("jid")
 @click.option("--percent", type=int)
 @click.option("--desc")
 @click.option("--reserve-until", metavar="RFC3339")
-def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def set_(
+    jid: str,
+    percent: int | None,
+    desc: str | None,
+    reserve_until: str | None,
+    attempt: int | None,
+) -> None:
     """TRACK SET: report progress or extend the reservation."""
     with connected() as tracker:
-        tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        tracker.track_set(
+            jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+        )
         _print_track(tracker.track_get(jid))
 
 
@@ -333,17 +348,26 @@ _simple("cancel", Tracker.cancel, "Cancel a job that has not finished.")
 _simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
 _simple("resume", Tracker.resume, "Release a paused job again.")
 _simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
-_simple("success", Tracker.success, "Mark a job finished well (as a worker would).")
+
+
+@main.command()
+@click.argument("jid")
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def success(jid: str, attempt: int | None) -> None:
+    """Mark a job finished well (as a worker would)."""
+    with connected() as tracker:
+        _print_track(tracker.success(jid, attempt=attempt))
 
 
 @main.command()
 @click.argument("jid")
 @click.argument("error")
 @click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
-def fail(jid: str, error: str, no_retry: bool) -> None:
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def fail(jid: str, error: str, no_retry: bool, attempt: int | None) -> None:
     """Report a failed attempt (as a worker would)."""
     with connected() as tracker:
-        _print_track(tracker.fail(jid, error, retry=not no_retry))
+        _print_track(tracker.fail(jid, error, retry=not no_retry, attempt=attempt))
 
 
 @main.command()

@@ -8,6 +8,7 @@ Key layout for namespace ``ns``::
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
+    {ns}:qf               list    queue ids freed by forgotten queues, for new names
     {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
@@ -56,7 +57,11 @@ script cannot be handed a per-queue key without first reading the job. Instead
 each state has one zset whose score is ``queue_id * 2**42 + ms``: the band of one
 queue is a score range, so "enqueued jobs of queue q, newest first" is one
 ``ZREVRANGEBYSCORE`` and every key a script touches is known before it runs.
-2**42 ms reaches the year 2109 and leaves 11 bits: 2047 queues per namespace.
+2**42 ms reaches the year 2109 and leaves 11 bits: 2047 queues per namespace at once.
+A queue none of whose jobs is live is forgotten (``forget_queue`` in lua/_common.lua):
+its name leaves ``{ns}:q`` and its id waits in ``{ns}:qf`` for the next new name, so a
+namespace may see any number of queue names over its life. Band 0 is no queue's: it
+holds the successes a forgotten queue still remembered (see ``DONE_TTL``).
 
 Why every key carries the hash tag ``{ns}`` rather than one per job: a script
 updates a job together with its namespace's indexes (and, for dependencies,
@@ -81,6 +86,7 @@ class Keys:
         self.events = self.prefix + "ev"
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
+        self.free_queue_ids = self.prefix + "qf"
         self.labels_in_use = self.prefix + "lx"
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"

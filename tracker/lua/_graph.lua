@@ -322,11 +322,15 @@ end
 -- reads only the fields it needs and streams only what changed (with jid, state
 -- and queue), rather than the whole track. Used by track_set(_many).lua, which run
 -- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
+-- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
-local function track_set(key, percent, desc_given, desc, reserve_until, returning)
-  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q')
+local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
+  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q', 'a')
   local state = got[1]
   if not state then return {1} end
+  local fenced = fence(state, got[9], attempt)
+  if fenced then return fenced end
   if TERMINAL[state] then return {2, state, 'finished'} end
   local jid = jid_of(key)
   local fields, n = {'u', int(NOW)}, 2

@@ -2,7 +2,7 @@
 -- waiting parent batch); otherwise it is released at once.
 -- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
 -- KEYS[18] its gate set  KEYS[19] its open-children set  KEYS[20] its staged RQ job hash
--- KEYS[21] its released-dependents set
+-- KEYS[21] its released-dependents set  KEYS[22] the free queue ids list
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
 -- then per prerequisite: its hash, dependents set and released-dependents set; then the
 -- job's label zsets.
@@ -23,17 +23,17 @@ end
 
 local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
 local n_staged = tonumber(ARGV[21])
-local at = 22
+local at = 23
 local parent
 if has_parent then
-  parent = {key = KEYS[22], gate = KEYS[23], open = KEYS[24], children = KEYS[25]}
+  parent = {key = KEYS[23], gate = KEYS[24], open = KEYS[25], children = KEYS[26]}
   local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
   if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
-  at = 26
+  at = 27
 end
 local prereqs = {}
 for i = 1, n_prereqs do
@@ -92,11 +92,18 @@ if n_prereqs > 0 or held then
 end
 
 local queue_name = ARGV[10]
-local qid = tonumber(redis.call('HGET', QUEUES, queue_name))
+local qid = queue_id(queue_name, KEYS[22])
 if not qid then
-  qid = redis.call('HLEN', QUEUES) + 1
-  if qid > 2047 then return {3, 'queue', 'too_many'} end
-  redis.call('HSET', QUEUES, queue_name, qid)
+  -- every id is taken: forget a sample of the queues that have no live job left (the
+  -- pruner forgets them all; this is for namespaces that no maintenance looks after)
+  prune_working()
+  local room, sample = BUDGET * 4, redis.call('HRANDFIELD', QUEUES, 32, 'WITHVALUES')
+  for i = 1, #sample, 2 do
+    if room <= 0 then break end
+    room = select(2, forget_queue(sample[i], tonumber(sample[i + 1]), KEYS[22], room))
+  end
+  qid = queue_id(queue_name, KEYS[22])
+  if not qid then return {3, 'queue', 'too_many'} end
 end
 
 -- Prerequisites: done, pending (this job joins its dependents), or dead / cancelled.

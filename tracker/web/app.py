@@ -86,11 +86,20 @@ async def start(request: Request) -> Response:
     return _track(await _tracker(request).start(_jid(request), **body))
 
 
+async def success(request: Request) -> Response:
+    body = await read_body(request, schema.SUCCESS)
+    return _track(await _tracker(request).success(_jid(request), **body))
+
+
 async def fail(request: Request) -> Response:
     body = await read_body(request, schema.FAIL)
     tracker = _tracker(request)
     track = await tracker.fail(
-        _jid(request), body["error"], retry=body.get("retry", True), error_type=body.get("type")
+        _jid(request),
+        body["error"],
+        retry=body.get("retry", True),
+        error_type=body.get("type"),
+        attempt=body.get("attempt"),
     )
     return _track(track)
 
@@ -241,8 +250,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/start", start, "A worker starts the job", schema.START,
              errors=_JOB_WRITE),
-    Endpoint("POST", "/jobs/{jid}/success", _transition("success"), "The job succeeded",
-             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/success", success, "The job succeeded", schema.SUCCESS,
+             errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/fail", fail, "An attempt failed", schema.FAIL,
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/cancel", _transition("cancel"), "Cancel the job",

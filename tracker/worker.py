@@ -12,6 +12,12 @@ has not ended ``cancel_grace`` seconds after the cancel is stopped: RQ's stop-jo
 command for the forking worker, an exception raised into the job's thread for
 the simple one. Either way it ends ``cancelled``. RQ jobs nobody tracks run as
 plain RQ jobs.
+
+Given ``outage_grace``, the worker rides out a Redis outage (see outage.py): every
+command waits for Redis to answer again, so a running job keeps running and its outcome
+is reported once Redis is back (if the reaper failed it meanwhile, the report is
+refused, logged and dropped). An outage longer than the grace stops the worker:
+:meth:`TrackedMixin.work` raises StoreUnavailable, after killing a work horse it leaves.
 """
 
 from __future__ import annotations
@@ -26,12 +32,14 @@ from typing import Any
 
 import rq
 from rq.command import send_stop_job_command
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from . import context
 from .errors import Conflict, JobCancelled, NotFound, StoreUnavailable, TrackerError
 from .model import State
-from .store import Tracker
+from .outage import OutageRetry
+from .store import UNAVAILABLE, Tracker
 from .times import format_time
 
 log = logging.getLogger("tracker.worker")
@@ -134,14 +142,51 @@ class TrackedMixin:
 
     tracker: Tracker
 
-    def __init__(self, *args: Any, tracker: Tracker, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, tracker: Tracker, outage_grace: float | None = None, **kwargs: Any
+    ) -> None:
         self.tracker = tracker
         self._job_lock = threading.Lock()
         self._job_thread: int | None = None  # the thread running a tracked job, if any
         self._job_id: str | None = None
         self._watcher: _Watcher | None = None
         self._watcher_pid = 0
+        self.outage = None
+        if outage_grace is not None:
+            self.outage = OutageRetry(outage_grace, on_give_up=self.abandon_job)
+        if self.outage is not None:  # before RQ's own setup, which talks to Redis already
+            for client in {tracker.client, kwargs.get("connection") or tracker.client}:
+                client.set_retry(self.outage)
         super().__init__(*args, **kwargs)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop; raises StoreUnavailable once Redis stayed away past the grace."""
+        try:
+            worked = bool(super().work(*args, **kwargs))  # type: ignore[misc]
+        except UNAVAILABLE:
+            if not self._gave_up():
+                raise
+            worked = False
+        if self._gave_up():
+            assert self.outage is not None
+            raise StoreUnavailable(
+                f"Redis did not answer for {self.outage.grace:g} s (TRACKER_OUTAGE_GRACE): "
+                "the worker stops"
+            )
+        return worked
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        # RQ's idle loop retries connection errors for ever, and beats first each time
+        if self._gave_up():
+            raise StopRequested()
+        super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+
+    def _gave_up(self) -> bool:
+        return self.outage is not None and self.outage.gave_up
+
+    def abandon_job(self) -> None:
+        """Stop the job running, if any: Redis is gone for good, nothing can be reported."""
+        raise NotImplementedError
 
     def _watching(self) -> _Watcher:
         # a forked work horse inherits no threads: each process starts its own watcher
@@ -196,8 +241,9 @@ class TrackedMixin:
             elif not isinstance(error, JobCancelled | JobStopped):
                 message = str(error) or type(error).__name__
                 self.tracker.fail(jid, message[:4096], error_type=type(error).__name__)
-        except Conflict as exc:
-            log.info("job %s ended %s, not reported: %s", jid, exc.state, exc.detail)
+        except Conflict as exc:  # cancelled, or reaped while Redis was away
+            outcome = "success" if ok else "failure"
+            log.warning("job %s is %s: its %s is dropped (%s)", jid, exc.state, outcome, exc.detail)
         except StoreUnavailable as exc:
             # the reaper will fail it once its reservation ends
             log.error("could not report job %s: %s", jid, exc)
@@ -212,9 +258,19 @@ class TrackedWorker(TrackedMixin, rq.Worker):
     def stop_running_job(self, jid: str) -> None:
         send_stop_job_command(self.connection, jid)
 
+    def abandon_job(self) -> None:
+        if self.horse_pid:  # in the worker: its horse (in a horse, no horse of its own)
+            self.kill_horse()
+
 
 class TrackedSimpleWorker(TrackedMixin, rq.SimpleWorker):
     """An in-process RQ worker (no fork) that reports every tracked job's lifecycle."""
+
+    def abandon_job(self) -> None:
+        with self._job_lock:
+            jid = self._job_id
+        if jid is not None:
+            self.stop_running_job(jid)
 
     def stop_running_job(self, jid: str) -> None:
         with self._job_lock:  # only into that job: never into the worker's code or the next job

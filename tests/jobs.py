@@ -63,3 +63,11 @@ async def async_steps(steps: int) -> str:
         await aprogress(percent=100 * n // steps)
         await asyncio.sleep(0)
     return "async done"
+
+
+def record_run(path: str, seconds: float) -> str:
+    """Notes the run in a file (outside Redis, which a fault test may crash), then sleeps."""
+    with open(path, "a") as runs:
+        runs.write(current().jid + "\n")
+    time.sleep(seconds)
+    return "recorded"

@@ -71,3 +71,10 @@ def record_run(path: str, seconds: float) -> str:
         runs.write(current().jid + "\n")
     time.sleep(seconds)
     return "recorded"
+
+
+def reaped_while_running() -> str:
+    """Fails its own track as the reaper would, had its reservation ended in an outage."""
+    running = current()
+    running.tracker.fail(running.jid, "reservation expired", error_type="ReservationExpired")
+    return "finished anyway"

@@ -114,7 +114,7 @@ class Workers:
             "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")])),
         }
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.killed: list[subprocess.Popen[bytes]] = []
+        self.ended: list[subprocess.Popen[bytes]] = []  # by the test, or as it expects
 
     def start(self, *options: str, **env: str) -> subprocess.Popen[bytes]:
         log = self.logs / f"worker-{len(self.processes)}.log"
@@ -138,7 +138,7 @@ class Workers:
         return [int(pid) for pid in found.stdout.split()]
 
     def kill(self, process: subprocess.Popen[bytes]) -> None:
-        self.killed.append(process)
+        self.ended.append(process)
         for pid in [process.pid, *self.horses(process)]:
             os.kill(pid, signal.SIGKILL)
         process.wait(timeout=10)
@@ -267,7 +267,7 @@ def finish_and_check(
         )
     assert twice == []
     assert all(released[jid] == 1 for jid in every if not jid.startswith("batch-"))
-    dead = [p for p in workers.processes if p.poll() is not None and p not in workers.killed]
+    dead = [p for p in workers.processes if p.poll() is not None and p not in workers.ended]
     assert dead == [], "\n".join(workers.log(p) for p in dead)
 
 
@@ -292,19 +292,42 @@ def under_way(tracker: Tracker, workers: Workers, runs: Path, **common: Any) -> 
     return every
 
 
+def kill_and_restart(server: RedisServer, workers: Workers, also: Any = lambda: True) -> None:
+    """Kill Redis; restart it from its AOF once the workers noticed, ``also()`` holds, and
+    it was down long enough for hand-offs to fall due meanwhile, as in a real restart."""
+    server.kill()
+    killed_at = time.monotonic()
+    wait_until(
+        lambda: (
+            noticed_outage(workers)
+            and also()
+            and time.monotonic() - killed_at > HANDOFF_TIMEOUT + 1
+        ),
+        timeout=30,
+    )
+    server.start()
+
+
 def test_redis_killed_mid_run_and_restarted_from_its_aof(
     server: RedisServer, workers: Workers, tracker: Tracker, runs: Path
 ) -> None:
     every = under_way(tracker, workers, runs)
-    server.kill()
-    killed_at = time.monotonic()
-    # down long enough for hand-offs to fall due meanwhile, as in a real restart
-    wait_until(
-        lambda: noticed_outage(workers) and time.monotonic() - killed_at > HANDOFF_TIMEOUT + 1,
-        timeout=30,
-    )
-    server.start()
+    kill_and_restart(server, workers)
     finish_and_check(tracker, workers, every, runs, "redis-kill")
+
+
+def test_redis_killed_mid_run_while_a_busy_worker_gives_up(
+    server: RedisServer, workers: Workers, tracker: Tracker, runs: Path
+) -> None:
+    # the first fault report's case: a worker dies in the outage with a job in hand (a
+    # short reservation, so that the reaper soon fails what it ran)
+    every = under_way(tracker, workers, runs, reserve_for=4)
+    quitter = workers.start(TRACKER_OUTAGE_GRACE="1")
+    wait_until(lambda: workers.horses(quitter), timeout=30)
+    kill_and_restart(server, workers, also=lambda: quitter.poll() is not None)
+    assert quitter.returncode == 4, workers.log(quitter)
+    workers.ended.append(quitter)
+    finish_and_check(tracker, workers, every, runs, "redis-kill-quitter")
 
 
 def test_redis_paused_mid_run(

@@ -151,10 +151,9 @@ class TrackedMixin:
         self._job_id: str | None = None
         self._watcher: _Watcher | None = None
         self._watcher_pid = 0
-        self.outage = None
-        if outage_grace is not None:
+        self.outage: OutageRetry | None = None
+        if outage_grace is not None:  # before RQ's own setup, which talks to Redis already
             self.outage = OutageRetry(outage_grace, on_give_up=self.abandon_job)
-        if self.outage is not None:  # before RQ's own setup, which talks to Redis already
             for client in {tracker.client, kwargs.get("connection") or tracker.client}:
                 client.set_retry(self.outage)
         super().__init__(*args, **kwargs)

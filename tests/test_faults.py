@@ -1,6 +1,7 @@
 """Faults during a run (SPEC section 10): Redis killed (-9, restarted from its AOF) or
-paused, a worker or its work horse killed, a job dequeued by a worker that died before
-its start. Each run ends with every job done, none released twice, and the workers alive.
+paused, a worker or its work horse killed, a worker giving up in an outage, a job dequeued
+by a worker that died before its start. Each run ends with every job done, none released
+twice, and the workers alive (but those the test ended, or expected to end).
 
 Each test runs its own redis-server (AOF, ``appendfsync everysec``) on a unix socket, and
 ``tracker worker`` processes that run the maintenance too. Jobs note each run in a file,

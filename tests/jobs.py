@@ -79,3 +79,18 @@ def pause_point(key: str, then: str) -> str:
     if then == "report":
         progress(percent=99, desc="the stale attempt")
     return "finished"
+
+
+def record_run(path: str, seconds: float) -> str:
+    """Notes the run in a file (outside Redis, which a fault test may crash), then sleeps."""
+    with open(path, "a") as runs:
+        runs.write(current().jid + "\n")
+    time.sleep(seconds)
+    return "recorded"
+
+
+def reaped_while_running() -> str:
+    """Fails its own track as the reaper would, had its reservation ended in an outage."""
+    running = current()
+    running.tracker.fail(running.jid, "reservation expired", error_type="ReservationExpired")
+    return "finished anyway"

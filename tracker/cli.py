@@ -176,7 +176,10 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
         maintenance = Maintenance(tracker)
         maintenance.start()
         try:
-            kind(rq_queues, connection=tracker.client, tracker=tracker).work(burst=burst)
+            grace = tracker.settings.outage_grace
+            kind(rq_queues, connection=tracker.client, tracker=tracker, outage_grace=grace).work(
+                burst=burst
+            )
         finally:
             maintenance.stop()
 

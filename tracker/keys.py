@@ -18,7 +18,9 @@ Key layout for namespace ``ns``::
                                   as long as its track, so its graph still shows them
     {ns}:g:<batch>        set     job keys of children held while their batch waits
     {ns}:o:<batch>        set     job keys of a batch's unfinished children
-    {ns}:sched            zset    job keys released with a delay, by eligible_at (ms)
+    {ns}:sched            zset    job keys by the moment (ms) something is due: a delayed
+                                  release or a retry's hand-off (eligible_at), or the check
+                                  of a hand-off not started (``hd``, see dispatch.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
 
 Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
@@ -33,15 +35,17 @@ blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
 children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
 children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
 ``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``), ``px`` the staged
-RQ job hash (``{ns}:x:<jid>``).
+RQ job hash (``{ns}:x:<jid>``); for the check of its hand-off ``ht`` the timeout (s),
+``hk`` RQ's keys it looks in (newline separated), ``hd`` when it is due (ms), ``hl`` when
+the job was first seen taken from its queue and not started, ``hn`` hand-offs made again.
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
 that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
 lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``); a TRACK SET carries
-no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
-from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
+``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``, ``hd``,
+``hl``, ``hn``); a TRACK SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it
+changed. A release from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its
 ``eligible_at``) to this commit. It is 0 when the release happened in the call that

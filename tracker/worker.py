@@ -18,6 +18,12 @@ paused past its reservation (SIGSTOP, a long GC, a frozen VM) is reaped and its 
 started again elsewhere; when it wakes up its reports are refused (JobSuperseded),
 and the watcher stops it as it stops a cancelled job, so only one attempt's outcome
 is ever recorded.
+
+Given ``outage_grace``, the worker rides out a Redis outage (see outage.py): every
+command waits for Redis to answer again, so a running job keeps running and its outcome
+is reported once Redis is back (if the reaper failed it meanwhile, the report is
+refused, logged and dropped). An outage longer than the grace stops the worker:
+:meth:`TrackedMixin.work` raises StoreUnavailable, after killing a work horse it leaves.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import rq
 from rq.command import send_stop_job_command
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from . import context
@@ -44,7 +51,8 @@ from .errors import (
     TrackerError,
 )
 from .model import State
-from .store import Tracker
+from .outage import OutageRetry
+from .store import UNAVAILABLE, Tracker
 from .times import format_time
 
 log = logging.getLogger("tracker.worker")
@@ -169,14 +177,50 @@ class TrackedMixin:
 
     tracker: Tracker
 
-    def __init__(self, *args: Any, tracker: Tracker, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, tracker: Tracker, outage_grace: float | None = None, **kwargs: Any
+    ) -> None:
         self.tracker = tracker
         self._job_lock = threading.Lock()
         self._job_thread: int | None = None  # the thread running a tracked job, if any
         self._job_id: str | None = None
         self._watcher: _Watcher | None = None
         self._watcher_pid = 0
+        self.outage: OutageRetry | None = None
+        if outage_grace is not None:  # before RQ's own setup, which talks to Redis already
+            self.outage = OutageRetry(outage_grace, on_give_up=self.abandon_job)
+            for client in {tracker.client, kwargs.get("connection") or tracker.client}:
+                client.set_retry(self.outage)
         super().__init__(*args, **kwargs)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop; raises StoreUnavailable once Redis stayed away past the grace."""
+        try:
+            worked = bool(super().work(*args, **kwargs))  # type: ignore[misc]
+        except UNAVAILABLE:
+            if not self._gave_up():
+                raise
+            worked = False
+        if self._gave_up():
+            assert self.outage is not None
+            raise StoreUnavailable(
+                f"Redis did not answer for {self.outage.grace:g} s (TRACKER_OUTAGE_GRACE): "
+                "the worker stops"
+            )
+        return worked
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        # RQ's idle loop retries connection errors for ever, and beats first each time
+        if self._gave_up():
+            raise StopRequested()
+        super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+
+    def _gave_up(self) -> bool:
+        return self.outage is not None and self.outage.gave_up
+
+    def abandon_job(self) -> None:
+        """Stop the job running, if any: Redis is gone for good, nothing can be reported."""
+        raise NotImplementedError
 
     def _watching(self) -> _Watcher:
         # a forked work horse inherits no threads: each process starts its own watcher
@@ -245,10 +289,9 @@ class TrackedMixin:
                 self.tracker.fail(
                     jid, message[:4096], error_type=type(error).__name__, attempt=attempt
                 )
-        except JobSuperseded as exc:
-            log.warning("job %s: not reported, %s", jid, exc.detail)
-        except Conflict as exc:
-            log.info("job %s ended %s, not reported: %s", jid, exc.state, exc.detail)
+        except Conflict as exc:  # cancelled, reaped while Redis was away, or superseded
+            outcome = "success" if ok else "failure"
+            log.warning("job %s is %s: its %s is dropped (%s)", jid, exc.state, outcome, exc.detail)
         except StoreUnavailable as exc:
             # the reaper will fail it once its reservation ends
             log.error("could not report job %s: %s", jid, exc)
@@ -269,9 +312,19 @@ class TrackedWorker(TrackedMixin, rq.Worker):
     def stop_running_job(self, jid: str) -> None:
         send_stop_job_command(self.connection, jid)
 
+    def abandon_job(self) -> None:
+        if self.horse_pid:  # in the worker: its horse (in a horse, no horse of its own)
+            self.kill_horse()
+
 
 class TrackedSimpleWorker(TrackedMixin, rq.SimpleWorker):
     """An in-process RQ worker (no fork) that reports every tracked job's lifecycle."""
+
+    def abandon_job(self) -> None:
+        with self._job_lock:
+            jid = self._job_id
+        if jid is not None:
+            self.stop_running_job(jid)
 
     def stop_running_job(self, jid: str) -> None:
         with self._job_lock:  # only into that job: never into the worker's code or the next job

@@ -79,6 +79,8 @@ class WritePlans(PlanBase):
                 len(reg.prerequisites),
                 len(handoff.commands),
                 len(handoff.staged),
+                self.settings.handoff_timeout if reg.payload else "",
+                "\n".join(handoff.probe),
                 *reg.prerequisites,
                 *handoff.commands,
                 *handoff.staged,
@@ -200,12 +202,15 @@ class WritePlans(PlanBase):
         return reaped
 
     def promote(self) -> Plan[int]:
-        """Hand due jobs to their queue (delays and retry backoffs); returns how many."""
+        """Hand due jobs to their queue (delays, retry backoffs, and hand-offs lost: see
+        ``check_handoff`` in lua/_graph.lua); returns how many."""
         total = 0
         while True:
-            reply = yield Call("promote", list(self.keys.shared), self._head())
-            enqueued, more = scripts.outcome(reply, "")
+            reply = yield Call("promote", list(self.keys.shared), [*self._head(), RETRY_BACKOFF_MS])
+            enqueued, more, fanout = scripts.outcome(reply, "")
             total += int(enqueued)
+            if fanout:  # a job failed for good: its dependents follow
+                yield from self.drain()
             if not more:
                 return total
 

@@ -246,6 +246,11 @@ local function commit(job, new_state, fields, streamed)
   if old_state ~= new_state then
     if old_state then redis.call('ZREM', STATE_KEY[old_state], job.jid) end
     if TERMINAL[new_state] then prune_band(new_state, job.qid) end
+    if h.hd then -- its hand-off's check is moot (see dispatch in _graph.lua)
+      redis.call('ZREM', SCHEDULE, job.key)
+      redis.call('HDEL', job.key, 'hd', 'hl', 'hn')
+      h.hd, h.hl, h.hn = nil, nil, nil
+    end
   end
   redis.call('ZADD', STATE_KEY[new_state], int(job.qid * BAND + NOW), job.jid)
   -- the expiry follows the state, and a working job's reservation

@@ -10,7 +10,9 @@
 -- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
 -- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] length of
--- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values);
+-- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values)
+-- ARGV[22] seconds before a hand-off not started is checked, or '' for a job without one
+-- ARGV[23] where the check looks in RQ: queue, intermediate list, job hash (newline separated);
 -- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py).
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
@@ -38,7 +40,7 @@ end
 local prereqs = {}
 for i = 1, n_prereqs do
   prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], released = KEYS[at + 2],
-                jid = ARGV[21 + i]}
+                jid = ARGV[23 + i]}
   at = at + 3
 end
 local label_keys = {}
@@ -159,11 +161,12 @@ if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp'
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
 if n_handoff > 0 then
-  local first = 22 + n_prereqs
+  local first = 24 + n_prereqs
   redis.call('DEL', KEYS[15])
   redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_handoff - 1))
   redis.call('PEXPIRE', KEYS[15], int(PENDING_TTL))
   append(fields, 'pk', KEYS[15])
+  if ARGV[22] ~= '' then append(fields, 'ht', ARGV[22], 'hk', ARGV[23]) end
   if n_staged > 0 then
     first = first + n_handoff
     redis.call('DEL', KEYS[20])

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -12,13 +13,14 @@ from typing import Any
 import jobs
 import pytest
 import rq
-from conftest import MakeTracker
+from conftest import FakeClock, MakeTracker
 from test_dependencies import RQQueue, rq_queue  # noqa: F401 (a fixture)
 from test_release_processes import count_script_calls
 from test_worker import work
 
-from tracker import Conflict, NotFound, State, Tracker
+from tracker import Conflict, JobSuperseded, NotFound, State, Tracker
 from tracker.model import MAX_TRACEBACK, Track
+from tracker.worker import TrackedSimpleWorker, _Watched, _Watcher
 
 PAYLOAD = {"func": "app.tasks.resize", "args": [42], "kwargs": {"width": 640}}
 
@@ -108,6 +110,84 @@ def test_concurrent_retries_hand_the_job_over_once(real_tracker: Tracker) -> Non
 
         assert won.count(True) == 1
         assert queue.pushed() == [jid]
+    finally:
+        queue.cleanup()
+
+
+@pytest.mark.rq
+def test_a_stale_attempts_success_after_a_retry_is_refused(
+    make_tracker: MakeTracker, rq_queue: Queues
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock)
+    queue = rq_queue(tracker)
+    jid = queue.jid("resize")
+    tracker.register(jid, queue=queue.name, payload=PAYLOAD, max_attempts=1)
+    assert tracker.start(jid, reserve_for=1).attempts == 1
+    clock.advance(2)  # attempt 1's work horse is paused past its reservation
+    assert [track.state for track in tracker.reap()] == [State.DEAD]
+    tracker.retry(jid)
+    with pytest.raises(JobSuperseded) as refused:  # attempt 1 ended: not before the start
+        tracker.success(jid, attempt=1)
+    assert (refused.value.state, refused.value.attempt) == ("enqueued", 1)
+
+    assert tracker.start(jid).attempts == 2  # attempts count on from where they were
+    tracker.track_set(jid, percent=50, attempt=2)
+    before = tracker.track_get(jid)
+    for stale in (
+        lambda: tracker.success(jid, attempt=1),
+        lambda: tracker.fail(jid, "attempt 1 woke up", attempt=1),
+        lambda: tracker.track_set(jid, percent=99, attempt=1),
+    ):
+        with pytest.raises(JobSuperseded) as refused:
+            stale()
+        assert (refused.value.state, refused.value.attempt) == ("working", 2)
+    assert tracker.track_get(jid) == before
+    assert tracker.success(jid, attempt=2).state is State.SUCCESS
+
+
+@pytest.mark.rq
+def test_a_retry_of_a_failed_job_fences_the_attempt_that_failed(
+    tracker: Tracker, rq_queue: Queues
+) -> None:
+    queue = rq_queue(tracker)
+    jid = queue.jid("resize")
+    tracker.register(jid, queue=queue.name, payload=PAYLOAD)
+    tracker.start(jid)
+    tracker.fail(jid, "try again", attempt=1)
+    tracker.retry(jid)
+    assert tracker.start(jid).attempts == 2
+    with pytest.raises(JobSuperseded):
+        tracker.fail(jid, "attempt 1 again", attempt=1)
+    assert [error["message"] for error in tracker.track_get(jid).errors] == ["try again"]
+
+
+def test_a_reaped_attempt_still_running_when_its_job_is_retried_is_stopped(
+    real_tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its job was retried before the watcher looked (enqueued again, with the attempt
+    number it had): the watcher stops the attempt, never lets it run beside the retry."""
+    queue = RQQueue(real_tracker.client)
+    jid = queue.jid("resize")
+    worker = TrackedSimpleWorker(
+        [rq.Queue(queue.name, connection=real_tracker.client)],
+        connection=real_tracker.client,
+        tracker=real_tracker,
+    )
+    stopped: list[str] = []
+    monkeypatch.setattr(worker, "stop_running_job", stopped.append)
+    try:
+        real_tracker.register(jid, queue=queue.name, payload=PAYLOAD, max_attempts=1)
+        track = real_tracker.start(jid)
+        assert track.attempts is not None and track.reserve_until is not None
+        watched = _Watched(jid, track.attempts, track.reserve_until, 60, time.monotonic() + 60)
+        real_tracker.fail(jid, "reservation expired", error_type="ReservationExpired")
+        real_tracker.retry(jid)
+        assert real_tracker.state_and_attempt(jid) == (State.ENQUEUED, 1)
+
+        _Watcher(worker)._check(watched)
+
+        assert stopped == [jid]
     finally:
         queue.cleanup()
 

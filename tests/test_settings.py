@@ -19,6 +19,7 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.reserve_for == 1800
     assert settings.propagate_failures is False
     assert settings.cancel_grace == 2.0
+    assert (settings.handoff_timeout, settings.outage_grace) == (60, 300)
     assert (settings.api_token, settings.read_token) == (None, None)
 
 
@@ -64,6 +65,8 @@ def test_from_env_without_a_mapping_reads_the_process_environment(
         ("TRACKER_CANCEL_GRACE", "0", "cancel_grace", 0.0),
         ("TRACKER_CANCEL_GRACE", ".5", "cancel_grace", 0.5),
         ("TRACKER_CANCEL_GRACE", "5.", "cancel_grace", 5.0),
+        ("TRACKER_HANDOFF_TIMEOUT", "2", "handoff_timeout", 2),
+        ("TRACKER_OUTAGE_GRACE", "30", "outage_grace", 30),
         ("TRACKER_API_TOKEN", "s3cret", "api_token", "s3cret"),
         ("TRACKER_API_TOKEN", "", "api_token", None),
         ("TRACKER_READ_TOKEN", "r3ad", "read_token", "r3ad"),
@@ -106,6 +109,8 @@ BAD = [
             "TRACKER_PENDING_TTL",
             "TRACKER_DONE_TTL",
             "TRACKER_RESERVE_FOR",
+            "TRACKER_HANDOFF_TIMEOUT",
+            "TRACKER_OUTAGE_GRACE",
         )
         for raw in ("abc", "1.5", "0", "-5", "1e3", "1_000", "\u0661\u0662", "+5")
     ),

@@ -176,7 +176,10 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
         maintenance = Maintenance(tracker)
         maintenance.start()
         try:
-            kind(rq_queues, connection=tracker.client, tracker=tracker).work(burst=burst)
+            grace = tracker.settings.outage_grace
+            kind(rq_queues, connection=tracker.client, tracker=tracker, outage_grace=grace).work(
+                burst=burst
+            )
         finally:
             maintenance.stop()
 
@@ -319,19 +322,34 @@ def get(jid: str) -> None:
         sys.exit(EXIT_UNKNOWN)
 
 
+_ATTEMPT_HELP = (
+    "The attempt reporting (the track's attempts after its start): refused (exit 3) once "
+    "another attempt started."
+)
+
+
 @main.command(name="set")
 @click.argument("jid")
 @click.option("--percent", type=int)
 @click.option("--desc")
 @click.option("--reserve-until", metavar="RFC3339")
-def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def set_(
+    jid: str,
+    percent: int | None,
+    desc: str | None,
+    reserve_until: str | None,
+    attempt: int | None,
+) -> None:
     """TRACK SET: report progress or extend the reservation."""
     with connected() as tracker:
         if percent is None and desc is None and reserve_until is None:
             if tracker.state(jid) is State.UNKNOWN:  # unknown first, as for any write
                 raise NotFound(jid)
             _fail("nothing to change: give --percent, --desc or --reserve-until", EXIT_INVALID)
-        tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        tracker.track_set(
+            jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+        )
         _print_track(tracker.track_get(jid))
 
 
@@ -403,8 +421,27 @@ _simple("cancel", Tracker.cancel, "Cancel a job that has not finished.")
 _simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
 _simple("resume", Tracker.resume, "Release a paused job again.")
 _simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
-_simple("success", Tracker.success, "Mark a job finished well (as a worker would).")
 _simple("seal", Tracker.seal, "A batch takes no more children.")
+
+
+@main.command()
+@click.argument("jid")
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def success(jid: str, attempt: int | None) -> None:
+    """Mark a job finished well (as a worker would)."""
+    with connected() as tracker:
+        _print_track(tracker.success(jid, attempt=attempt))
+
+
+@main.command()
+@click.argument("jid")
+@click.argument("error")
+@click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def fail(jid: str, error: str, no_retry: bool, attempt: int | None) -> None:
+    """Report a failed attempt (as a worker would)."""
+    with connected() as tracker:
+        _print_track(tracker.fail(jid, error, retry=not no_retry, attempt=attempt))
 
 
 @main.command()
@@ -423,16 +460,6 @@ def delete(jid: str) -> None:
     with connected() as tracker:
         was = tracker.delete(jid)
     click.echo(f"tracker: deleted {jid} (it was {was.value})")
-
-
-@main.command()
-@click.argument("jid")
-@click.argument("error")
-@click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
-def fail(jid: str, error: str, no_retry: bool) -> None:
-    """Report a failed attempt (as a worker would)."""
-    with connected() as tracker:
-        _print_track(tracker.fail(jid, error, retry=not no_retry))
 
 
 @main.command()

@@ -28,6 +28,8 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
 MAX_PAYLOAD = 64 * 1024
 MAX_ATTEMPTS = 1000
+#: The highest attempt number a write may name (a retry may go on past max_attempts).
+MAX_ATTEMPT = 2**31 - 1
 MAX_RESERVE_FOR = 365 * 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 25
 MAX_LIST_LIMIT = 1000
@@ -314,6 +316,8 @@ class TrackUpdate:
     percent: int | None = None
     desc: str | None = None
     reserve_until: int | None = None
+    #: The writer's attempt (fencing): refused unless that attempt is running.
+    attempt: int | None = None
 
 
 def checked_update(update: TrackUpdate) -> TrackUpdate:
@@ -325,6 +329,7 @@ def checked_update(update: TrackUpdate) -> TrackUpdate:
         check_text("desc", update.desc, MAX_DESC)
     if update.reserve_until is not None:
         check_int("reserve_until", update.reserve_until, 0, 253402300799999)
+    check_attempt(update.attempt)
     return update
 
 
@@ -334,13 +339,20 @@ def track_update(
     percent: object = None,
     desc: object = None,
     reserve_until: object = None,
+    attempt: object = None,
 ) -> TrackUpdate:
     return TrackUpdate(
         jid=check_name("jid", jid),
         percent=None if percent is None else check_int("percent", percent, 0, 100),
         desc=None if desc is None else check_text("desc", desc, MAX_DESC),
         reserve_until=None if reserve_until is None else parse_time("reserve_until", reserve_until),
+        attempt=check_attempt(attempt),
     )
+
+
+def check_attempt(attempt: object) -> int | None:
+    """An attempt number (1 and up), as ``start`` returned it in ``attempts``; or None."""
+    return None if attempt is None else check_int("attempt", attempt, 1, MAX_ATTEMPT)
 
 
 # --- the track --------------------------------------------------------------

@@ -45,6 +45,15 @@ class ReadPlans(PlanBase):
         (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
         return State.UNKNOWN if raw is None else State(raw.decode())
 
+    def state_and_attempt(self, jid: str) -> Plan[tuple[State, int]]:
+        """The job's state and current attempt (0 before its first start): what a worker
+        polls to learn that its job was cancelled, or reaped and started again."""
+        check_name("jid", jid)
+        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), ["s", "a"]))])
+        if state is None:
+            return State.UNKNOWN, 0
+        return State(state.decode()), int(attempt or 0)
+
     def stats(self) -> Plan[Stats]:
         reply = yield Call("stats", list(self.keys.shared), self._head())
         flat = scripts.outcome(reply, "")
@@ -243,10 +252,18 @@ class ReadPlans(PlanBase):
     def _newest(self) -> tuple[str, tuple[Any, ...]]:
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
-    def prune(self, batch: int = 1000) -> Plan[int]:
-        """Drop expired entries from the state indexes; returns how many went."""
-        reply = yield Call("prune", list(self.keys.shared), [*self._head(), batch])
-        return int(scripts.outcome(reply, ""))
+    def prune(self, batch: int = 1000, queues: int = 32) -> Plan[int]:
+        """Drop expired entries from the state indexes and forget the queues that have no
+        live job; returns how many entries went. One call per page of ``queues`` queues."""
+        keys = [*self.keys.shared, self.keys.free_queue_ids]
+        cursor: bytes | str = "0"
+        dropped = 0
+        while True:
+            reply = yield Call("prune", keys, [*self._head(), batch, cursor, queues])
+            count, cursor = scripts.outcome(reply, "")
+            dropped += int(count)
+            if cursor in (b"0", "0"):
+                return dropped
 
     def prune_labels(self, batch: int = 200) -> Plan[int]:
         """Drop expired jobs from the label and children zsets; returns how many went."""

@@ -24,6 +24,8 @@ DEFAULT_PENDING_TTL = 7 * 24 * 3600
 DEFAULT_DONE_TTL = 24 * 3600
 DEFAULT_RESERVE_FOR = 1800
 DEFAULT_CANCEL_GRACE = 2.0
+DEFAULT_HANDOFF_TIMEOUT = 60
+DEFAULT_OUTAGE_GRACE = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +41,10 @@ class Settings:
     reserve_for: int = DEFAULT_RESERVE_FOR
     propagate_failures: bool = False
     cancel_grace: float = DEFAULT_CANCEL_GRACE
+    #: A job handed to its RQ queue and not started within this is checked (lua/promote.lua).
+    handoff_timeout: int = DEFAULT_HANDOFF_TIMEOUT
+    #: How long ``tracker worker`` rides out an unreachable Redis before it gives up.
+    outage_grace: int = DEFAULT_OUTAGE_GRACE
     api_token: str | None = field(default=None, repr=False)  # secrets stay out of logs
     read_token: str | None = field(default=None, repr=False)
 
@@ -77,6 +83,8 @@ class Settings:
             reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", DEFAULT_RESERVE_FOR, MAX_RESERVE_FOR),
             propagate_failures=propagate,
             cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
+            handoff_timeout=_seconds(env, "TRACKER_HANDOFF_TIMEOUT", DEFAULT_HANDOFF_TIMEOUT),
+            outage_grace=_seconds(env, "TRACKER_OUTAGE_GRACE", DEFAULT_OUTAGE_GRACE),
             api_token=env.get("TRACKER_API_TOKEN") or None,
             read_token=env.get("TRACKER_READ_TOKEN") or None,
         )

@@ -165,14 +165,19 @@ class Tracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
+        attempt: int | None = None,
     ) -> None:
         """TRACK SET: report progress and/or extend the reservation (later only).
 
         One round trip. A refusal (a cancelled or finished job, an earlier reserve_until)
-        raises and applies nothing; TRACK GET reads the track back.
+        raises and applies nothing; TRACK GET reads the track back. ``attempt`` (the
+        ``attempts`` of the track ``start`` returned) fences the write: once that attempt
+        is not running (reaped, or the job started again) it raises JobSuperseded.
         """
         self._drive(
-            self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+            self.ops.track_set(
+                jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+            )
         )
 
     def track_set_many(
@@ -185,8 +190,9 @@ class Tracker:
         """
         return self._drive(self.ops.track_set_many(updates))
 
-    def success(self, jid: str) -> Track:
-        return self._drive(self.ops.success(jid))
+    def success(self, jid: str, *, attempt: int | None = None) -> Track:
+        """The job finished well; with ``attempt``, only if that is its current attempt."""
+        return self._drive(self.ops.success(jid, attempt))
 
     def fail(
         self,
@@ -195,12 +201,21 @@ class Tracker:
         *,
         retry: bool = True,
         error_type: str | None = None,
+        attempt: int | None = None,
         traceback: str | None = None,
     ) -> Track:
         """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``.
-        ``traceback`` (the worker's) is kept with the error, cut to its last 8 KiB."""
+        With ``attempt``, only if that is the job's current attempt. ``traceback`` (the
+        worker's) is kept with the error, cut to its last 8 KiB."""
         return self._drive(
-            self.ops.fail(jid, error, retry=retry, error_type=error_type, traceback=traceback)
+            self.ops.fail(
+                jid,
+                error,
+                retry=retry,
+                error_type=error_type,
+                attempt=attempt,
+                traceback=traceback,
+            )
         )
 
     def cancel(self, jid: str) -> Track:
@@ -270,6 +285,10 @@ class Tracker:
     def state(self, jid: str) -> State:
         """Only the job's state (``unknown`` when it has no track)."""
         return self._drive(self.ops.state(jid))
+
+    def state_and_attempt(self, jid: str) -> tuple[State, int]:
+        """The job's state and current attempt (0 before its first start)."""
+        return self._drive(self.ops.state_and_attempt(jid))
 
     def stats(self) -> Stats:
         """Counts of live jobs by state, overall and per queue."""

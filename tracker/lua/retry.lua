@@ -27,6 +27,8 @@ if job.blocked_by then forget(job, 'bb') end
 redis.call('PEXPIRE', job.payload, int(PENDING_TTL))
 if job.staged then redis.call('PEXPIRE', job.staged, int(PENDING_TTL)) end
 local track = commit(job, 'enqueued', fields)
+-- after the commit, which drops a check from before: this hand-off is checked as any other
+-- (hd and its schedule entry, see check_handoff), and the next start is a new attempt
 dispatch(job)
 if was ~= 'failed' then
   add_work('unmark', job.dependents, root)

@@ -86,6 +86,11 @@ async def start(request: Request) -> Response:
     return _track(await _tracker(request).start(_jid(request), **body))
 
 
+async def success(request: Request) -> Response:
+    body = await read_body(request, schema.SUCCESS)
+    return _track(await _tracker(request).success(_jid(request), **body))
+
+
 async def fail(request: Request) -> Response:
     body = await read_body(request, schema.FAIL)
     tracker = _tracker(request)
@@ -94,6 +99,7 @@ async def fail(request: Request) -> Response:
         body["error"],
         retry=body.get("retry", True),
         error_type=body.get("type"),
+        attempt=body.get("attempt"),
         traceback=body.get("traceback"),
     )
     return _track(track)
@@ -257,8 +263,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/start", start, "A worker starts the job", schema.START,
              errors=_JOB_WRITE),
-    Endpoint("POST", "/jobs/{jid}/success", _transition("success"), "The job succeeded",
-             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/success", success, "The job succeeded", schema.SUCCESS,
+             errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/fail", fail, "An attempt failed", schema.FAIL,
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/cancel", _transition("cancel"), "Cancel the job",

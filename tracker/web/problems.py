@@ -83,6 +83,8 @@ async def not_found(request: Request, exc: Exception) -> JSONResponse:
 
 async def conflict(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Conflict)
+    if exc.attempt is not None:
+        return problem(409, str(exc), state=exc.state, attempt=exc.attempt)
     return problem(409, str(exc), state=exc.state)
 
 

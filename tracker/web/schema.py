@@ -127,6 +127,12 @@ REGISTER = Body(
         ),
     },
 )
+ATTEMPT = Field(
+    {"type": "integer", "minimum": 1, "maximum": model.MAX_ATTEMPT},
+    "The writer's attempt (the `attempts` of the track `start` returned): refused with 409 "
+    "(`state`, and `attempt` the current one) once another attempt started. Without it, "
+    "no check.",
+)
 TRACK_SET = Body(
     "TrackSet",
     {
@@ -137,6 +143,7 @@ TRACK_SET = Body(
             {**TIME, "pattern": _YEAR_1970_TO_9999},
             "A later end of the reservation (RFC 3339, with a zone; 1970 to 9999).",
         ),
+        "attempt": ATTEMPT,
     },
 )
 START = Body(
@@ -156,6 +163,7 @@ FAIL = Body(
         ),
         "retry": Field({"type": "boolean"}, "Whether a retry is wanted (default true)."),
         "type": Field({"type": "string", "maxLength": 256}, "The error's type, e.g. `ValueError`."),
+        "attempt": ATTEMPT,
         "traceback": Field({"type": "string"}, "The worker's traceback; kept to its last 8 KiB."),
     },
 )
@@ -168,6 +176,7 @@ RETRY = Body(
         )
     },
 )
+SUCCESS = Body("Success", {"attempt": ATTEMPT})
 EMPTY = Body("Empty")
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -310,6 +319,10 @@ PROBLEM: dict[str, Any] = {
         "detail": {"type": "string"},
         "state": {"type": "string", "description": "The job's state (404 and 409)."},
         "field": {"type": "string", "description": "The input that was refused (400)."},
+        "attempt": {
+            "type": "integer",
+            "description": "The job's current attempt (409 to a write from another attempt).",
+        },
     },
     "required": ["type", "title", "status", "detail"],
 }
@@ -355,5 +368,8 @@ COMPONENTS = {
     "Stats": STATS,
     "Related": RELATED,
     "Health": HEALTH,
-    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, FAIL, EMPTY, RETRY)},
+    **{
+        body.name: body.schema()
+        for body in (REGISTER, TRACK_SET, START, SUCCESS, FAIL, EMPTY, RETRY)
+    },
 }

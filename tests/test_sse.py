@@ -140,7 +140,19 @@ def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
 
 
 @pytest.mark.parametrize(
-    "bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"]
+    "bad",
+    [
+        "yesterday",
+        "1-",
+        "-1",
+        "1-2-3",
+        "\u00b2",
+        str(2**64),
+        f"{2**64 - 1}-{2**64 - 1}",
+        "1-" + "1" * 5000,  # past Python's 4,300 digits for int(str)
+        "9" * 5000,
+        "99999999999999-0",  # well-formed, but ahead of every event: 400, not silence
+    ],
 )
 def test_a_bad_last_event_id_is_400(server: Server, store: Tracker, bad: str) -> None:
     store.register("j1")
@@ -205,6 +217,16 @@ def test_filters_by_queue_and_state(server: Server, store: Tracker) -> None:
         store.success("a1")
         track = track_of(next(events))
     assert (track["jid"], track["state"]) == ("a1", "success")
+
+
+def test_filters_by_label(server: Server, store: Tracker) -> None:
+    with httpx.stream("GET", f"{server.url}/events?label=a:b=c", timeout=10) as r:
+        events = sse(r.iter_lines())
+        next(events)
+        store.register("other", labels={"a": "b:c"})  # what a split at the first ":" finds
+        store.register("mine", labels={"a:b": "c"})
+        track = track_of(next(events))
+    assert track["jid"] == "mine"
 
 
 def test_200_clients_at_once_each_get_the_event_and_leave_nothing_behind(

@@ -20,7 +20,7 @@ import rq
 from .embedded import EmbeddedValkey
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
 from .maintenance import Maintenance
-from .model import STORED_STATES, Track
+from .model import STORED_STATES, Track, parse_label
 from .settings import Settings
 from .store import Tracker
 
@@ -161,12 +161,10 @@ def register(
     jid: str, queue: str, labels: tuple[str, ...], reserve_for: int | None, max_attempts: int
 ) -> None:
     """Register a job (it is enqueued at once)."""
-    pairs = {}
-    for label in labels:
-        key, sep, value = label.partition("=")
-        if not sep:
-            _fail(f"--label expects KEY=VALUE, got {label!r}", EXIT_INVALID)
-        pairs[key] = value
+    try:  # before connecting: a refused label starts no embedded server
+        pairs = dict(parse_label(label) for label in labels)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_INVALID)
     with connected() as tracker:
         done = tracker.register(
             jid, queue=queue, labels=pairs, reserve_for=reserve_for, max_attempts=max_attempts
@@ -200,7 +198,7 @@ def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | N
 @main.command(name="ls")
 @click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
 @click.option("--queue")
-@click.option("--label", metavar="KEY:VALUE")
+@click.option("--label", metavar="KEY=VALUE", help="Only jobs with this label.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--cursor", help="Continue after a previous page.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON track per line.")

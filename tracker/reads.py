@@ -10,6 +10,7 @@ from . import scripts
 from .errors import InvalidInput, NotFound
 from .keys import QUEUE_BAND
 from .model import (
+    MAX_DIGITS,
     MAX_LIST_LIMIT,
     STORED_STATES,
     State,
@@ -17,6 +18,7 @@ from .model import (
     check_int,
     check_name,
     check_state,
+    parse_label,
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
@@ -95,11 +97,7 @@ class ReadPlans(PlanBase):
         return (yield from self._page(ids, limit, lambda track: True))
 
     def _label_index(self, label: str) -> str:
-        key, sep, value = label.partition(":")
-        if not sep:
-            raise InvalidInput("label", "expected key:value")
-        check_name("label key", key)
-        return self.keys.label(key, value)
+        return self.keys.label(*parse_label(label))
 
     def _list_index(
         self,
@@ -274,9 +272,10 @@ def _event_id(newest: list[Any]) -> str:
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
-    if cursor is None:
+    """``None`` or ``""``: the first page."""
+    if not cursor:
         return None
     ms, _, jid = str(cursor).partition(".")
-    if not (ms.isascii() and ms.isdigit()) or not jid:
+    if not (ms.isascii() and ms.isdigit() and len(ms) <= MAX_DIGITS) or not jid:
         raise InvalidInput("cursor", "not a cursor this server returned")
     return int(ms), check_name("cursor", jid)

@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 
 from .errors import InvalidInput, SettingsError
-from .model import MAX_RESERVE_FOR, check_name
+from .model import MAX_DIGITS, MAX_RESERVE_FOR, check_name
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -115,8 +115,8 @@ def _seconds(env: Mapping[str, str], name: str, default: int, high: int = TEN_YE
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    if not _WHOLE.fullmatch(raw.strip()):
-        raise SettingsError(name, f"expected a whole number of seconds, got {raw!r}")
+    if not _WHOLE.fullmatch(raw.strip()) or len(raw.strip()) > MAX_DIGITS:
+        raise SettingsError(name, f"expected a whole number of seconds, got {raw[:40]!r}")
     value = int(raw.strip())
     if not 1 <= value <= high:
         raise SettingsError(name, f"must be between 1 and {high} seconds, got {value}")

@@ -27,7 +27,15 @@ from ..aio import connect as connect_async
 from ..embedded import EmbeddedValkey
 from ..errors import InvalidInput, NotFound
 from ..maintenance import Maintenance
-from ..model import MAX_LIST_LIMIT, State, Track, check_name, check_state
+from ..model import (
+    MAX_LIST_LIMIT,
+    State,
+    Track,
+    check_name,
+    check_state,
+    parse_int,
+    parse_label,
+)
 from ..settings import Settings
 from ..store import Tracker
 from . import schema
@@ -40,7 +48,7 @@ from .sse import KEEPALIVE, EventHub, EventStreamResponse, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
 _LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
-_EVENT_PARAMS = frozenset({"state", "queue", "token"})
+_EVENT_PARAMS = frozenset({"state", "queue", "label", "token"})
 _TOKEN_ONLY = frozenset({"token"})
 
 
@@ -119,10 +127,7 @@ def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
 async def list_jobs(request: Request) -> Response:
     query: dict[str, Any] = _query(request, _LIST_PARAMS)
     if "limit" in query:
-        limit = query["limit"]
-        if not (limit.isascii() and limit.isdigit()):
-            raise InvalidInput("limit", f"expected an integer 1..{MAX_LIST_LIMIT}, got {limit!r}")
-        query["limit"] = int(limit)
+        query["limit"] = parse_int("limit", query["limit"], 1, MAX_LIST_LIMIT)
     page = await _tracker(request).list(**query)
     return JSONResponse({"jobs": [t.to_dict() for t in page.jobs], "next": page.next})
 
@@ -155,6 +160,13 @@ def _last_event_id(request: Request) -> str | None:
     return value
 
 
+def _not_ahead(last: str | None, newest: str) -> None:
+    """Refuse an id ahead of the newest event: the stream would hold back every event
+    until it caught up with it (a client's id from a store since emptied, or made up)."""
+    if last is not None and parse_id(last) > parse_id(newest):
+        raise InvalidInput("Last-Event-ID", f"{last[:64]!r} is ahead of the newest event")
+
+
 def _terminal(track: dict[str, Any]) -> bool:
     return State(track["state"]).terminal
 
@@ -167,6 +179,7 @@ async def job_events(request: Request) -> Response:
     newest, track = await _tracker(request).snapshot(jid)
     if track.state is State.UNKNOWN:
         raise NotFound(jid)
+    _not_ahead(last, newest)
     stream = hub.stream(
         jid=jid,
         last_event_id=last,
@@ -186,14 +199,19 @@ async def all_events(request: Request) -> Response:
     state = query.get("state")
     if state is not None:
         check_state(state)
+    label = parse_label(query["label"]) if "label" in query else None
 
     def accepts(track: dict[str, Any]) -> bool:
-        return (queue is None or track.get("queue") == queue) and (
-            state is None or track["state"] == state
+        return (
+            (queue is None or track.get("queue") == queue)
+            and (state is None or track["state"] == state)
+            and (label is None or track.get("labels", {}).get(label[0]) == label[1])
         )
 
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)
+    if last is not None:
+        _not_ahead(last, await _tracker(request).newest_event())
     stream = hub.stream(accepts, last_event_id=last)
     return EventStreamResponse(stream)
 
@@ -232,6 +250,12 @@ _READ = (400, 401, 403, 503)
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}
 _STATE_QUERY = ("state", schema.STATE, "Only jobs in this state.")
 _QUEUE_QUERY = ("queue", schema.NAME, "Only jobs of this queue.")
+_LABEL_QUERY = (
+    "label",
+    schema.LABEL_FILTER,
+    "Only jobs with this label, as `KEY=VALUE` (the first `=` splits: a value may hold "
+    "one, a key may not). `KEY:VALUE` is read too when there is no `=`.",
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", "/jobs/{jid}", register, "Register a job", schema.REGISTER, ok=(201, 200),
@@ -255,7 +279,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              schema.EMPTY, errors=_JOB_WRITE),
     Endpoint("GET", "/jobs", list_jobs, "List jobs, newest updated_at first",
              query=(_STATE_QUERY, _QUEUE_QUERY,
-                    ("label", {"type": "string"}, "Only jobs with this label, as key:value."),
+                    _LABEL_QUERY,
                     ("parent", schema.NAME, "Only children of this batch."),
                     ("limit", _LIMIT, "At most this many jobs."),
                     ("cursor", {"type": "string"}, "The `next` of the previous page.")),
@@ -268,7 +292,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "closing after a terminal state", result="text/event-stream",
              errors=(*_READ, 404)),
     Endpoint("GET", "/events", all_events, "Server-Sent Events of every change",
-             query=(_STATE_QUERY, _QUEUE_QUERY), result="text/event-stream", errors=_READ),
+             query=(_STATE_QUERY, _QUEUE_QUERY, _LABEL_QUERY), result="text/event-stream",
+             errors=_READ),
     Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
              errors=_READ),
     Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),

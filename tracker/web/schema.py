@@ -28,9 +28,17 @@ NAME: dict[str, Any] = {
     "minLength": 1,
     "maxLength": 128,
 }
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+_CONTROLS = r"\u0000-\u001f\u007f"
+_VALUE_LENGTH = f"{{0,{model.MAX_LABEL_VALUE}}}"
+#: ``KEY=VALUE``, or ``KEY:VALUE`` where neither holds a ``=`` (model.parse_label).
+LABEL_FILTER: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^([A-Za-z0-9\-_.:@]{{1,128}}=[^{_CONTROLS}]{_VALUE_LENGTH}"
+    rf"|[A-Za-z0-9\-_.@]{{1,128}}:[^={_CONTROLS}]{_VALUE_LENGTH})$",
+}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 STATE: dict[str, Any] = {"type": "string", "enum": ["unknown", *(s.value for s in STORED_STATES)]}
-_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
 #: The years times.parse_time takes: "date-time" alone lets a client send year 0001.
 _YEAR_1970_TO_9999 = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
 
@@ -94,7 +102,7 @@ REGISTER = Body(
                     "pattern": _NO_CONTROL,
                 },
             },
-            "Free labels to list jobs by (`GET /jobs?label=key:value`).",
+            "Free labels to list jobs by (`GET /jobs?label=KEY=VALUE`).",
         ),
         "reserve_for": Field(
             {"type": "integer", "minimum": 1, "maximum": model.MAX_RESERVE_FOR},
@@ -190,7 +198,7 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
         if media.lower() != "application/json" and not media.lower().endswith("+json"):
             raise UnsupportedMediaType(media)
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_int=_integer, parse_constant=_no_constant)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput("body", f"not valid JSON: {exc}") from None
         except RecursionError:
@@ -208,6 +216,8 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
                 raise InvalidInput(name, "is required")
             continue
         expected = spec.schema["type"]
+        if expected == "integer" and isinstance(value, float) and value.is_integer():
+            value = int(value)  # 84.0 is the integer 84, as JSON Schema counts
         if not isinstance(value, _JSON_TYPES[expected]) or (
             expected == "integer" and isinstance(value, bool)
         ):
@@ -216,9 +226,30 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
     return out
 
 
+class LongNumber:
+    """A JSON integer of more than MAX_DIGITS digits: no field takes one, and ``int()``
+    would spend time on it (or raise past 4,300 digits). It fails the type of its field,
+    or the packing of a payload, naming the field either way."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _integer(text: str) -> int | LongNumber:
+    return int(text) if len(text) <= model.MAX_DIGITS else LongNumber(len(text))
+
+
+def _no_constant(text: str) -> None:
+    raise InvalidInput("body", f"not valid JSON: {text} is not a JSON number")
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
+    if isinstance(value, LongNumber):
+        return f"a number of {value.digits} digits"
     for name, kind in _JSON_TYPES.items():
         if isinstance(value, kind) and not (name == "integer" and isinstance(value, bool)):
             return name

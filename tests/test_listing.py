@@ -55,11 +55,19 @@ def test_a_label_filter_reaches_every_label_key_and_value(tracker: Tracker) -> N
     assert found("k=") == {"empty-value"}
 
 
-@pytest.mark.parametrize("label", ["novalue", "=v", "a b=c", "k=" + "v" * 257, "k=a\nb"])
+@pytest.mark.parametrize("label", ["", "novalue", "=v", "a b=c", "k=" + "v" * 257, "k=a\nb"])
 def test_a_bad_label_filter_is_refused(tracker: Tracker, label: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         tracker.list(label=label)
     assert refused.value.field in ("label", "label key")
+
+
+def test_a_label_and_a_parent_filter_together(tracker: Tracker) -> None:
+    tracker.register("b1", batch=True)
+    tracker.register("in-batch", parent="b1", labels={"k": "v"})
+    tracker.register("in-batch-other", parent="b1", labels={"k": "w"})
+    tracker.register("outside", labels={"k": "v"})
+    assert [t.jid for t in tracker.list(label="k=v", parent="b1").jobs] == ["in-batch"]
 
 
 def test_an_empty_cursor_is_the_first_page(tracker: Tracker) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 import rq
-from conftest import wait_until
+from conftest import local_client, wait_until
 from starlette.testclient import TestClient
 
 from tracker import Settings, Tracker
@@ -30,7 +30,7 @@ def store(real_url: str, namespace: str) -> Iterator[Tracker]:
 
 def _app(real_url: str, namespace: str, **settings: Any) -> TestClient:
     app = create_app(Settings(namespace=namespace, **settings), url=real_url, maintenance=False)
-    return TestClient(app, raise_server_exceptions=False)
+    return local_client(app, raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -621,6 +621,34 @@ def test_unknown_routes_and_methods_are_problems(http: TestClient) -> None:
     problem(http.delete("/jobs/j1"), 405)
 
 
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/jobs/j1", {"GET", "HEAD", "OPTIONS", "PUT"}),
+        ("/jobs/j1/cancel", {"OPTIONS", "POST"}),
+        ("/jobs", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_and_a_405_name_every_method_of_the_path(
+    http: TestClient, path: str, methods: set[str]
+) -> None:
+    def allowed(response: Any) -> set[str]:
+        return {m.strip() for m in response.headers["allow"].split(",")}
+
+    options = http.options(path)
+    assert options.status_code == 204
+    assert allowed(options) == methods
+    refused = http.patch(path)
+    problem(refused, 405)
+    assert allowed(refused) == methods
+
+
+def test_head_answers_as_get_without_a_body(http: TestClient, store: Tracker) -> None:
+    store.register("j1")
+    head = http.head("/jobs/j1")
+    assert (head.status_code, head.content) == (200, b"")
+
+
 # --- access control ----------------------------------------------------------------
 
 
@@ -739,7 +767,7 @@ def test_openapi_describes_every_route(http: TestClient) -> None:
 
 def test_the_store_down_is_503(real_url: str, namespace: str) -> None:
     app = create_app(Settings(namespace=namespace), url="redis://127.0.0.1:1/0", maintenance=False)
-    with TestClient(app, raise_server_exceptions=False) as http:
+    with local_client(app, raise_server_exceptions=False) as http:
         assert http.get("/livez").status_code == 200
         problem(http.get("/readyz"), 503)
         problem(http.get("/jobs/j1"), 503)

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -75,7 +76,11 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--insecure", is_flag=True, help="Listen beyond loopback without TRACKER_API_TOKEN.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback without TRACKER_API_TOKEN (also TRACKER_INSECURE=1).",
+)
 def serve(host: str, port: int, insecure: bool) -> None:
     """The HTTP API and dashboard, with the reaper and the delay schedule.
 
@@ -84,22 +89,33 @@ def serve(host: str, port: int, insecure: bool) -> None:
     import uvicorn
 
     from .web import create_app
+    from .web.protocol import protocol
 
     try:
         settings = Settings.from_env()
     except SettingsError as exc:
         _fail(str(exc), EXIT_UNAVAILABLE)
-    if not settings.api_token and not insecure and not _loopback(host):
+    settings = replace(settings, insecure=settings.insecure or insecure)
+    if not settings.api_token and not settings.insecure and not _loopback(host):
         _fail(
             f"refusing to listen on {host} without TRACKER_API_TOKEN (writes would be open "
             "to anyone who reaches it); set a token, or pass --insecure",
             EXIT_INVALID,
         )
+    if host not in _ANY_ADDRESS:  # the name it was told to listen on is its own
+        settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host.strip("[]")))
     click.echo(f"tracker: namespace {settings.namespace!r}, http://{host}:{port}/")
-    # open event streams would hold a shutdown forever: they get a few seconds to end
     uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=3
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        http=protocol(settings.http_read_timeout),
+        timeout_graceful_shutdown=3,  # what an open response is given, besides streams
     )
+
+
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 def _loopback(host: str) -> bool:

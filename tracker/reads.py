@@ -73,13 +73,15 @@ class ReadPlans(PlanBase):
             check_name("queue", queue)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         after = _parse_cursor(cursor)
-        if label is not None or parent is not None:
-            if label is not None and parent is not None:
-                raise InvalidInput("label", "filter by label or by parent, not both")
-            index = self._label_index(label) if label else self.keys.children(str(parent))
-            if parent is not None:
-                check_name("parent", parent)
-            return (yield from self._list_index(index, states, queue, limit, after))
+        if parent is not None:
+            check_name("parent", parent)
+        index = None
+        if label is not None:  # with a parent too: the label's jobs that are its children
+            index = self._label_index(label)
+        elif parent is not None:
+            index = self.keys.children(parent)
+        if index is not None:
+            return (yield from self._list_index(index, states, queue, parent, limit, after))
         reply = yield Call(
             "list",
             list(self.keys.shared),
@@ -104,6 +106,7 @@ class ReadPlans(PlanBase):
         index: str,
         states: list[str],
         queue: str | None,
+        parent: str | None,
         limit: int,
         after: tuple[int, str] | None,
     ) -> Plan[Page]:
@@ -111,7 +114,11 @@ class ReadPlans(PlanBase):
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
-            return track.state.value in wanted and (queue is None or track.queue == queue)
+            return (
+                track.state.value in wanted
+                and (queue is None or track.queue == queue)
+                and (parent is None or track.parent == parent)
+            )
 
         chosen: list[tuple[str, int]] = []
         top: Any = "+inf" if after is None else after[0]

@@ -40,6 +40,7 @@ from ..settings import Settings
 from ..store import Tracker
 from . import schema
 from .auth import TokenAuth
+from .guard import RequestGuard
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Endpoint, document
 from .problems import HANDLERS, EncodedSlashGuard
@@ -160,11 +161,12 @@ def _last_event_id(request: Request) -> str | None:
     return value
 
 
-def _not_ahead(last: str | None, newest: str) -> None:
-    """Refuse an id ahead of the newest event: the stream would hold back every event
-    until it caught up with it (a client's id from a store since emptied, or made up)."""
-    if last is not None and parse_id(last) > parse_id(newest):
-        raise InvalidInput("Last-Event-ID", f"{last[:64]!r} is ahead of the newest event")
+def _ahead(last: str, newest: str) -> bool:
+    """Whether ``last`` is ahead of the newest event: the store's event stream began
+    again since the client read it (it was emptied, or a new store took its place), so
+    all the stream holds is news to the client. Left as it is, it would hold back every
+    event until the stream caught up with it."""
+    return parse_id(last) > parse_id(newest)
 
 
 def _terminal(track: dict[str, Any]) -> bool:
@@ -179,7 +181,8 @@ async def job_events(request: Request) -> Response:
     newest, track = await _tracker(request).snapshot(jid)
     if track.state is State.UNKNOWN:
         raise NotFound(jid)
-    _not_ahead(last, newest)
+    if last is not None and _ahead(last, newest):
+        last = None  # the track now is whole: it is all the client missed
     stream = hub.stream(
         jid=jid,
         last_event_id=last,
@@ -210,8 +213,8 @@ async def all_events(request: Request) -> Response:
 
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)
-    if last is not None:
-        _not_ahead(last, await _tracker(request).newest_event())
+    if last is not None and _ahead(last, await _tracker(request).newest_event()):
+        last = "0-0"  # all the stream holds, from its start
     stream = hub.stream(accepts, last_event_id=last)
     return EventStreamResponse(stream)
 
@@ -244,11 +247,11 @@ async def dashboard(request: Request) -> Response:
 # --- the table ---------------------------------------------------------------
 
 
-_WRITE = (400, 401, 403, 413, 415, 503)
+_WRITE = (400, 401, 413, 503)
 _JOB_WRITE = (*_WRITE, 404, 409)
-_READ = (400, 401, 403, 503)
+_READ = (400, 401, 503)
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}
-_STATE_QUERY = ("state", schema.STATE, "Only jobs in this state.")
+_STATE_QUERY = ("state", schema.STORED_STATE, "Only jobs in this state.")
 _QUEUE_QUERY = ("queue", schema.NAME, "Only jobs of this queue.")
 _LABEL_QUERY = (
     "label",
@@ -282,7 +285,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                     _LABEL_QUERY,
                     ("parent", schema.NAME, "Only children of this batch."),
                     ("limit", _LIMIT, "At most this many jobs."),
-                    ("cursor", {"type": "string"}, "The `next` of the previous page.")),
+                    ("cursor", schema.CURSOR,
+                     "The `next` of the previous page; empty: the first page.")),
              result="Page", errors=_READ),
     Endpoint("GET", "/jobs/{jid}/related", related,
              "The job's prerequisites, dependents and children, with their states",
@@ -309,6 +313,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 # --- the app -----------------------------------------------------------------
+
+
+def _route(endpoints: list[Endpoint]) -> Route:
+    """One route for every method of a path: a method it lacks is then a 405 naming all
+    it has (one route per method would name its own only), as OPTIONS does."""
+    handlers = {e.method: e.handler for e in endpoints}
+    if "GET" in handlers:
+        handlers["HEAD"] = handlers["GET"]
+    allow = ", ".join(sorted({*handlers, "OPTIONS"}))
+
+    async def dispatch(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        return await handlers[request.method](request)
+
+    path = endpoints[0].path
+    return Route(path, dispatch, methods=[*handlers, "OPTIONS"], name=path)
 
 
 def create_app(
@@ -360,11 +381,18 @@ def create_app(
             if embedded is not None:
                 await asyncio.to_thread(embedded.stop)
 
-    routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    paths = dict.fromkeys(e.path for e in ENDPOINTS)
+    routes: list[BaseRoute] = [_route([e for e in ENDPOINTS if e.path == p]) for p in paths]
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(
+                RequestGuard,
+                allowed_hosts=settings.allowed_hosts,
+                serves_anyone=bool(settings.api_token) or settings.insecure,
+                read_timeout=settings.http_read_timeout,
+            ),
             Middleware(TokenAuth, settings.api_token, settings.read_token),
             Middleware(EncodedSlashGuard),
         ],

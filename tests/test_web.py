@@ -375,7 +375,19 @@ def test_a_huge_number_in_a_query_is_400_naming_it(
         ("/jobs/j2", "reserve_for"),
     ],
 )
-@pytest.mark.parametrize("number", [HUGE, "-" + HUGE, HUGE + ".5", "1e999999"])
+@pytest.mark.parametrize(
+    "number",
+    [
+        HUGE,
+        "-" + HUGE,
+        HUGE + ".5",
+        "1e999999",
+        "1e" + HUGE,
+        "1.5e-" + HUGE,
+        "1.5e-400",  # 0.0 as a float, yet no integer
+        "1.0000000000000001",  # 1.0 as a float, yet no integer
+    ],
+)
 def test_a_huge_number_in_a_body_is_400_naming_its_field(
     http: TestClient, store: Tracker, path: str, field: str, number: str
 ) -> None:

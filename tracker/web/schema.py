@@ -10,6 +10,7 @@ naming the field. The limits in the schemas below come from the same constants.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -202,7 +203,11 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
         data: Any = {}
     else:
         try:
-            data = json.loads(raw, parse_int=_integer, parse_constant=_no_constant)
+            # UTF-8 only (RFC 8259): json.loads would also read UTF-16 and UTF-32
+            text = bytes(raw).decode("utf-8")
+            data = json.loads(
+                text, parse_int=_integer, parse_float=_fractional, parse_constant=_no_constant
+            )
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput("body", f"not valid JSON: {exc}") from None
         except RecursionError:
@@ -220,7 +225,7 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
                 raise InvalidInput(name, "is required")
             continue
         expected = spec.schema["type"]
-        if expected == "integer" and isinstance(value, float) and value.is_integer():
+        if expected == "integer" and type(value) is float and value.is_integer():
             value = int(value)  # 84.0 is the integer 84, as JSON Schema counts
         if not isinstance(value, _JSON_TYPES[expected]) or (
             expected == "integer" and isinstance(value, bool)
@@ -243,6 +248,33 @@ class LongNumber:
 
 def _integer(text: str) -> int | LongNumber:
     return int(text) if len(text) <= model.MAX_DIGITS else LongNumber(len(text))
+
+
+_NUMBER = re.compile(
+    r"-?(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?(?:[eE](?P<exponent>[+-]?[0-9]+))?"
+)
+
+
+class Fraction(float):
+    """A JSON number with a fraction: no integer, also where a float rounds it to a
+    whole one (``1.5e-400`` to 0.0, ``1.0000000000000001`` to 1.0)."""
+
+
+def _fractional(text: str) -> float:
+    """A JSON number with a fraction or an exponent, as a float, or a :class:`Fraction`
+    when it is no whole number: decided on the text, not on the float, which rounds
+    (and not by ``int()``, which fails on an exponent past 4,300 digits)."""
+    number = _NUMBER.fullmatch(text)
+    assert number is not None  # json.loads passes JSON numbers only
+    significant = (number["whole"] + (number["fraction"] or "")).rstrip("0")
+    exponent = number["exponent"] or "0"
+    if not significant.strip("0"):
+        whole = True  # zero
+    elif len(exponent.lstrip("+-")) > model.MAX_DIGITS:  # past any float: inf or 0.0
+        whole = not exponent.startswith("-")
+    else:
+        whole = len(significant) <= len(number["whole"]) + int(exponent)
+    return float(text) if whole else Fraction(text)
 
 
 def _no_constant(text: str) -> None:

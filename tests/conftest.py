@@ -206,6 +206,16 @@ def store(real_url: str, namespace: str) -> Iterator[Tracker]:
         yield tracker
 
 
+@pytest.fixture
+def valkey_store(valkey_url: str) -> Iterator[Tracker]:
+    """A Python client on a namespace of its own on the suite's Valkey: for tests of the
+    HTTP layer, whose handling of a request is the same whatever the backend."""
+    names = own_namespace(valkey_url)
+    with Tracker.from_url(valkey_url, Settings(namespace=next(names))) as tracker:
+        yield tracker
+    next(names, None)  # deletes the namespace's keys
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

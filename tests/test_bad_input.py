@@ -17,12 +17,12 @@ from typing import Any
 
 import jsonschema_rs
 import pytest
-from conftest import local_client, own_namespace
+from conftest import local_client
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tracker import InvalidInput, Settings, Tracker
+from tracker import InvalidInput, Tracker
 from tracker.web import create_app, schema
 from tracker.web.openapi import _LAST_EVENT_ID
 from tracker.web.sse import parse_id
@@ -98,13 +98,10 @@ def refused_by(field_schema: dict[str, Any], value: Any) -> bool:
 
 
 @pytest.fixture
-def store(valkey_url: str) -> Iterator[Tracker]:
-    """On the suite's Valkey only: many examples, and the other backends' parsing of a
-    request is the app's, the same."""
-    names = own_namespace(valkey_url)
-    with Tracker.from_url(valkey_url, Settings(namespace=next(names))) as tracker:
-        yield tracker
-    next(names, None)  # deletes the namespace's keys
+def store(valkey_store: Tracker) -> Tracker:
+    """On the suite's Valkey only: many examples, and the parsing of a request is the
+    app's, whatever the backend."""
+    return valkey_store
 
 
 @pytest.fixture

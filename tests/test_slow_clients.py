@@ -24,8 +24,8 @@ from tracker import Settings, Tracker
 from tracker.web import create_app
 from tracker.web.protocol import protocol
 
-DEADLINE = 1.0  # the read timeout these servers run with
-MARGIN = 2.0  # what a loaded machine may add to it
+DEADLINE = 1.5  # the read timeout these servers run with
+MARGIN = 3.0  # what a loaded machine may add to it
 ROOT = Path(__file__).parent.parent  # where server.py is
 
 
@@ -42,6 +42,12 @@ class Server:
         return socket.create_connection((self.host, self.port), timeout=DEADLINE + MARGIN)
 
 
+@pytest.fixture
+def store(valkey_store: Tracker) -> Tracker:
+    """On the suite's Valkey only: what is tried is the HTTP layer's, whatever the backend."""
+    return valkey_store
+
+
 @dataclass
 class Running:
     server: uvicorn.Server
@@ -49,11 +55,11 @@ class Running:
 
 
 @pytest.fixture
-def runner(real_url: str, namespace: str) -> Iterator[Running]:
+def runner(valkey_url: str, store: Tracker) -> Iterator[Running]:
     """The app under uvicorn with the protocol ``tracker serve`` runs, in a thread; its
     log goes to the root logger (so to ``caplog``)."""
-    settings = Settings(namespace=namespace, http_read_timeout=DEADLINE)
-    app = create_app(settings, url=real_url, maintenance=False)
+    settings = Settings(namespace=store.settings.namespace, http_read_timeout=DEADLINE)
+    app = create_app(settings, url=valkey_url, maintenance=False)
     config = uvicorn.Config(
         app,
         host="127.0.0.1",

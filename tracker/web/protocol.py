@@ -64,7 +64,11 @@ class TrackerProtocol(H11Protocol):
             self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
-        """h11 refused the request itself (raw non-ASCII in its line, a malformed header)."""
+        """h11 refused the request itself (raw non-ASCII in its line, a malformed header
+        or chunk)."""
+        if self.conn.our_state is h11.SEND_BODY:  # amid a response: no room for another
+            self.transport.close()
+            return
         self._refuse(400, "not a valid HTTP/1.1 request (its request line or a header)")
 
     def _refuse(self, status: int, detail: str) -> None:

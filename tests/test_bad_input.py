@@ -166,6 +166,21 @@ def test_a_value_a_body_field_refuses_is_400_naming_it_and_changes_nothing(
     assert snapshot(store) == before
 
 
+@pytest.mark.parametrize("action", ["success", "cancel", "pause", "resume", "seal"])
+@SETTINGS
+@given(value=VALUES)
+def test_a_body_where_none_is_taken_is_400_and_changes_nothing(
+    http: TestClient, store: Tracker, action: str, value: Any
+) -> None:
+    """These take no fields: anything but an empty object (or no body) is refused."""
+    assume(value != {})
+    before = snapshot(store)
+    body = to_json(value).encode()
+    headers = {"content-type": "application/json"}
+    assert_refused(http.post(f"/jobs/j1/{action}", content=body, headers=headers), "body")
+    assert snapshot(store) == before
+
+
 def _matches(pattern: str) -> Callable[[str], bool]:
     return lambda text: re.search(pattern, text) is not None
 

@@ -28,7 +28,15 @@ import redis.asyncio.cluster
 import redis.cluster
 import rq
 from click.testing import CliRunner
-from conftest import REDIS_URL, FakeClock, MakeTracker, cleanup, own_namespace, wait_until
+from conftest import (
+    REDIS_URL,
+    FakeClock,
+    MakeTracker,
+    cleanup,
+    local_client,
+    own_namespace,
+    wait_until,
+)
 from starlette.testclient import TestClient
 
 from tracker import Conflict, InvalidInput, JobSuperseded, Settings, State, Tracker, context
@@ -324,7 +332,7 @@ def store(real_url: str, namespace: str, clock: FakeClock) -> Iterator[Tracker]:
 @pytest.fixture
 def http(real_url: str, namespace: str) -> Iterator[TestClient]:
     app = create_app(Settings(namespace=namespace), url=real_url, maintenance=False)
-    with TestClient(app, raise_server_exceptions=False) as client:
+    with local_client(app, raise_server_exceptions=False) as client:
         yield client
 
 

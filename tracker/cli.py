@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -23,7 +24,7 @@ import rq
 from .embedded import EmbeddedValkey, Keeper
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
 from .maintenance import Maintenance
-from .model import STORED_STATES, State, Track
+from .model import STORED_STATES, State, Track, parse_label
 from .settings import Settings
 from .store import Tracker
 
@@ -93,7 +94,11 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--insecure", is_flag=True, help="Listen beyond loopback without TRACKER_API_TOKEN.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback without TRACKER_API_TOKEN (also TRACKER_INSECURE=1).",
+)
 def serve(host: str, port: int, insecure: bool) -> None:
     """The HTTP API and dashboard, with the reaper and the delay schedule.
 
@@ -102,23 +107,31 @@ def serve(host: str, port: int, insecure: bool) -> None:
     import uvicorn
 
     from .web import create_app
+    from .web.protocol import protocol
 
     settings = _settings()
     address = _address(host, port)
-    if not settings.api_token and not insecure and not _loopback(host):
+    settings = replace(settings, insecure=settings.insecure or insecure)
+    if not settings.api_token and not settings.insecure and not _loopback(host):
         _fail(
             f"refusing to listen on {host} without TRACKER_API_TOKEN (writes would be open "
             "to anyone who reaches it); set a token, or pass --insecure",
             EXIT_INVALID,
         )
+    if host not in _ANY_ADDRESS:  # the name it was told to listen on is its own
+        settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host.strip("[]")))
     listener = _listen(host, port, address)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(
         f"tracker: namespace {settings.namespace!r}, "
         f"http://{shown_host}:{listener.getsockname()[1]}/"
     )
-    # open event streams would hold a shutdown forever: they get a few seconds to end
-    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info",
+        http=protocol(settings.http_read_timeout),
+        timeout_graceful_shutdown=3,  # what an open response is given, besides streams
+    )
     uvicorn.Server(config).run(sockets=[listener])
 
 
@@ -149,6 +162,9 @@ def _listen(host: str, port: int, address: tuple[int, tuple[object, ...]]) -> so
         reason = "the port is in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         _fail(f"cannot listen on {host}:{port}: {reason}", EXIT_UNAVAILABLE)
     return listener
+
+
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
 
 def _loopback(host: str) -> bool:
@@ -258,12 +274,10 @@ def register(
     hide_args: bool,
 ) -> None:
     """Register a job: enqueued at once, or waiting for its prerequisites."""
-    pairs = {}
-    for label in labels:
-        key, sep, value = label.partition("=")
-        if not sep:
-            _fail(f"--label expects KEY=VALUE, got {label!r}", EXIT_INVALID)
-        pairs[key] = value
+    try:  # before connecting: a refused label starts no embedded server
+        pairs = dict(parse_label(label) for label in labels)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_INVALID)
     call = _payload(payload, args, kwargs, hide_args)
     with connected() as tracker:
         done = tracker.register(
@@ -356,7 +370,7 @@ def set_(
 @main.command(name="ls")
 @click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
 @click.option("--queue")
-@click.option("--label", metavar="KEY:VALUE")
+@click.option("--label", metavar="KEY=VALUE", help="Only jobs with this label.")
 @click.option("--parent", metavar="JID", help="Only the children of this batch.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--cursor", help="Continue after a previous page.")

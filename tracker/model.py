@@ -34,6 +34,9 @@ MAX_RESERVE_FOR = 365 * 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 25
 MAX_LIST_LIMIT = 1000
 MAX_PREREQUISITES = 10_000
+#: The most digits a number written as text may have: every number tracker takes fits,
+#: and longer text is refused before ``int()`` spends time on it (or raises past 4,300).
+MAX_DIGITS = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -88,6 +91,29 @@ def check_int(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
     return value
+
+
+def parse_int(name: str, text: str, low: int, high: int) -> int:
+    """An integer written in ASCII digits (a query parameter, a header), ``low..high``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InvalidInput(name, f"expected an integer {low}..{high}, got {shown!r}")
+    return check_int(name, int(text), low, high)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """A label filter, ``KEY=VALUE``; the first ``=`` splits, since no key holds one.
+    ``KEY:VALUE`` is read too where there is no ``=`` (a key with ``:`` then needs ``=``)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, sep, value = text.partition(":")
+    if not sep:
+        raise InvalidInput("label", f"expected KEY=VALUE, got {text[:40]!r}")
+    check_name("label key", key)
+    check_text("label", value, MAX_LABEL_VALUE)
+    if _CONTROL.search(value):
+        raise InvalidInput("label", "a label value holds no control characters")
+    return key, value
 
 
 def check_text(name: str, value: object, limit: int) -> str:

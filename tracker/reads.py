@@ -10,6 +10,7 @@ from . import scripts
 from .errors import InvalidInput, NotFound
 from .keys import QUEUE_BAND
 from .model import (
+    MAX_DIGITS,
     MAX_LIST_LIMIT,
     STORED_STATES,
     State,
@@ -17,6 +18,7 @@ from .model import (
     check_int,
     check_name,
     check_state,
+    parse_label,
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
@@ -80,13 +82,15 @@ class ReadPlans(PlanBase):
             check_name("queue", queue)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         after = _parse_cursor(cursor)
-        if label is not None or parent is not None:
-            if label is not None and parent is not None:
-                raise InvalidInput("label", "filter by label or by parent, not both")
-            index = self._label_index(label) if label else self.keys.children(str(parent))
-            if parent is not None:
-                check_name("parent", parent)
-            return (yield from self._list_index(index, states, queue, limit, after))
+        if parent is not None:
+            check_name("parent", parent)
+        index = None
+        if label is not None:  # with a parent too: the label's jobs that are its children
+            index = self._label_index(label)
+        elif parent is not None:
+            index = self.keys.children(parent)
+        if index is not None:
+            return (yield from self._list_index(index, states, queue, parent, limit, after))
         reply = yield Call(
             "list",
             list(self.keys.shared),
@@ -104,17 +108,14 @@ class ReadPlans(PlanBase):
         return (yield from self._page(ids, limit, lambda track: True))
 
     def _label_index(self, label: str) -> str:
-        key, sep, value = label.partition(":")
-        if not sep:
-            raise InvalidInput("label", "expected key:value")
-        check_name("label key", key)
-        return self.keys.label(key, value)
+        return self.keys.label(*parse_label(label))
 
     def _list_index(
         self,
         index: str,
         states: list[str],
         queue: str | None,
+        parent: str | None,
         limit: int,
         after: tuple[int, str] | None,
     ) -> Plan[Page]:
@@ -122,7 +123,11 @@ class ReadPlans(PlanBase):
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
-            return track.state.value in wanted and (queue is None or track.queue == queue)
+            return (
+                track.state.value in wanted
+                and (queue is None or track.queue == queue)
+                and (parent is None or track.parent == parent)
+            )
 
         chosen: list[tuple[str, int]] = []
         top: Any = "+inf" if after is None else after[0]
@@ -291,9 +296,10 @@ def _event_id(newest: list[Any]) -> str:
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
-    if cursor is None:
+    """``None`` or ``""``: the first page."""
+    if not cursor:
         return None
     ms, _, jid = str(cursor).partition(".")
-    if not (ms.isascii() and ms.isdigit()) or not jid:
+    if not (ms.isascii() and ms.isdigit() and len(ms) <= MAX_DIGITS) or not jid:
         raise InvalidInput("cursor", "not a cursor this server returned")
     return int(ms), check_name("cursor", jid)

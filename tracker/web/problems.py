@@ -42,13 +42,6 @@ class BodyTooLarge(HTTPProblem):
         super().__init__(f"the request body is over {limit // 1024} KiB")
 
 
-class UnsupportedMediaType(HTTPProblem):
-    status = 415
-
-    def __init__(self, media: str) -> None:
-        super().__init__(f"expected a JSON body (application/json), got {media!r}")
-
-
 class Unauthorized(HTTPProblem):
     status = 401
 

@@ -25,7 +25,8 @@ Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` crea
 (seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
 first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
 separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
-prerequisites, ``pq`` their jids (newline separated), ``pp`` pending ones (a waiting
+prerequisites, ``pq`` their job keys (newline separated; older
+versions stored jids), ``pp`` pending ones (a waiting
 batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``dr``
 the set of those released, ``bb``
 blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``

@@ -172,7 +172,12 @@ class ReadPlans(PlanBase):
         if state is None:
             raise NotFound(jid)
         groups = {
-            "prerequisites": [j for j in (prerequisites or b"").decode().split("\n") if j],
+            "prerequisites": [
+                # job keys; jids where an older version registered the job
+                keys.jid_of(line) if line.startswith(keys.prefix) else line
+                for line in (prerequisites or b"").decode().split("\n")
+                if line
+            ],
             "dependents": sorted({keys.jid_of(k) for k in [*waiting, *released]}),
             "children": [keys.jid_of(k) for k in children],
         }

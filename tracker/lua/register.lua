@@ -45,50 +45,14 @@ local label_keys = {}
 for i = at, #KEYS do label_keys[#label_keys + 1] = KEYS[i] end
 if parent then label_keys[#label_keys + 1] = parent.children end
 
--- A cycle: something this job would wait for already waits for it. Events, not
--- jobs, are followed: R(j) "j is released" and S(j) "j succeeded". S(j) is what j's
--- dependents' R and its batch's S wait for; R(b) of a waiting batch is what its held
--- children's R waits for. This job's R would wait for each prerequisite's S, and
--- for R(parent) when its batch holds it: none of those may already follow from R(key).
--- A job that ended waits for nothing and is waited for by nothing (its success is
--- done, its death decides its dependents at once), so the search stops at it.
+-- A cycle: something this job would wait for already waits for it (see _cycle.lua).
 local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
 if n_prereqs > 0 or held then
-  local wanted = {}
-  for _, p in ipairs(prereqs) do wanted['S' .. p.key] = true end
-  if held then wanted['R' .. parent.key] = true end
-  if wanted['S' .. key] then return {2, 'unknown', 'cycle'} end
-  local seen, queue = {}, {}
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[17])) do queue[#queue + 1] = 'R' .. member end
-  if parent then queue[#queue + 1] = 'S' .. parent.key end
-  local head = 1
-  while head <= #queue do
-    local node = queue[head]
-    head = head + 1
-    if not seen[node] then
-      seen[node] = true
-      if head > 20000 then return {2, 'unknown', 'graph_too_large'} end
-      local job_key = string.sub(node, 2)
-      local edges = redis.call('HMGET', job_key, 'dk', 'P', 'gk', 's')
-      if TERMINAL[edges[4]] then
-        -- ended: nothing follows from it
-      elseif wanted[node] then
-        return {2, 'unknown', 'cycle'}
-      elseif string.sub(node, 1, 1) == 'R' then
-        queue[#queue + 1] = 'S' .. job_key
-        if edges[3] then
-          for _, child in ipairs(redis.call('SMEMBERS', edges[3])) do queue[#queue + 1] = 'R' .. child end
-        end
-      else
-        if edges[1] then
-          for _, member in ipairs(redis.call('SMEMBERS', edges[1])) do
-            queue[#queue + 1] = 'R' .. member
-          end
-        end
-        if edges[2] then queue[#queue + 1] = 'S' .. edges[2] end
-      end
-    end
-  end
+  local targets = {}
+  for _, p in ipairs(prereqs) do targets[#targets + 1] = 'S' .. p.key end
+  if held then targets[#targets + 1] = 'R' .. parent.key end
+  local refused = closes_cycle(key, KEYS[17], parent and parent.key, targets)
+  if refused then return {2, 'unknown', refused} end
 end
 
 local queue_name = ARGV[10]
@@ -139,9 +103,9 @@ if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
 for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
 if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
 if n_prereqs > 0 then
-  local jids = {}
-  for i, p in ipairs(prereqs) do jids[i] = p.jid end
-  append(fields, 'pt', n_prereqs, 'pq', table.concat(jids, '\n'))
+  local prerequisite_keys = {}
+  for i, p in ipairs(prereqs) do prerequisite_keys[i] = p.key end
+  append(fields, 'pt', n_prereqs, 'pq', table.concat(prerequisite_keys, '\n'))
 end
 if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
 if parent then append(fields, 'P', parent.key) end

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from bulk import register_many
 from conftest import FakeClock, MakeTracker
 
 from tracker import State, Tracker
+from tracker.reads import INDEX_BUDGET, INDEX_CALLS
 
 
 @pytest.fixture
@@ -83,3 +85,44 @@ def test_a_job_moves_between_state_lists_with_its_state(tracker: Tracker) -> Non
     for state in ("enqueued", "working"):
         assert tracker.list(state=state).jobs == []
     assert [t.state for t in tracker.list(state="success").jobs] == [State.SUCCESS]
+
+
+def test_a_label_listing_walks_jobs_of_one_millisecond_once_each(
+    timed: Tracker, clock: FakeClock
+) -> None:
+    for n in range(30):
+        timed.register(f"job-{n:02d}", labels={"run": "r1"})  # the clock stands still
+    timed.register("other", labels={"run": "r2"})
+    seen, cursor = [], None
+    while True:
+        page = timed.list(label="run:r1", limit=7, cursor=cursor)
+        seen.extend(t.jid for t in page.jobs)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [f"job-{n:02d}" for n in reversed(range(30))]
+
+
+def test_a_label_filter_matching_one_job_deep_down_pages_to_it(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    tracker.register("needle", labels={"env": "prod"})
+    tracker.start("needle")
+    tracker.fail("needle", "boom")  # failed, a retry expected
+    register_many(
+        tracker, (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2)), labels={"env": "prod"}
+    )
+    found, cursor, pages = [], None, 0
+    while True:
+        page = tracker.list(label="env:prod", state="failed", cursor=cursor)
+        found.extend(t.jid for t in page.jobs)
+        pages += 1
+        if page.next is None:
+            break
+        cursor = page.next
+    assert found == ["needle"]
+    assert pages == 3  # each page read a bounded part of the label's jobs
+    first = tracker.list(label="env:prod", state="failed")
+    assert (first.jobs, first.next) == ([], first.next)
+    assert first.next is not None

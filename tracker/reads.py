@@ -20,7 +20,10 @@ from .model import (
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
-_INDEX_PAGE = 200
+#: Entries of a label or children zset one call reads at most (about 1 ms of server
+#: time), and calls one page makes at most before it ends where the walk stopped.
+INDEX_BUDGET = 1000
+INDEX_CALLS = 3
 log = logging.getLogger("tracker")
 
 
@@ -109,46 +112,60 @@ class ReadPlans(PlanBase):
         limit: int,
         after: tuple[int, str] | None,
     ) -> Plan[Page]:
-        """Walk a label or children zset (job keys by updated_at), filtering as we go."""
+        """Walk a label or children zset (job keys by updated_at), filtering as it goes.
+
+        Each call reads at most :data:`INDEX_BUDGET` entries; after :data:`INDEX_CALLS`
+        of them the page ends where the walk stopped, with ``next`` to go on from there,
+        even when it found nothing (a filter that matches little among many).
+        """
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
             return track.state.value in wanted and (queue is None or track.queue == queue)
 
         chosen: list[tuple[str, int]] = []
-        top: Any = "+inf" if after is None else after[0]
-        offset = 0
-        while len(chosen) <= limit:
-            (page,) = yield Read(
-                [("zrevrangebyscore", (index, top, "-inf", offset, _INDEX_PAGE, True))]
+        cursor = after
+        for _ in range(INDEX_CALLS):
+            reply = yield Call(
+                "list_index",
+                [*self.keys.shared, index],
+                [
+                    *self._head(),
+                    ",".join(states),
+                    queue or "",
+                    "" if cursor is None else cursor[0],
+                    "" if cursor is None else self.keys.job(cursor[1]),
+                    limit + 1 - len(chosen),
+                    INDEX_BUDGET,
+                ],
             )
-            ids = [(self.keys.jid_of(member), int(ms)) for member, ms in page]
-            if after is not None:
-                ids = [(j, ms) for j, ms in ids if ms < after[0] or j < after[1]]
-            hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
-            for (jid, ms), fields in zip(ids, hashes, strict=True):
-                if fields and keep(self.decode(jid, fields)):
-                    chosen.append((jid, ms))
-            if len(page) < _INDEX_PAGE:
-                break
-            offset += _INDEX_PAGE
-        return (yield from self._page(chosen, limit, keep))
+            flat, resume = scripts.outcome(reply, "")
+            chosen += [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            if not resume:
+                return (yield from self._page(chosen, limit, keep))
+            ms, key = resume.decode().split("\n")
+            cursor = (int(ms), self.keys.jid_of(key))
+        return (yield from self._page(chosen, limit, keep, f"{cursor[0]}.{cursor[1]}"))
 
     def _page(
-        self, ids: list[tuple[str, int]], limit: int, keep: Callable[[Track], bool]
+        self,
+        ids: list[tuple[str, int]],
+        limit: int,
+        keep: Callable[[Track], bool],
+        resume: str | None = None,
     ) -> Plan[Page]:
+        """The tracks of ``ids`` still kept; ``next`` after the last when more were found
+        than ``limit``, else ``resume`` (where a walk stopped before its end)."""
+        if len(ids) > limit:  # one more was found: the next page starts after the limit-th
+            ids = ids[:limit]
+            resume = f"{ids[-1][1]}.{ids[-1][0]}"
         if not ids:
-            return Page([], None)
+            return Page([], resume)
         hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
-        kept = [
-            (track, ms)
-            for (jid, ms), fields in zip(ids, hashes, strict=True)
-            if fields and keep(track := self.decode(jid, fields))
-        ]
-        more = len(ids) > limit
-        kept = kept[:limit]
-        cursor = f"{kept[-1][1]}.{kept[-1][0].jid}" if more and kept else None
-        return Page([track for track, _ in kept], cursor)
+        tracks = [self.decode(jid, fields) for (jid, _), fields in zip(ids, hashes, strict=True)]
+        return Page(
+            [track for track in tracks if track.state is not State.UNKNOWN and keep(track)], resume
+        )
 
     def related(self, jid: str, limit: int = 100) -> Plan[Related]:
         """The jobs around one job, with their states, for the dashboard's graph.

@@ -44,6 +44,7 @@ OPERATIONS = (
     "promote",
     "stats",
     "list",
+    "list_index",
     "prune",
     "prune_labels",
 )

@@ -124,7 +124,7 @@ class ReadPlans(PlanBase):
             return track.state.value in wanted and (queue is None or track.queue == queue)
 
         chosen: list[tuple[str, int]] = []
-        cursor = after
+        cursor, walked = after, ""
         for _ in range(INDEX_CALLS):
             reply = yield Call(
                 "list_index",
@@ -145,7 +145,8 @@ class ReadPlans(PlanBase):
                 return (yield from self._page(chosen, limit, keep))
             ms, key = resume.decode().split("\n")
             cursor = (int(ms), self.keys.jid_of(key))
-        return (yield from self._page(chosen, limit, keep, f"{cursor[0]}.{cursor[1]}"))
+            walked = f"{cursor[0]}.{cursor[1]}"
+        return (yield from self._page(chosen, limit, keep, walked))
 
     def _page(
         self,

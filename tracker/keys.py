@@ -11,7 +11,10 @@ Key layout for namespace ``ns``::
     {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
-    {ns}:lx               set     the label and children zsets in use, for the pruner
+    {ns}:ld               zset    the label and children zsets in use, for the pruner;
+                                  score = when each may next hold an expired job (ms)
+    {ns}:lx               set     the same, unscored, as versions before ld kept them;
+                                  the pruner moves what it finds there into ld
     {ns}:d:<jid>          set     job keys waiting for <jid> to succeed (its dependents)
     {ns}:dr:<jid>         set     those its success released (or its death killed), kept
                                   as long as its track, so its graph still shows them
@@ -82,7 +85,8 @@ class Keys:
         self.events = self.prefix + "ev"
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
-        self.labels_in_use = self.prefix + "lx"
+        self.labels_in_use = self.prefix + "ld"
+        self.labels_in_use_unscored = self.prefix + "lx"
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}

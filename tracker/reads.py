@@ -24,6 +24,8 @@ from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 #: time), and calls one page makes at most before it ends where the walk stopped.
 INDEX_BUDGET = 1000
 INDEX_CALLS = 3
+#: Calls of prune_labels one round makes at most.
+PRUNE_CALLS = 20
 log = logging.getLogger("tracker")
 
 
@@ -271,24 +273,18 @@ class ReadPlans(PlanBase):
         reply = yield Call("prune", list(self.keys.shared), [*self._head(), batch])
         return int(scripts.outcome(reply, ""))
 
-    def prune_labels(self, batch: int = 200) -> Plan[int]:
-        """Drop expired jobs from the label and children zsets; returns how many went."""
-        server_time, index_keys = yield Read(
-            [("time", ()), ("smembers", (self.keys.labels_in_use,))]
-        )
-        now = self._now_ms(server_time)
-        # every live track was updated less than its shortest lifetime ago
-        horizon = now - min(self.settings.ttl, self.settings.pending_ttl) * 1000
+    def prune_labels(self, budget: int = 1000) -> Plan[int]:
+        """Drop expired jobs from the label and children zsets that are due; returns how
+        many went. Each call reads at most ``budget`` entries; at most
+        :data:`PRUNE_CALLS` calls, the rest waits for the next round."""
         removed = 0
-        for raw_key in index_keys:
-            index = raw_key.decode()
-            (old,) = yield Read([("zrangebyscore", (index, "-inf", horizon, 0, batch))])
-            reply = yield Call(
-                "prune_labels",
-                [*self.keys.shared, self.keys.labels_in_use, index, *(k.decode() for k in old)],
-                self._head(),
-            )
-            removed += scripts.outcome(reply, "")
+        keys = [*self.keys.shared, self.keys.labels_in_use, self.keys.labels_in_use_unscored]
+        for _ in range(PRUNE_CALLS):
+            reply = yield Call("prune_labels", keys, [*self._head(), budget])
+            gone, more = scripts.outcome(reply, "")
+            removed += int(gone)
+            if not more:
+                break
         return removed
 
 

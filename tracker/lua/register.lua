@@ -1,8 +1,8 @@
 -- register: create a job's track. It waits for pending prerequisites (and for a
 -- waiting parent batch); otherwise it is released at once.
--- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
--- KEYS[18] its gate set  KEYS[19] its open-children set  KEYS[20] its staged RQ job hash
--- KEYS[21] its released-dependents set
+-- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use (by when due)
+-- KEYS[17] its dependents set  KEYS[18] its gate set  KEYS[19] its open-children set
+-- KEYS[20] its staged RQ job hash  KEYS[21] its released-dependents set
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
 -- then per prerequisite: its hash, dependents set and released-dependents set; then the
 -- job's label zsets.
@@ -100,7 +100,9 @@ end
 local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[13], 'rf', ARGV[12],
                 'h', ARGV[11]}
 if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
-for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
+-- its entry there expires with its track, at the earliest (see prune_labels.lua)
+local due = int(NOW + math.min(TTL, PENDING_TTL))
+for _, label_key in ipairs(label_keys) do redis.call('ZADD', KEYS[16], 'LT', due, label_key) end
 if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
 if n_prereqs > 0 then
   local prerequisite_keys = {}

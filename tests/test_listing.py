@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from bulk import register_many
 from conftest import FakeClock, MakeTracker
 
-from tracker import State, Tracker
+from tracker import State, Tracker, reads
+from tracker.ops import Call, Plan, Read
 from tracker.reads import INDEX_BUDGET, INDEX_CALLS
 
 
@@ -126,3 +129,45 @@ def test_a_label_filter_matching_one_job_deep_down_pages_to_it(
     first = tracker.list(label="env:prod", state="failed")
     assert (first.jobs, first.next) == ([], first.next)
     assert first.next is not None
+
+
+def test_jobs_of_many_queues_merge_newest_first_in_calls_within_the_budget(
+    timed: Tracker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads, "LIST_BUDGET", 40)  # many calls, each asking for at most 40
+    for n in range(150):
+        timed.register(f"job-{n:03d}", queue=f"q{n % 25}")
+        if n % 3 == 0:
+            timed.start(f"job-{n:03d}")
+        clock.advance(0.001 * (n % 4 == 0))  # many share a millisecond
+    every = sorted(
+        (timed.track_get(f"job-{n:03d}") for n in range(150)),
+        key=lambda t: (t.updated_at, t.jid),
+        reverse=True,
+    )
+    asked = []
+    plan = timed.ops.list_jobs(limit=1000)
+    step = next(plan)
+    try:
+        while True:
+            if isinstance(step, Call) and step.script == "list":
+                args = step.args[len(timed.ops._head()) :]
+                asked.append(args[0] + sum(args[5::5]))
+            step = plan.send(timed._drive(_one(step)))
+    except StopIteration as done:
+        page = done.value
+    assert [t.jid for t in page.jobs] == [t.jid for t in every]
+    assert max(asked) <= 40
+    seen, cursor = [], None
+    while True:
+        page = timed.list(limit=7, cursor=cursor, state="enqueued")
+        seen.extend(t.jid for t in page.jobs)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [t.jid for t in every if t.state is State.ENQUEUED]
+
+
+def _one(step: Call | Read) -> Plan[Any]:
+    """A plan of one step: the reply it gets."""
+    return (yield step)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import scripts
@@ -24,6 +25,8 @@ from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 #: time), and calls one page makes at most before it ends where the walk stopped.
 INDEX_BUDGET = 1000
 INDEX_CALLS = 3
+#: Entries (and bands, which count one each) one call of list.lua reads at most.
+LIST_BUDGET = 2000
 #: Calls of prune_labels one round makes at most.
 PRUNE_CALLS = 20
 log = logging.getLogger("tracker")
@@ -83,21 +86,70 @@ class ReadPlans(PlanBase):
             if parent is not None:
                 check_name("parent", parent)
             return (yield from self._list_index(index, states, queue, limit, after))
-        reply = yield Call(
-            "list",
-            list(self.keys.shared),
-            [
-                *self._head(),
-                ",".join(states),
-                queue or "",
-                "" if after is None else after[0],
-                "" if after is None else after[1],
-                limit,
-            ],
+        return (yield from self._list_bands(states, queue, limit, after))
+
+    def _list_bands(
+        self, states: list[str], queue: str | None, limit: int, after: tuple[int, str] | None
+    ) -> Plan[Page]:
+        """Merge the bands (one state's jobs of one queue) of the state zsets, newest first.
+
+        Each band is asked for a few jobs, then those whose last job read is newer than
+        the ``limit + 1``-th newest found so far for twice as many more (up to ``limit +
+        1``): a band not asked again holds nothing newer than the page's end. Calls read
+        at most :data:`LIST_BUDGET` entries each, so many queues cost more calls, never a
+        longer one.
+        """
+        (queues,) = yield Read([("hgetall", (self.keys.queues,))])
+        qids = sorted(
+            int(qid) for name, qid in queues.items() if queue is None or name.decode() == queue
         )
-        flat = scripts.outcome(reply, "")
-        ids = [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        want = limit + 1
+        bands = [_Band(state, qid, after) for state in states for qid in qids]
+        first = max(1, min(want, -(-2 * want // max(len(bands), 1))))
+        asked = [(band, first) for band in bands]
+        found: list[tuple[int, str]] = []
+        while asked:
+            call: list[tuple[_Band, int]] = []
+            for band, count in asked:
+                if call and sum(1 + n for _, n in call) + 1 + count > LIST_BUDGET:
+                    yield from self._read_bands(call)
+                    call = []
+                call.append((band, count))
+            yield from self._read_bands(call)
+            found = sorted((entry for band in bands for entry in band.found), reverse=True)
+            end = found[want - 1] if len(found) >= want else None
+            asked = [
+                (band, min(want, 2 * band.asked))
+                for band in bands
+                if band.more and (end is None or band.position is None or band.position > end)
+            ]
+        # a job that moved between states while the bands were read shows once
+        ids: list[tuple[str, int]] = []
+        shown: set[str] = set()
+        for ms, jid in found[:want]:
+            if jid not in shown:
+                shown.add(jid)
+                ids.append((jid, ms))
         return (yield from self._page(ids, limit, lambda track: True))
+
+    def _read_bands(self, asked: list[tuple[_Band, int]]) -> Plan[None]:
+        """One call of list.lua for these bands, each asked for that many more jobs."""
+        args: list[Any] = [len(asked)]
+        for band, count in asked:
+            ms, jid = band.position or ("", "")
+            args += [band.state, band.qid, ms, jid, count]
+        reply = yield Call("list", list(self.keys.shared), [*self._head(), *args])
+        flat, at = scripts.outcome(reply, ""), 0
+        for band, count in asked:
+            n = int(flat[at])
+            entries = [
+                (int(flat[i + 1]), flat[i].decode()) for i in range(at + 1, at + 1 + 2 * n, 2)
+            ]
+            at += 1 + 2 * n
+            band.found += entries
+            band.asked, band.more = count, n == count
+            if entries:
+                band.position = entries[-1]
 
     def _label_index(self, label: str) -> str:
         key, sep, value = label.partition(":")
@@ -286,6 +338,20 @@ class ReadPlans(PlanBase):
             if not more:
                 break
         return removed
+
+
+@dataclass(slots=True)
+class _Band:
+    """One state's jobs of one queue, as a listing has read them: ``found`` newest first
+    as ``(ms, jid)``, ``position`` the last read (or the cursor), ``more`` while a read
+    filled what it asked for."""
+
+    state: str
+    qid: int
+    position: tuple[int, str] | None
+    found: list[tuple[int, str]] = field(default_factory=list)
+    asked: int = 0
+    more: bool = True
 
 
 def _event_id(newest: list[Any]) -> str:

@@ -95,6 +95,24 @@ local function keep_horizon(state)
   return index_horizon(state)
 end
 
+-- The rank, in ZREVRANGE's order, of the first entry of zset `key` after (`score`, a
+-- number as int() prints it, and `member`): past every entry scored higher, and past
+-- those of `score` whose member sorts after `member`, by bisection, since many jobs may
+-- share a millisecond. What a listing's cursor stands for.
+local function rank_after(key, score, member)
+  local rank = redis.call('ZCOUNT', key, '(' .. score, '+inf')
+  local high = rank + redis.call('ZCOUNT', key, score, score)
+  while rank < high do
+    local middle = math.floor((rank + high) / 2)
+    if redis.call('ZREVRANGE', key, middle, middle)[1] < member then
+      high = middle
+    else
+      rank = middle + 1
+    end
+  end
+  return rank
+end
+
 -- Drop a few expired entries from one queue's band; each commit calls this, so the
 -- work stays small and the index never grows past what is alive.
 local function prune_band(state, qid)

@@ -21,18 +21,9 @@ for _ = 1, tonumber(ARGV[9]) do
   local page = redis.call('ZREVRANGEBYSCORE', key, int(top), '(' .. int(low), 'WITHSCORES',
     'LIMIT', 0, count)
   if ms and #page > 0 and tonumber(page[2]) == top and page[1] >= jid then
-    -- the cursor's own millisecond holds jobs it already passed: find the first it did not
-    -- by bisection of that millisecond's jobs, which many may share, then read by rank
-    local rank = redis.call('ZCOUNT', key, '(' .. int(top), '+inf') -- ranks span every band
-    local high = rank + redis.call('ZCOUNT', key, int(top), int(top))
-    while rank < high do
-      local middle = math.floor((rank + high) / 2)
-      if redis.call('ZREVRANGE', key, middle, middle)[1] < jid then
-        high = middle
-      else
-        rank = middle + 1
-      end
-    end
+    -- the cursor's own millisecond holds jobs it already passed: read on by rank from
+    -- the first it did not
+    local rank = rank_after(key, int(top), jid)
     page = redis.call('ZREVRANGE', key, rank, rank + count - 1, 'WITHSCORES')
     for i = 1, #page, 2 do
       if tonumber(page[i + 1]) <= low then

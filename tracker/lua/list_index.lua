@@ -20,23 +20,8 @@ if ARGV[10] ~= '' then
   if not qid then return {0, {}, ''} end
 end
 
--- where the cursor stands: past every entry newer than it, and past those of its own
--- millisecond whose key sorts after its key (equal scores come in descending key order),
--- found by bisection, since many jobs may share a millisecond
 local rank = 0
-local cursor_ms, cursor_key = ARGV[11], ARGV[12]
-if cursor_ms ~= '' then
-  rank = redis.call('ZCOUNT', index, '(' .. cursor_ms, '+inf')
-  local high = rank + redis.call('ZCOUNT', index, cursor_ms, cursor_ms)
-  while rank < high do
-    local middle = math.floor((rank + high) / 2)
-    if redis.call('ZREVRANGE', index, middle, middle)[1] < cursor_key then
-      high = middle
-    else
-      rank = middle + 1
-    end
-  end
-end
+if ARGV[11] ~= '' then rank = rank_after(index, ARGV[11], ARGV[12]) end
 
 local found, read, stop = {}, 0, nil
 while read < budget do

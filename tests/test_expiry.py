@@ -147,3 +147,27 @@ def test_label_zsets_listed_by_an_older_version_are_pruned_too(
     tracker.client.sadd(tracker.keys.labels_in_use_unscored, label)
     assert tracker.prune() == 1
     assert not tracker.client.exists(label, tracker.keys.labels_in_use_unscored)
+
+
+def test_the_state_pruner_reads_bands_within_its_budget_and_goes_on_from_the_band_it_reached(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(ttl=1, done_ttl=1, clock=clock)
+    for n in range(30):
+        tracker.register(f"job-{n}", queue=f"q{n % 10}")
+        tracker.cancel(f"job-{n}")
+    clock.advance(3)
+    cancelled = tracker.keys.state(State.CANCELLED)
+    band, calls = "", 0
+    while True:
+        reply = tracker._library.call(
+            tracker.client, "prune", list(tracker.keys.shared), [*tracker.ops._head(), 8, band]
+        )
+        dropped, band = scripts.outcome(reply, "")
+        calls += 1
+        assert int(dropped) <= 7  # a band read counts one, and at least one band is read
+        if not band:
+            break
+    assert calls > 4
+    assert tracker.client.zcard(cancelled) == 0

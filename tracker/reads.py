@@ -27,7 +27,7 @@ INDEX_BUDGET = 1000
 INDEX_CALLS = 3
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
 LIST_BUDGET = 2000
-#: Calls of prune_labels one round makes at most.
+#: Calls of prune, and of prune_labels, one round makes at most.
 PRUNE_CALLS = 20
 log = logging.getLogger("tracker")
 
@@ -320,10 +320,18 @@ class ReadPlans(PlanBase):
     def _newest(self) -> tuple[str, tuple[Any, ...]]:
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
-    def prune(self, batch: int = 1000) -> Plan[int]:
-        """Drop expired entries from the state indexes; returns how many went."""
-        reply = yield Call("prune", list(self.keys.shared), [*self._head(), batch])
-        return int(scripts.outcome(reply, ""))
+    def prune(self, budget: int = 1000) -> Plan[int]:
+        """Drop expired entries from the state indexes; returns how many went. Each call
+        reads at most ``budget`` bands and entries; at most :data:`PRUNE_CALLS` calls,
+        the rest waits for the next round."""
+        dropped, band = 0, ""
+        for _ in range(PRUNE_CALLS):
+            reply = yield Call("prune", list(self.keys.shared), [*self._head(), budget, band])
+            gone, band = scripts.outcome(reply, "")
+            dropped += int(gone)
+            if not band:
+                break
+        return dropped
 
     def prune_labels(self, budget: int = 1000) -> Plan[int]:
         """Drop expired jobs from the label and children zsets that are due; returns how

@@ -21,14 +21,18 @@ from .model import (
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
-#: Entries of a label or children zset one call reads at most (about 1 ms of server
-#: time), and calls one page makes at most before it ends where the walk stopped.
-INDEX_BUDGET = 1000
-INDEX_CALLS = 3
+# Budgets: a call may hold Redis 5 ms at most, loaded machine included; bench/scale.py
+# measures where these leave them.
+#: Entries of a label or children zset one call reads at most, and calls one page makes
+#: at most before it ends where the walk stopped.
+INDEX_BUDGET = 400
+INDEX_CALLS = 4
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
-LIST_BUDGET = 2000
-#: Calls of prune, and of prune_labels, one round makes at most.
-PRUNE_CALLS = 20
+LIST_BUDGET = 300
+#: Bands and entries one call of prune or prune_labels reads at most, and calls of each
+#: one round makes at most.
+PRUNE_BUDGET = 400
+PRUNE_CALLS = 40
 log = logging.getLogger("tracker")
 
 
@@ -99,13 +103,19 @@ class ReadPlans(PlanBase):
         at most :data:`LIST_BUDGET` entries each, so many queues cost more calls, never a
         longer one.
         """
-        (queues,) = yield Read([("hgetall", (self.keys.queues,))])
+        queues, *sizes = yield Read(
+            [
+                ("hgetall", (self.keys.queues,)),
+                *(("zcard", (self.keys.states[State(state)],)) for state in states),
+            ]
+        )
         qids = sorted(
             int(qid) for name, qid in queues.items() if queue is None or name.decode() == queue
         )
         want = limit + 1
-        bands = [_Band(state, qid, after) for state in states for qid in qids]
-        first = max(1, min(want, -(-2 * want // max(len(bands), 1))))
+        held = [state for state, size in zip(states, sizes, strict=True) if size]
+        bands = [_Band(state, qid, after) for state in held for qid in qids]
+        first = max(1, min(want, -(-2 * want // max(len(bands), 1)), LIST_BUDGET - 1))
         asked = [(band, first) for band in bands]
         found: list[tuple[int, str]] = []
         while asked:
@@ -119,7 +129,7 @@ class ReadPlans(PlanBase):
             found = sorted((entry for band in bands for entry in band.found), reverse=True)
             end = found[want - 1] if len(found) >= want else None
             asked = [
-                (band, min(want, 2 * band.asked))
+                (band, min(want, 2 * band.asked, LIST_BUDGET - 1))
                 for band in bands
                 if band.more and (end is None or band.position is None or band.position > end)
             ]
@@ -320,7 +330,7 @@ class ReadPlans(PlanBase):
     def _newest(self) -> tuple[str, tuple[Any, ...]]:
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
-    def prune(self, budget: int = 1000) -> Plan[int]:
+    def prune(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
         """Drop expired entries from the state indexes; returns how many went. Each call
         reads at most ``budget`` bands and entries; at most :data:`PRUNE_CALLS` calls,
         the rest waits for the next round."""
@@ -333,7 +343,7 @@ class ReadPlans(PlanBase):
                 break
         return dropped
 
-    def prune_labels(self, budget: int = 1000) -> Plan[int]:
+    def prune_labels(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
         """Drop expired jobs from the label and children zsets that are due; returns how
         many went. Each call reads at most ``budget`` entries; at most
         :data:`PRUNE_CALLS` calls, the rest waits for the next round."""

@@ -120,8 +120,8 @@ def test_the_label_pruner_reads_within_its_budget_and_goes_on_where_it_stopped(
     for n in range(25):
         tracker.client.delete(tracker.keys.job(f"job-{n}"))  # as if their tracks expired
     clock.advance(2)
-    calls = [_prune_labels_once(tracker, budget=10) for _ in range(3)]
-    assert calls == [(9, 1), (9, 1), (7, 0)]  # the zset itself counts one read
+    calls = [_prune_labels_once(tracker, budget=13) for _ in range(3)]
+    assert calls == [(9, 1), (9, 1), (7, 0)]  # the zset itself counts four
     assert not tracker.client.exists(tracker.keys.label("run", "r1"))
     assert tracker.client.zcard(tracker.keys.labels_in_use) == 0
 
@@ -149,7 +149,7 @@ def test_label_zsets_listed_by_an_older_version_are_pruned_too(
     assert not tracker.client.exists(label, tracker.keys.labels_in_use_unscored)
 
 
-def test_the_state_pruner_reads_bands_within_its_budget_and_goes_on_from_the_band_it_reached(
+def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_the_next(
     make_tracker: MakeTracker,
 ) -> None:
     clock = FakeClock()
@@ -158,16 +158,21 @@ def test_the_state_pruner_reads_bands_within_its_budget_and_goes_on_from_the_ban
         tracker.register(f"job-{n}", queue=f"q{n % 10}")
         tracker.cancel(f"job-{n}")
     clock.advance(3)
-    cancelled = tracker.keys.state(State.CANCELLED)
-    band, calls = "", 0
-    while True:
-        reply = tracker._library.call(
-            tracker.client, "prune", list(tracker.keys.shared), [*tracker.ops._head(), 8, band]
-        )
-        dropped, band = scripts.outcome(reply, "")
-        calls += 1
-        assert int(dropped) <= 7  # a band read counts one, and at least one band is read
-        if not band:
-            break
-    assert calls > 4
-    assert tracker.client.zcard(cancelled) == 0
+    keys = [*tracker.keys.shared, tracker.keys.bands_due, tracker.keys.queues_recorded]
+
+    def once() -> tuple[int, int]:
+        reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])
+        dropped, more = scripts.outcome(reply, "")
+        return int(dropped), int(more)
+
+    calls = [once()]
+    while calls[-1][1]:
+        calls.append(once())
+    assert len(calls) > 3
+    assert all(dropped <= 20 for dropped, _ in calls)
+    assert sum(dropped for dropped, _ in calls) == 30
+    assert tracker.client.zcard(tracker.keys.state(State.CANCELLED)) == 0
+    due = tracker.client.zrange(tracker.keys.bands_due, 0, -1, withscores=True)
+    assert len(due) == 10 * 7  # every queue's bands of the states that expire (all but working)
+    assert min(score for _, score in due) > clock() * 1000  # none due: a round reads none
+    assert once() == (0, 0)

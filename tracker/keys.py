@@ -8,6 +8,9 @@ Key layout for namespace ``ns``::
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
+    {ns}:sd               zset    the state zsets' bands ('<state>:<queue id>'), by when
+                                  each may next hold an expired job (ms), for the pruner
+    {ns}:sq               set     the queue ids whose bands are in {ns}:sd
     {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
@@ -85,6 +88,8 @@ class Keys:
         self.events = self.prefix + "ev"
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
+        self.bands_due = self.prefix + "sd"
+        self.queues_recorded = self.prefix + "sq"
         self.labels_in_use = self.prefix + "ld"
         self.labels_in_use_unscored = self.prefix + "lx"
         self.schedule = self.prefix + "sched"

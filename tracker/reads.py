@@ -28,7 +28,7 @@ from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 INDEX_BUDGET = 400
 INDEX_CALLS = 4
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
-LIST_BUDGET = 300
+LIST_BUDGET = 200
 #: Bands and entries one call of prune or prune_labels reads at most, and calls of each
 #: one round makes at most.
 PRUNE_BUDGET = 400
@@ -331,15 +331,16 @@ class ReadPlans(PlanBase):
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
     def prune(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
-        """Drop expired entries from the state indexes; returns how many went. Each call
-        reads at most ``budget`` bands and entries; at most :data:`PRUNE_CALLS` calls,
+        """Drop expired entries from the state indexes' bands that are due; returns how
+        many went. Each call spends at most ``budget``; at most :data:`PRUNE_CALLS` calls,
         the rest waits for the next round."""
-        dropped, band = 0, ""
+        dropped = 0
+        keys = [*self.keys.shared, self.keys.bands_due, self.keys.queues_recorded]
         for _ in range(PRUNE_CALLS):
-            reply = yield Call("prune", list(self.keys.shared), [*self._head(), budget, band])
-            gone, band = scripts.outcome(reply, "")
+            reply = yield Call("prune", keys, [*self._head(), budget])
+            gone, more = scripts.outcome(reply, "")
             dropped += int(gone)
-            if not band:
+            if not more:
                 break
         return dropped
 

@@ -19,7 +19,7 @@
 -- SSCAN, long prerequisite lists a slice at a time) and the whole search stops at
 -- CYCLE_BUDGET Redis calls: only a graph large on both sides is refused for its size.
 
-local CYCLE_BUDGET = 800 -- Redis calls: within the 5 ms a call may take (bench/scale.py)
+local CYCLE_BUDGET = 600 -- Redis calls: within the 5 ms a call may take (bench/scale.py)
 local CYCLE_SCAN = 50 -- set members read per step, and prerequisites checked per step
 
 -- 'cycle', 'graph_too_large', or nil when registering `key` closes no cycle.

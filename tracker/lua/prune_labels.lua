@@ -14,11 +14,13 @@ for _, index in ipairs(redis.call('SPOP', unscored, 100)) do
 end
 
 local removed, read = 0, 0
-for _, index in ipairs(redis.call('ZRANGEBYSCORE', in_use, '-inf', NOW_TEXT, 'LIMIT', 0, budget)) do
-  local room = budget - read - 1 -- the zset's own read counts one
+local due = redis.call('ZRANGEBYSCORE', in_use, '-inf', NOW_TEXT, 'LIMIT', 0,
+  math.max(1, math.floor(budget / 4)))
+for _, index in ipairs(due) do
+  local room = budget - read - 4 -- the zset's own reads and writes count four
   if room <= 0 then break end
   local old = redis.call('ZRANGEBYSCORE', index, '-inf', int(NOW - horizon), 'LIMIT', 0, room)
-  read = read + 1 + #old
+  read = read + 4 + #old
   local gone, soonest = {}, nil
   for _, job_key in ipairs(old) do
     local left = redis.call('PTTL', job_key)

@@ -157,13 +157,17 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
             if name == "maintenance, none due":  # finish what earlier rounds made due
                 for _ in range(5):
                     Maintenance(tracker).run_once()
+            samples.setdefault(name, [])
             try:
-                samples.setdefault(name, []).append(measure(client, call))
+                samples[name].append(measure(client, call))
             except Conflict as refused:
                 print(f"{name}: refused ({refused})")
             client.delete(tracker.keys.job("root"))
     rows = []
     for name, got in samples.items():
+        if not got:
+            rows.append((name, "refused", "", "", "", ""))
+            continue
         walls = [g[0] for g in got]
         longest = max(g[3] for g in got)
         rows.append(

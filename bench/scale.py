@@ -96,7 +96,7 @@ def slowlog(client: redis.Redis, slower_than_us: int) -> Iterator[list[dict[str,
         entries.extend(got)
 
 
-def measure(client: redis.Redis, run: Callable[[], object]) -> tuple[float, ...]:
+def measure(client: redis.Redis, run: Callable[[], object]) -> tuple[Any, ...]:
     """(wall ms, FCALLs, their server ms, the longest command's ms, how many commands
     took over 5 ms) of one call of ``run``."""
     before = command_stats(client)
@@ -105,7 +105,8 @@ def measure(client: redis.Redis, run: Callable[[], object]) -> tuple[float, ...]
         run()
         wall = (time.perf_counter() - start) * 1000
     calls, usec = command_delta(before, command_stats(client)).get("fcall", (0, 0))
-    longest = max((e["duration"] for e in slow), default=0) / 1000
+    top = max(slow, key=lambda e: e["duration"], default=None)
+    longest = (top["duration"] / 1000, top["command"].split()[0].decode()) if top else (0, "")
     return wall, calls, usec / 1000, longest, sum(e["duration"] > 5000 for e in slow)
 
 
@@ -122,26 +123,35 @@ def register_huge(tracker: Tracker) -> None:
         tracker.client.srem(tracker.keys.dependents("big"), tracker.keys.job("huge"))
 
 
-def cases(tracker: Tracker) -> list[tuple[str, Callable[[], object]]]:
+Case = tuple[str, Callable[[], object], Callable[[], object]]
+
+
+def cases(tracker: Tracker) -> list[Case]:
+    """(name, what prepares it untimed, what is measured)."""
     maintenance = Maintenance(tracker)
-    in_use = tracker.keys.labels_in_use
+
+    def settle() -> None:  # finish what earlier cases made due
+        for _ in range(5):
+            maintenance.run_once()
 
     def all_due() -> None:
-        # before: a set of label zsets, and no bands due, every one read each round
-        for index in (in_use, getattr(tracker.keys, "bands_due", in_use)):
+        # before: a set of label zsets, and no bands due: every one read each round
+        for index in (tracker.keys.labels_in_use, getattr(tracker.keys, "bands_due", "")):
             if tracker.client.type(index) == b"zset":
                 tracker.client.zunionstore(index, {index: 0})
-        maintenance.run_once()
+
+    def nothing() -> None:
+        pass
 
     return [
-        ("label, no match", lambda: tracker.list(label="env:prod", state="failed")),
-        ("label, match", lambda: tracker.list(label="env:prod", state="enqueued")),
-        ("list 1000", lambda: tracker.list(limit=1000)),
-        ("list state", lambda: tracker.list(state="enqueued", limit=50)),
-        ("maintenance, none due", maintenance.run_once),  # after settle(): see run()
-        ("maintenance, all due", all_due),
-        ("register root", lambda: register_root(tracker)),
-        ("register huge", lambda: register_huge(tracker)),
+        ("label, no match", nothing, lambda: tracker.list(label="env:prod", state="failed")),
+        ("label, match", nothing, lambda: tracker.list(label="env:prod", state="enqueued")),
+        ("list 1000", nothing, lambda: tracker.list(limit=1000)),
+        ("list state", nothing, lambda: tracker.list(state="enqueued", limit=50)),
+        ("maintenance, none due", settle, maintenance.run_once),
+        ("maintenance, all due", all_due, maintenance.run_once),
+        ("register root", nothing, lambda: register_root(tracker)),
+        ("register huge", nothing, lambda: register_huge(tracker)),
     ]
 
 
@@ -152,12 +162,10 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
     start = time.perf_counter()
     fill(tracker, n)
     print(f"\n{server_label(url)}, N = {n:,}: filled in {time.perf_counter() - start:.0f} s")
-    samples: dict[str, list[tuple[float, ...]]] = {}
+    samples: dict[str, list[tuple[Any, ...]]] = {}
     for _ in range(rounds):
-        for name, call in cases(tracker):
-            if name == "maintenance, none due":  # finish what earlier rounds made due
-                for _ in range(5):
-                    Maintenance(tracker).run_once()
+        for name, prepare, call in cases(tracker):
+            prepare()
             samples.setdefault(name, [])
             try:
                 samples[name].append(measure(client, call))
@@ -170,14 +178,14 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
             rows.append((name, "refused", "", "", "", ""))
             continue
         walls = [g[0] for g in got]
-        longest = max(g[3] for g in got)
+        longest = max(g[3] for g in got)  # (ms, command)
         rows.append(
             (
                 name,
                 f"{median(walls):.1f} ({min(walls):.1f}-{max(walls):.1f})",
                 f"{median([g[1] for g in got]):.0f}",
                 f"{median([g[2] for g in got]):.2f}",
-                f"{longest:.2f}" if longest else "< 0.5",
+                f"{longest[0]:.2f} {longest[1]}" if longest[0] else "< 0.5",
                 sum(int(g[4]) for g in got),
             )
         )

@@ -26,12 +26,12 @@ from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 #: Entries of a label or children zset one call reads at most, and calls one page makes
 #: at most before it ends where the walk stopped.
 INDEX_BUDGET = 400
-INDEX_CALLS = 4
+INDEX_CALLS = 3
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
 LIST_BUDGET = 200
 #: Bands and entries one call of prune or prune_labels reads at most, and calls of each
 #: one round makes at most.
-PRUNE_BUDGET = 400
+PRUNE_BUDGET = 300
 PRUNE_CALLS = 40
 log = logging.getLogger("tracker")
 
@@ -120,11 +120,13 @@ class ReadPlans(PlanBase):
         found: list[tuple[int, str]] = []
         while asked:
             call: list[tuple[_Band, int]] = []
+            cost = 0  # a band read counts one, and each entry it may return
             for band, count in asked:
-                if call and sum(1 + n for _, n in call) + 1 + count > LIST_BUDGET:
+                if call and cost + 1 + count > LIST_BUDGET:
                     yield from self._read_bands(call)
-                    call = []
+                    call, cost = [], 0
                 call.append((band, count))
+                cost += 1 + count
             yield from self._read_bands(call)
             found = sorted((entry for band in bands for entry in band.found), reverse=True)
             end = found[want - 1] if len(found) >= want else None
@@ -332,26 +334,23 @@ class ReadPlans(PlanBase):
 
     def prune(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
         """Drop expired entries from the state indexes' bands that are due; returns how
-        many went. Each call spends at most ``budget``; at most :data:`PRUNE_CALLS` calls,
-        the rest waits for the next round."""
-        dropped = 0
-        keys = [*self.keys.shared, self.keys.bands_due, self.keys.queues_recorded]
-        for _ in range(PRUNE_CALLS):
-            reply = yield Call("prune", keys, [*self._head(), budget])
-            gone, more = scripts.outcome(reply, "")
-            dropped += int(gone)
-            if not more:
-                break
-        return dropped
+        many went."""
+        own = [self.keys.bands_due, self.keys.queues_recorded]
+        return (yield from self._prune_due("prune", own, budget))
 
     def prune_labels(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
         """Drop expired jobs from the label and children zsets that are due; returns how
-        many went. Each call reads at most ``budget`` entries; at most
-        :data:`PRUNE_CALLS` calls, the rest waits for the next round."""
+        many went."""
+        own = [self.keys.labels_in_use, self.keys.labels_in_use_unscored]
+        return (yield from self._prune_due("prune_labels", own, budget))
+
+    def _prune_due(self, script: str, own: list[str], budget: int) -> Plan[int]:
+        """Calls of a pruning script while it says more is due, each spending at most
+        ``budget``, at most :data:`PRUNE_CALLS` of them: the rest waits for the next
+        round."""
         removed = 0
-        keys = [*self.keys.shared, self.keys.labels_in_use, self.keys.labels_in_use_unscored]
         for _ in range(PRUNE_CALLS):
-            reply = yield Call("prune_labels", keys, [*self._head(), budget])
+            reply = yield Call(script, [*self.keys.shared, *own], [*self._head(), budget])
             gone, more = scripts.outcome(reply, "")
             removed += int(gone)
             if not more:

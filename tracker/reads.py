@@ -31,7 +31,7 @@ INDEX_CALLS = 3
 LIST_BUDGET = 200
 #: Bands and entries one call of prune or prune_labels reads at most, and calls of each
 #: one round makes at most.
-PRUNE_BUDGET = 300
+PRUNE_BUDGET = 200
 PRUNE_CALLS = 40
 log = logging.getLogger("tracker")
 

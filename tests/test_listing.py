@@ -110,15 +110,12 @@ def test_a_label_filter_matching_one_job_deep_down_pages_to_it(
     make_real_tracker: MakeTracker,
 ) -> None:
     tracker = make_real_tracker()
-    tracker.register("needle", labels={"env": "prod"})
-    tracker.start("needle")
-    tracker.fail("needle", "boom")  # failed, a retry expected
-    register_many(
-        tracker, (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2)), labels={"env": "prod"}
-    )
+    tracker.register("needle", labels={"env": "prod"}, queue="rare")
+    hay = (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2))
+    register_many(tracker, hay, labels={"env": "prod"})  # enqueued too: no smaller side
     found, cursor, pages = [], None, 0
     while True:
-        page = tracker.list(label="env:prod", state="failed", cursor=cursor)
+        page = tracker.list(label="env:prod", state="enqueued", queue="rare", cursor=cursor)
         found.extend(t.jid for t in page.jobs)
         pages += 1
         if page.next is None:
@@ -126,9 +123,27 @@ def test_a_label_filter_matching_one_job_deep_down_pages_to_it(
         cursor = page.next
     assert found == ["needle"]
     assert pages == 3  # each page read a bounded part of the label's jobs
-    first = tracker.list(label="env:prod", state="failed")
-    assert (first.jobs, first.next) == ([], first.next)
+    first = tracker.list(label="env:prod", state="enqueued", queue="rare")
+    assert first.jobs == []
     assert first.next is not None
+
+
+def test_a_rare_state_within_a_large_label_is_listed_from_the_state_side(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    for jid, labels in [("f1", {"env": "prod"}), ("f2", {}), ("f3", {"env": "prod"})]:
+        tracker.register(jid, labels=labels, queue=f"q-{jid}")
+        tracker.start(jid)
+        tracker.fail(jid, "boom")  # failed, a retry expected
+    hay = (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2))
+    register_many(tracker, hay, labels={"env": "prod"})
+    first = tracker.list(label="env:prod", state="failed", limit=1)
+    assert [t.jid for t in first.jobs] == ["f3"]
+    rest = tracker.list(label="env:prod", state="failed", limit=1, cursor=first.next)
+    assert ([t.jid for t in rest.jobs], rest.next) == (["f1"], None)
+    nothing = tracker.list(label="env:prod", state="dead")  # no job is dead: no bands read
+    assert (nothing.jobs, nothing.next) == ([], None)
 
 
 def test_jobs_of_many_queues_merge_newest_first_in_calls_within_the_budget(

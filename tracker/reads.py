@@ -89,17 +89,48 @@ class ReadPlans(PlanBase):
             index = self._label_index(label) if label else self.keys.children(str(parent))
             if parent is not None:
                 check_name("parent", parent)
+            if state is not None:
+                sizes = yield Read(
+                    [("zcard", (index,)), ("zcard", (self.keys.states[State(state)],))]
+                )
+                if sizes[1] < min(sizes[0], INDEX_BUDGET * INDEX_CALLS):
+                    return (
+                        yield from self._list_state_in_index(
+                            index, states, queue, limit, after, sizes[1] + 1
+                        )
+                    )
             return (yield from self._list_index(index, states, queue, limit, after))
-        return (yield from self._list_bands(states, queue, limit, after))
+        ids = yield from self._band_ids(states, queue, limit + 1, after)
+        return (yield from self._page(ids, limit, lambda track: True))
 
-    def _list_bands(
-        self, states: list[str], queue: str | None, limit: int, after: tuple[int, str] | None
+    def _list_state_in_index(
+        self,
+        index: str,
+        states: list[str],
+        queue: str | None,
+        limit: int,
+        after: tuple[int, str] | None,
+        size: int,
     ) -> Plan[Page]:
-        """Merge the bands (one state's jobs of one queue) of the state zsets, newest first.
+        """A label or children listing of one state that holds fewer jobs (``size``) than
+        the zset and than a page of :meth:`_list_index` reads: the state's jobs after the
+        cursor, those the zset holds (one ZMSCORE), so a rare state takes one page."""
+        ids = yield from self._band_ids(states, queue, size, after)
+        if ids:
+            (scores,) = yield Read([("zmscore", (index, [self.keys.job(jid) for jid, _ in ids]))])
+            ids = [entry for entry, score in zip(ids, scores, strict=True) if score is not None]
+        wanted = set(states)
+        return (yield from self._page(ids, limit, lambda track: track.state.value in wanted))
+
+    def _band_ids(
+        self, states: list[str], queue: str | None, want: int, after: tuple[int, str] | None
+    ) -> Plan[list[tuple[str, int]]]:
+        """The ``want`` newest jobs (jid, updated_at) of the state zsets' bands (one state's
+        jobs of one queue), after the cursor, merged.
 
         Each band is asked for a few jobs, then those whose last job read is newer than
-        the ``limit + 1``-th newest found so far for twice as many more (up to ``limit +
-        1``): a band not asked again holds nothing newer than the page's end. Calls read
+        the ``want``-th newest found so far for twice as many more (up to ``want``): a
+        band not asked again holds nothing newer than the last wanted. Calls read
         at most :data:`LIST_BUDGET` entries each, so many queues cost more calls, never a
         longer one.
         """
@@ -112,7 +143,6 @@ class ReadPlans(PlanBase):
         qids = sorted(
             int(qid) for name, qid in queues.items() if queue is None or name.decode() == queue
         )
-        want = limit + 1
         held = [state for state, size in zip(states, sizes, strict=True) if size]
         bands = [_Band(state, qid, after) for state in held for qid in qids]
         first = max(1, min(want, -(-2 * want // max(len(bands), 1)), LIST_BUDGET - 1))
@@ -142,7 +172,7 @@ class ReadPlans(PlanBase):
             if jid not in shown:
                 shown.add(jid)
                 ids.append((jid, ms))
-        return (yield from self._page(ids, limit, lambda track: True))
+        return ids
 
     def _read_bands(self, asked: list[tuple[_Band, int]]) -> Plan[None]:
         """One call of list.lua for these bands, each asked for that many more jobs."""

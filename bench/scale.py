@@ -6,13 +6,15 @@ For each size N (``--full`` adds 1,000,000) a fresh private ``redis-server`` (un
 socket, no persistence; or ``--url``, whose keys made are deleted after) is filled
 through tracker's own plans, pipelined: N live tracks in 1,000 queues, 90% of them
 with 3 labels (``env=prod``, ``team`` of 100 values, ``batch`` of N / 10 values),
-1% working, and ``root``, registered last, which N / 10 jobs wait for (registered
+1% working, 0.01% failed, and ``root``, registered last, which N / 10 jobs wait for (registered
 before it: any order is allowed). Then, each ``--rounds`` times (medians shown, with
 the range):
 
-- ``label, no match``: the first page of ``label=env:prod`` and ``state=failed``
-  (nothing fails): how long until the page (empty, with ``next``) comes back;
+- ``label, no match``: the first page of ``label=env:prod``, ``state=enqueued`` and
+  ``queue=q0`` (whose jobs carry no label): the page comes back empty, with ``next``;
 - ``label, match``: the first page of ``label=env:prod`` and ``state=enqueued``;
+- ``label, rare state``: the first page of ``label=env:prod`` and ``state=failed``
+  (1 labelled job in 10,000 failed);
 - ``list 1000``: ``list(limit=1000)`` across every queue and state;
 - ``list state``: ``list(state="enqueued", limit=50)``;
 - ``maintenance``: one ``Maintenance.run_once()`` with nothing due (after untimed
@@ -54,6 +56,7 @@ from tracker import Conflict, Settings, Tracker
 from tracker.maintenance import Maintenance
 
 QUEUES = 1000
+LABEL = "env:prod"  # 9 jobs in 10 carry it; those of queue q0 never
 CHUNK = 5000
 
 
@@ -74,6 +77,9 @@ def fill(tracker: Tracker, n: int) -> None:
     for start in range(0, n, CHUNK):
         pipelined(tracker, jobs(start, min(n, start + CHUNK)))
     pipelined(tracker, (tracker.ops.start(f"job-{i:07d}") for i in range(waiting, n, 100)))
+    failing = range(waiting + 1, n, 10_000)  # labelled: 1 in 10,000 fails
+    pipelined(tracker, (tracker.ops.start(f"job-{i:07d}") for i in failing))
+    pipelined(tracker, (tracker.ops.fail(f"job-{i:07d}", "boom") for i in failing))
     tracker.register("big", batch=True)
     pipelined(tracker, (tracker.ops.register(f"child-{i}", parent="big") for i in range(3000)))
     leaves = (tracker.ops.register(f"leaf-{i}", prerequisites=["huge"]) for i in range(3000))
@@ -151,8 +157,13 @@ def cases(tracker: Tracker) -> list[Case]:
         pass
 
     return [
-        ("label, no match", nothing, lambda: tracker.list(label="env:prod", state="failed")),
-        ("label, match", nothing, lambda: tracker.list(label="env:prod", state="enqueued")),
+        (
+            "label, no match",
+            nothing,
+            lambda: tracker.list(label=LABEL, state="enqueued", queue="q0"),
+        ),
+        ("label, match", nothing, lambda: tracker.list(label=LABEL, state="enqueued")),
+        ("label, rare state", nothing, lambda: tracker.list(label=LABEL, state="failed")),
         ("list 1000", nothing, lambda: tracker.list(limit=1000)),
         ("list state", nothing, lambda: tracker.list(state="enqueued", limit=50)),
         ("maintenance, none due", settle, maintenance.run_once),

@@ -142,7 +142,9 @@ def test_a_rare_state_within_a_large_label_is_listed_from_the_state_side(
     assert [t.jid for t in first.jobs] == ["f3"]
     rest = tracker.list(label="env:prod", state="failed", limit=1, cursor=first.next)
     assert ([t.jid for t in rest.jobs], rest.next) == (["f1"], None)
-    nothing = tracker.list(label="env:prod", state="dead")  # no job is dead: no bands read
+    in_queue = tracker.list(label="env:prod", state="failed", queue="q-f1")
+    assert [t.jid for t in in_queue.jobs] == ["f1"]
+    nothing = tracker.list(label="env:prod", state="dead")  # no job is dead
     assert (nothing.jobs, nothing.next) == ([], None)
 
 

@@ -89,38 +89,9 @@ class ReadPlans(PlanBase):
             index = self._label_index(label) if label else self.keys.children(str(parent))
             if parent is not None:
                 check_name("parent", parent)
-            if state is not None:
-                sizes = yield Read(
-                    [("zcard", (index,)), ("zcard", (self.keys.states[State(state)],))]
-                )
-                if sizes[1] < min(sizes[0], INDEX_BUDGET * INDEX_CALLS):
-                    return (
-                        yield from self._list_state_in_index(
-                            index, states, queue, limit, after, sizes[1] + 1
-                        )
-                    )
             return (yield from self._list_index(index, states, queue, limit, after))
         ids = yield from self._band_ids(states, queue, limit + 1, after)
         return (yield from self._page(ids, limit, lambda track: True))
-
-    def _list_state_in_index(
-        self,
-        index: str,
-        states: list[str],
-        queue: str | None,
-        limit: int,
-        after: tuple[int, str] | None,
-        size: int,
-    ) -> Plan[Page]:
-        """A label or children listing of one state that holds fewer jobs (``size``) than
-        the zset and than a page of :meth:`_list_index` reads: the state's jobs after the
-        cursor, those the zset holds (one ZMSCORE), so a rare state takes one page."""
-        ids = yield from self._band_ids(states, queue, size, after)
-        if ids:
-            (scores,) = yield Read([("zmscore", (index, [self.keys.job(jid) for jid, _ in ids]))])
-            ids = [entry for entry, score in zip(ids, scores, strict=True) if score is not None]
-        wanted = set(states)
-        return (yield from self._page(ids, limit, lambda track: track.state.value in wanted))
 
     def _band_ids(
         self, states: list[str], queue: str | None, want: int, after: tuple[int, str] | None
@@ -212,12 +183,42 @@ class ReadPlans(PlanBase):
 
         Each call reads at most :data:`INDEX_BUDGET` entries; after :data:`INDEX_CALLS`
         of them the page ends where the walk stopped, with ``next`` to go on from there,
-        even when it found nothing (a filter that matches little among many).
+        even when it found nothing (a filter that matches little among many). Unless one
+        state is asked for that holds fewer jobs than the zset and than such a page reads:
+        then the state's whole zset is read instead, and of its jobs after the cursor those
+        the zset holds are kept (one ZMSCORE): a rare state takes one page.
         """
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
             return track.state.value in wanted and (queue is None or track.queue == queue)
+
+        if len(states) == 1:
+            state_key = self.keys.states[State(states[0])]
+            index_size, state_size = yield Read([("zcard", (index,)), ("zcard", (state_key,))])
+            if state_size < min(index_size, INDEX_BUDGET * INDEX_CALLS):
+                entries, qid = yield Read(
+                    [
+                        ("zrange", (state_key, 0, -1, False, True)),
+                        ("hget", (self.keys.queues, queue or "")),
+                    ]
+                )
+                ids = sorted(
+                    (
+                        (jid.decode(), ms)
+                        for jid, score in entries
+                        for band, ms in [divmod(int(score), QUEUE_BAND)]
+                        if (queue is None or str(band).encode() == qid)
+                        and (after is None or (ms, jid.decode()) < after)
+                    ),
+                    key=lambda entry: (entry[1], entry[0]),
+                    reverse=True,
+                )
+                if ids:
+                    members = [self.keys.job(jid) for jid, _ in ids]
+                    (scores,) = yield Read([("zmscore", (index, members))])
+                    ids = [e for e, score in zip(ids, scores, strict=True) if score is not None]
+                return (yield from self._page(ids, limit, keep))
 
         chosen: list[tuple[str, int]] = []
         cursor, walked = after, ""

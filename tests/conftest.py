@@ -4,18 +4,25 @@ own and deletes only its own keys."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import fakeredis
+import httpx
 import pytest
 import redis
 import redis.cluster
 from cluster import valkey_cluster
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp
 
 from tracker import Settings, Tracker
 from tracker.embedded import EmbeddedValkey
@@ -131,6 +138,12 @@ def real_tracker(make_real_tracker: MakeTracker) -> Tracker:
     return make_real_tracker()
 
 
+def local_client(app: ASGIApp, **options: Any) -> TestClient:
+    """Starlette's TestClient, as a client on this machine: a tokenless app serves no other
+    (the TestClient's own address is "testclient", no address at all)."""
+    return TestClient(app, client=("127.0.0.1", 50000), **options)
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout
@@ -184,3 +197,75 @@ def own_namespace(url: str, prefix: str = "t-") -> Iterator[str]:
 def namespace(real_url: str) -> Iterator[str]:
     """A namespace of this test's own on ``real_url``, deleted after it."""
     yield from own_namespace(real_url)
+
+
+@pytest.fixture
+def store(real_url: str, namespace: str) -> Iterator[Tracker]:
+    """A Python client on ``namespace``, to arrange and to check what an app there did."""
+    with Tracker.from_url(real_url, Settings(namespace=namespace)) as tracker:
+        yield tracker
+
+
+@pytest.fixture
+def valkey_store(valkey_url: str) -> Iterator[Tracker]:
+    """A Python client on a namespace of its own on the suite's Valkey: for tests of the
+    HTTP layer, whose handling of a request is the same whatever the backend."""
+    names = own_namespace(valkey_url)
+    with Tracker.from_url(valkey_url, Settings(namespace=next(names))) as tracker:
+        yield tracker
+    next(names, None)  # deletes the namespace's keys
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def serving(
+    command: Sequence[str], redis_url: str, log: Path, cwd: Path, timeout: float = 30.0, **env: str
+) -> Iterator[str]:
+    """``command`` (where ``{port}`` becomes a free loopback port) as a process serving
+    the API on ``redis_url``, in a namespace of its own, with ``env`` added to a
+    ``TRACKER_*``-free environment; its base URL once ``/readyz`` answers 200. Stopped,
+    and the namespace's keys deleted, after."""
+    namespace = "t-" + uuid.uuid4().hex[:12]
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "CAF_"))}
+    environ.update(TRACKER_REDIS_URL=redis_url, TRACKER_NAMESPACE=namespace, **env)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [part.format(port=port) for part in command],
+            cwd=cwd,
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"{command[0]} exited with {process.returncode}:\n{_tail(log)}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail(f"{command[0]} not ready within {timeout} s:\n{_tail(log)}")
+            time.sleep(0.05)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+        client = redis.Redis.from_url(redis_url)
+        cleanup(client, namespace)
+        client.close()
+
+
+def _tail(path: Path, size: int = 4000) -> str:
+    return path.read_text(errors="replace")[-size:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from tracker import JobCancelled, progress
@@ -63,3 +64,33 @@ async def async_steps(steps: int) -> str:
         await aprogress(percent=100 * n // steps)
         await asyncio.sleep(0)
     return "async done"
+
+
+def pause_point(key: str, then: str) -> str:
+    """Reports once, records its pid under ``key``, then waits for ``key:go``; then it
+    reports again (``then == "report"``) or returns at once (``"finish"``)."""
+    running = current()
+    client = running.tracker.client
+    progress(percent=10, desc=f"attempt {running.attempt}")
+    client.set(key, os.getpid(), ex=120)
+    deadline = time.monotonic() + 60
+    while not client.exists(key + ":go") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if then == "report":
+        progress(percent=99, desc="the stale attempt")
+    return "finished"
+
+
+def record_run(path: str, seconds: float) -> str:
+    """Notes the run in a file (outside Redis, which a fault test may crash), then sleeps."""
+    with open(path, "a") as runs:
+        runs.write(current().jid + "\n")
+    time.sleep(seconds)
+    return "recorded"
+
+
+def reaped_while_running() -> str:
+    """Fails its own track as the reaper would, had its reservation ended in an outage."""
+    running = current()
+    running.tracker.fail(running.jid, "reservation expired", error_type="ReservationExpired")
+    return "finished anyway"

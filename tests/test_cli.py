@@ -246,6 +246,17 @@ def test_a_label_without_equals_sign_exits_2(cli: Run, store: Tracker) -> None:
     assert store.track_get("job-1").state.value == "unknown"
 
 
+def test_labels_are_key_equals_value_on_register_and_ls(cli: Run, store: Tracker) -> None:
+    shown(cli("register", "colon-key", "--label", "a:b=c"))  # the first "=" splits
+    shown(cli("register", "colon-value", "--label", "a:b:c"))  # KEY:VALUE without "="
+    assert store.track_get("colon-key").labels == {"a:b": "c"}
+    assert store.track_get("colon-value").labels == {"a": "b:c"}
+    for label, jid in [("a:b=c", "colon-key"), ("a=b:c", "colon-value"), ("a:b:c", "colon-value")]:
+        listed = cli("ls", "--json", "--label", label)
+        assert listed.exit_code == 0, listed.stderr
+        assert [json.loads(line)["jid"] for line in listed.stdout.splitlines()] == [jid], label
+
+
 def test_a_usage_error_exits_2(cli: Run) -> None:
     assert cli("set", "job-1", "--percent", "many").exit_code == 2
 

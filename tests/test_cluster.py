@@ -15,8 +15,7 @@ from typing import Any
 import pytest
 import redis.cluster
 from click.testing import CliRunner
-from conftest import cleanup
-from starlette.testclient import TestClient
+from conftest import cleanup, local_client
 from test_cli import SETTINGS
 
 from tracker import InvalidInput, Settings, State, Tracker
@@ -120,7 +119,7 @@ def test_readiness_loads_the_library_into_every_primary_that_lost_it(
 
 
 def test_the_http_api_serves_a_cluster(cluster_url: str, settings: Settings) -> None:
-    with TestClient(create_app(settings)) as http:
+    with local_client(create_app(settings)) as http:
         assert http.get("/readyz").status_code == 200
         assert http.put("/jobs/j1", json={"queue": "mail"}).status_code == 201
         assert http.post("/jobs/j1/start").json()["state"] == "working"
@@ -165,6 +164,6 @@ def test_a_cluster_that_does_not_answer_is_unavailable_not_a_crash() -> None:
 
 def test_the_api_starts_and_answers_503_while_the_cluster_does_not_answer() -> None:
     settings = Settings(redis_url=_nobody(), redis_cluster=True, namespace="nobody")
-    with TestClient(create_app(settings)) as http:
+    with local_client(create_app(settings)) as http:
         assert (http.get("/livez").status_code, http.get("/readyz").status_code) == (200, 503)
         assert http.get("/jobs/j1").status_code == 503

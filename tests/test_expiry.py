@@ -157,8 +157,15 @@ def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_t
     for n in range(30):
         tracker.register(f"job-{n}", queue=f"q{n % 10}")
         tracker.cancel(f"job-{n}")
+    for n in range(10):  # a live job keeps each queue (and its bands) from being forgotten
+        tracker.register(f"live-{n}", queue=f"q{n}")
     clock.advance(3)
-    keys = [*tracker.keys.shared, tracker.keys.bands_due, tracker.keys.queues_recorded]
+    keys = [
+        *tracker.keys.shared,
+        tracker.keys.bands_due,
+        tracker.keys.queues_recorded,
+        tracker.keys.free_queue_ids,
+    ]
 
     def once() -> tuple[int, int]:
         reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])

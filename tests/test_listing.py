@@ -8,7 +8,7 @@ import pytest
 from bulk import register_many
 from conftest import FakeClock, MakeTracker
 
-from tracker import State, Tracker, reads
+from tracker import InvalidInput, State, Tracker, reads
 from tracker.ops import Call, Plan, Read
 from tracker.reads import INDEX_BUDGET, INDEX_CALLS
 
@@ -42,6 +42,42 @@ def test_list_filters_by_state_queue_and_label(timed: Tracker, clock: FakeClock)
     assert {t.jid for t in timed.list(label="customer:acme").jobs} == {"mail-1", "img-1"}
     assert [t.jid for t in timed.list(label="customer:acme", queue="images").jobs] == ["img-1"]
     assert timed.list(queue="nowhere").jobs == []
+
+
+def test_a_label_filter_reaches_every_label_key_and_value(tracker: Tracker) -> None:
+    tracker.register("colon-key", labels={"a:b": "c"})
+    tracker.register("colon-value", labels={"a": "b:c"})
+    tracker.register("equals-value", labels={"k": "x=y"})
+    tracker.register("empty-value", labels={"k": ""})
+
+    def found(label: str) -> set[str]:
+        return {t.jid for t in tracker.list(label=label).jobs}
+
+    assert found("a:b=c") == {"colon-key"}  # the first "=" splits: no key holds one
+    assert found("a=b:c") == {"colon-value"}
+    assert found("a:b:c") == {"colon-value"}  # KEY:VALUE, where there is no "="
+    assert found("k=x=y") == {"equals-value"}
+    assert found("k=") == {"empty-value"}
+
+
+@pytest.mark.parametrize("label", ["", "novalue", "=v", "a b=c", "k=" + "v" * 257, "k=a\nb"])
+def test_a_bad_label_filter_is_refused(tracker: Tracker, label: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        tracker.list(label=label)
+    assert refused.value.field in ("label", "label key")
+
+
+def test_a_label_and_a_parent_filter_together(tracker: Tracker) -> None:
+    tracker.register("b1", batch=True)
+    tracker.register("in-batch", parent="b1", labels={"k": "v"})
+    tracker.register("in-batch-other", parent="b1", labels={"k": "w"})
+    tracker.register("outside", labels={"k": "v"})
+    assert [t.jid for t in tracker.list(label="k=v", parent="b1").jobs] == ["in-batch"]
+
+
+def test_an_empty_cursor_is_the_first_page(tracker: Tracker) -> None:
+    tracker.register("a")
+    assert [t.jid for t in tracker.list(cursor="").jobs] == ["a"]
 
 
 def test_the_cursor_walks_every_job_once_in_order(timed: Tracker, clock: FakeClock) -> None:

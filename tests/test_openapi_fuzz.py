@@ -4,11 +4,12 @@ no 5xx, every response matching the schema.
 The server is the console script in a subprocess, on the suite's Valkey in a namespace
 of its own. Schemathesis (its ``st`` command, as users run it) reads the document the
 server serves and, per operation, sends the boundary cases of its coverage phase, then
-random valid and invalid requests, and checks each answer: not a 5xx, a documented
-status code and media type, a body of the documented schema, and every invalid request
-refused. Half the valid path jids are swapped for jobs made first, one per state, so
-writes reach real jobs (200 and 409), not only unknown ones (404). The event streams
-are read up to their first event or a second of silence, so that they end.
+random valid and invalid requests, and runs every check it has on each answer: not a
+5xx, a documented status code, media type and body, every invalid request refused and
+every valid one accepted, a 405 and OPTIONS naming the methods of the path. Half the
+valid path jids are swapped for jobs made first, one per state, so writes reach real
+jobs (200 and 409), not only unknown ones (404). The event streams are read up to their
+first event or a second of silence, so that they end.
 
 This module is also the hooks module of the ``st`` process (``hooks`` in its config):
 :func:`map_case` runs there, not in pytest.
@@ -18,11 +19,8 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
-import uuid
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,13 +28,10 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 import schemathesis
-from conftest import cleanup
+from conftest import serving
 from schemathesis.core.parameters import ParameterLocation
 
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 RUN_TIMEOUT = 100.0  # within pytest's 120 s per test
 #: The jobs half the valid path jids are swapped for, made by :func:`_made_jobs`.
 KNOWN_JIDS = ("fuzz-enqueued", "fuzz-working", "fuzz-waiting", "fuzz-batch", "fuzz-done")
@@ -60,14 +55,9 @@ enabled = false
 enabled = false
 
 [checks]
-enabled = false
-not_a_server_error.enabled = true
-status_code_conformance.enabled = true
-content_type_conformance.enabled = true
-response_schema_conformance.enabled = true
+enabled = true
 
 [checks.negative_data_rejection]
-enabled = true
 # A body over 64 KiB is refused with 413 before it is parsed: a refusal like the others.
 expected-statuses = [400, 401, 403, 404, 405, 409, 413, 415, 422]
 
@@ -117,61 +107,12 @@ def map_case(context: Any, case: schemathesis.Case) -> schemathesis.Case:
 # --- the live server -----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _tail(path: Path, size: int = 4000) -> str:
-    return path.read_text(errors="replace")[-size:]
-
-
-def _wait_ready(base: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"tracker serve exited with {process.returncode}:\n{_tail(log)}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1.0).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"tracker serve not ready within {START_TIMEOUT} s:\n{_tail(log)}")
-        time.sleep(0.05)
-
-
 @pytest.fixture
 def live_api(valkey_url: str, tmp_path: Path) -> Iterator[str]:
     """``tracker serve`` on a free loopback port, on the suite's Valkey; its base URL."""
-    namespace = "t-" + uuid.uuid4().hex[:12]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRACKER_", "CAF_"))}
-    env.update(TRACKER_REDIS_URL=valkey_url, TRACKER_NAMESPACE=namespace)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).with_name("tracker")), "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        _wait_ready(base, process, log)
+    command = [str(Path(sys.executable).with_name("tracker")), "serve", "--port", "{port}"]
+    with serving(command, valkey_url, tmp_path / "serve.log", cwd=tmp_path) as base:
         yield base
-    finally:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(STOP_TIMEOUT)
-        client = redis.Redis.from_url(valkey_url)
-        cleanup(client, namespace)
-        client.close()
 
 
 def _made_jobs(base: str) -> None:

@@ -19,7 +19,10 @@ def test_an_empty_environment_gives_the_defaults() -> None:
     assert settings.reserve_for == 1800
     assert settings.propagate_failures is False
     assert settings.cancel_grace == 2.0
+    assert (settings.handoff_timeout, settings.outage_grace) == (60, 300)
     assert (settings.api_token, settings.read_token) == (None, None)
+    assert (settings.allowed_hosts, settings.insecure) == ((), False)
+    assert settings.http_read_timeout == 10.0
 
 
 def test_from_env_reads_only_the_mapping_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,9 +67,21 @@ def test_from_env_without_a_mapping_reads_the_process_environment(
         ("TRACKER_CANCEL_GRACE", "0", "cancel_grace", 0.0),
         ("TRACKER_CANCEL_GRACE", ".5", "cancel_grace", 0.5),
         ("TRACKER_CANCEL_GRACE", "5.", "cancel_grace", 5.0),
+        ("TRACKER_HANDOFF_TIMEOUT", "2", "handoff_timeout", 2),
+        ("TRACKER_OUTAGE_GRACE", "30", "outage_grace", 30),
         ("TRACKER_API_TOKEN", "s3cret", "api_token", "s3cret"),
         ("TRACKER_API_TOKEN", "", "api_token", None),
         ("TRACKER_READ_TOKEN", "r3ad", "read_token", "r3ad"),
+        ("TRACKER_ALLOWED_HOSTS", "", "allowed_hosts", ()),
+        (
+            "TRACKER_ALLOWED_HOSTS",
+            " Tracker.Example.com, 10.0.0.5,[fd00::1],fd00::2,, ",
+            "allowed_hosts",
+            ("tracker.example.com", "10.0.0.5", "fd00::1", "fd00::2"),
+        ),
+        ("TRACKER_INSECURE", "1", "insecure", True),
+        ("TRACKER_INSECURE", "", "insecure", False),
+        ("TRACKER_HTTP_READ_TIMEOUT", "2.5", "http_read_timeout", 2.5),
     ],
 )
 def test_every_variable_is_read(variable: str, raw: str, attribute: str, value: Any) -> None:
@@ -106,6 +121,8 @@ BAD = [
             "TRACKER_PENDING_TTL",
             "TRACKER_DONE_TTL",
             "TRACKER_RESERVE_FOR",
+            "TRACKER_HANDOFF_TIMEOUT",
+            "TRACKER_OUTAGE_GRACE",
         )
         for raw in ("abc", "1.5", "0", "-5", "1e3", "1_000", "\u0661\u0662", "+5")
     ),
@@ -120,6 +137,16 @@ BAD = [
     ("TRACKER_CANCEL_GRACE", "nan"),
     ("TRACKER_CANCEL_GRACE", "1_0"),
     ("TRACKER_CANCEL_GRACE", "inf"),
+    ("TRACKER_TTL", "1" * 5000),  # past Python's 4,300 digits for int(str)
+    ("TRACKER_ALLOWED_HOSTS", "tracker.example.com:8000"),  # any port: none is given
+    ("TRACKER_ALLOWED_HOSTS", "http://tracker.example.com"),
+    ("TRACKER_ALLOWED_HOSTS", "*"),
+    ("TRACKER_ALLOWED_HOSTS", "a b"),
+    ("TRACKER_ALLOWED_HOSTS", "-bad.example"),
+    ("TRACKER_INSECURE", "please"),
+    ("TRACKER_HTTP_READ_TIMEOUT", "0"),
+    ("TRACKER_HTTP_READ_TIMEOUT", "soon"),
+    ("TRACKER_HTTP_READ_TIMEOUT", "3601"),
 ]
 
 

@@ -14,9 +14,8 @@ import httpx
 import pytest
 import redis.asyncio
 import uvicorn
-from conftest import wait_until
+from conftest import local_client, wait_until
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from tracker import Settings, State, Tracker
 from tracker.aio import AsyncTracker
@@ -140,7 +139,18 @@ def test_a_reconnect_with_last_event_id_misses_nothing_still_held(
 
 
 @pytest.mark.parametrize(
-    "bad", ["yesterday", "1-", "-1", "1-2-3", "\u00b2", str(2**64), f"{2**64 - 1}-{2**64 - 1}"]
+    "bad",
+    [
+        "yesterday",
+        "1-",
+        "-1",
+        "1-2-3",
+        "\u00b2",
+        str(2**64),
+        f"{2**64 - 1}-{2**64 - 1}",
+        "1-" + "1" * 5000,  # past Python's 4,300 digits for int(str)
+        "9" * 5000,
+    ],
 )
 def test_a_bad_last_event_id_is_400(server: Server, store: Tracker, bad: str) -> None:
     store.register("j1")
@@ -149,6 +159,30 @@ def test_a_bad_last_event_id_is_400(server: Server, store: Tracker, bad: str) ->
         response = httpx.get(f"{server.url}{path}", headers=headers, timeout=10)
         assert response.status_code == 400
         assert response.json()["field"] == "Last-Event-ID"
+
+
+def test_a_last_event_id_ahead_of_the_stream_replays_it_from_its_start(
+    server: Server, store: Tracker
+) -> None:
+    """An id ahead of every event means the stream began again since the client read it
+    (the store was emptied): all it holds is news to the client, not a reason for
+    silence until the stream catches up with the id."""
+    store.register("j1")
+    store.start("j1")
+    headers = {"Last-Event-ID": "99999999999999-0"}
+    with httpx.stream("GET", f"{server.url}/events", headers=headers, timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        replayed = [track_of(next(events))["state"] for _ in range(2)]
+        store.track_set("j1", percent=5)
+        live = track_of(next(events))
+    assert replayed == ["enqueued", "working"]
+    assert live["percent"] == 5
+    url = f"{server.url}/jobs/j1/events"
+    with httpx.stream("GET", url, headers=headers, timeout=10) as response:
+        events = sse(response.iter_lines())
+        next(events)
+        assert track_of(next(events))["percent"] == 5  # its track now, whole
 
 
 def test_track_set_events_carry_the_whole_track(server: Server, store: Tracker) -> None:
@@ -207,6 +241,16 @@ def test_filters_by_queue_and_state(server: Server, store: Tracker) -> None:
     assert (track["jid"], track["state"]) == ("a1", "success")
 
 
+def test_filters_by_label(server: Server, store: Tracker) -> None:
+    with httpx.stream("GET", f"{server.url}/events?label=a:b=c", timeout=10) as r:
+        events = sse(r.iter_lines())
+        next(events)
+        store.register("other", labels={"a": "b:c"})  # what a split at the first ":" finds
+        store.register("mine", labels={"a:b": "c"})
+        track = track_of(next(events))
+    assert track["jid"] == "mine"
+
+
 def test_200_clients_at_once_each_get_the_event_and_leave_nothing_behind(
     server: Server, store: Tracker
 ) -> None:
@@ -251,7 +295,7 @@ def test_readyz_is_503_while_the_server_is_down_and_200_once_it_is_back(
     url = valkey.start()
     app = create_app(Settings(namespace="t-ready"), url=url, maintenance=False)
     try:
-        with TestClient(app, raise_server_exceptions=False) as http:
+        with local_client(app, raise_server_exceptions=False) as http:
             assert http.get("/readyz").status_code == 200
             valkey.stop()
             down = http.get("/readyz")

@@ -24,6 +24,7 @@ from refusals import Refusal, perform
 from tracker import (
     Conflict,
     InvalidInput,
+    JobSuperseded,
     NotFound,
     Registered,
     State,
@@ -286,6 +287,52 @@ class LifecycleMachine(RuleBasedStateMachine):
             frozenset({State.WORKING, State.ENQUEUED}),
             lambda job, now: job.fail(now, message, error_type, retry),
         )
+
+    @rule(
+        jid=jids,
+        write=st.sampled_from(["track_set", "success", "fail"]),
+        offset=st.integers(-1, 1),
+    )
+    def a_worker_names_its_attempt(self, jid: str, write: str, offset: int) -> None:
+        """Fencing: a write naming an attempt that is not running (another one, or the
+        current one once reaped or failed) is refused and changes nothing; a write
+        naming the running attempt goes on as without one."""
+        job = self.jobs.get(jid)
+        attempt = max(1, (job.attempts if job else 1) + offset)
+        calls: dict[str, Callable[[], Track]] = {
+            "track_set": lambda: (
+                self.tracker.track_set(jid, percent=offset + 50, attempt=attempt),
+                self.tracker.track_get(jid),
+            )[1],
+            "success": lambda: self.tracker.success(jid, attempt=attempt),
+            "fail": lambda: self.tracker.fail(jid, "fenced", attempt=attempt),
+        }
+        running = job is not None and (job.state is State.WORKING or job.state.terminal)
+        if job is not None and (attempt != job.attempts or not running):
+            perform(calls[write], Refusal(JobSuperseded, job.state.value))
+        elif write == "track_set":
+
+            def progress(job: Job, now: int) -> None:
+                job.percent, job.updated_at = offset + 50, now
+
+            allowed = frozenset(s for s in STORED_STATES if not s.terminal)
+            self.transition(jid, calls[write], allowed, progress)
+        elif write == "success" and job is not None and job.state is State.SUCCESS:
+            assert perform(calls[write], None) == job.track(jid)
+        elif write == "success":
+            self.transition(
+                jid,
+                calls[write],
+                frozenset({State.WORKING, State.ENQUEUED}),
+                lambda job, now: job.move(State.SUCCESS, now),
+            )
+        else:
+            self.transition(
+                jid,
+                calls[write],
+                frozenset({State.WORKING, State.ENQUEUED}),
+                lambda job, now: job.fail(now, "fenced", None, True),
+            )
 
     @rule(jid=jids, attempts=st.integers(1, 6))
     def attempts_fail_while_retries_remain(self, jid: str, attempts: int) -> None:

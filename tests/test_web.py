@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 import rq
-from conftest import wait_until
+from conftest import local_client, wait_until
 from starlette.testclient import TestClient
 
 from tracker import Settings, Tracker
@@ -30,7 +30,7 @@ def store(real_url: str, namespace: str) -> Iterator[Tracker]:
 
 def _app(real_url: str, namespace: str, **settings: Any) -> TestClient:
     app = create_app(Settings(namespace=namespace, **settings), url=real_url, maintenance=False)
-    return TestClient(app, raise_server_exceptions=False)
+    return local_client(app, raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -335,6 +335,107 @@ def test_list_refuses_bad_queries(http: TestClient, query: str, field: str) -> N
     assert problem(http.get("/jobs?" + query), 400)["field"] == field
 
 
+def test_list_by_label_reaches_keys_with_a_colon(http: TestClient, store: Tracker) -> None:
+    store.register("colon-key", labels={"a:b": "c"})
+    store.register("colon-value", labels={"a": "b:c"})
+
+    def found(label: str) -> set[str]:
+        return {j["jid"] for j in http.get("/jobs", params={"label": label}).json()["jobs"]}
+
+    assert found("a:b=c") == {"colon-key"}
+    assert found("a=b:c") == {"colon-value"}
+    assert found("a:b:c") == {"colon-value"}  # KEY:VALUE, where there is no "="
+
+
+def test_an_empty_cursor_is_the_first_page(http: TestClient, store: Tracker) -> None:
+    store.register("a")
+    assert [j["jid"] for j in http.get("/jobs?cursor=").json()["jobs"]] == ["a"]
+
+
+HUGE = "1" + "0" * 5000  # past Python's 4,300 digits for int(str)
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [(f"limit={HUGE}", "limit"), (f"cursor={HUGE}.a", "cursor"), (f"limit=-{HUGE}", "limit")],
+)
+def test_a_huge_number_in_a_query_is_400_naming_it(
+    http: TestClient, query: str, field: str
+) -> None:
+    assert problem(http.get("/jobs?" + query), 400)["field"] == field
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/jobs/j1/track", "percent"),
+        ("/jobs/j1/start", "reserve_for"),
+        ("/jobs/j2", "delay"),
+        ("/jobs/j2", "max_attempts"),
+        ("/jobs/j2", "reserve_for"),
+    ],
+)
+@pytest.mark.parametrize(
+    "number",
+    [
+        HUGE,
+        "-" + HUGE,
+        HUGE + ".5",
+        "1e999999",
+        "1e" + HUGE,
+        "1.5e-" + HUGE,
+        "1.5e-400",  # 0.0 as a float, yet no integer
+        "1.0000000000000001",  # 1.0 as a float, yet no integer
+    ],
+)
+def test_a_huge_number_in_a_body_is_400_naming_its_field(
+    http: TestClient, store: Tracker, path: str, field: str, number: str
+) -> None:
+    working(store)
+    before, stream = store.track_get("j1"), events(store)
+    body = f'{{"{field}": {number}}}'.encode()
+    method = "PUT" if path == "/jobs/j2" else "POST"
+    answer = http.request(method, path, content=body, headers={"content-type": "application/json"})
+    assert problem(answer, 400)["field"] == field
+    assert (store.track_get("j1"), events(store)) == (before, stream)
+    assert store.track_get("j2").state == "unknown"
+
+
+def test_a_huge_number_inside_a_payload_is_400_naming_the_payload(
+    http: TestClient, store: Tracker
+) -> None:
+    body = f'{{"payload": {{"func": "m.f", "args": [{HUGE}]}}}}'.encode()
+    answer = http.put("/jobs/j2", content=body, headers={"content-type": "application/json"})
+    assert problem(answer, 400)["field"] == "payload"
+    assert store.track_get("j2").state == "unknown"
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_a_number_json_does_not_have_is_400(
+    http: TestClient, store: Tracker, constant: str
+) -> None:
+    working(store)
+    body = f'{{"percent": {constant}}}'.encode()
+    answer = http.post("/jobs/j1/track", content=body, headers={"content-type": "application/json"})
+    assert problem(answer, 400)["field"] == "body"
+    assert store.track_get("j1").percent is None
+
+
+def test_an_integer_written_with_a_fraction_of_zero_is_that_integer(
+    http: TestClient, store: Tracker
+) -> None:
+    """JSON Schema's integer is a number with no fraction: 84.0 is 84, 1.5 is refused."""
+    store.register("j1")
+    started = http.post("/jobs/j1/start", json={"reserve_for": 84.0})
+    assert started.status_code == 200, started.text
+    reserved = parse_time("r", started.json()["reserve_until"])
+    assert reserved - parse_time("u", started.json()["updated_at"]) == 84_000
+    assert http.post("/jobs/j1/track", json={"percent": 50.0}).json()["percent"] == 50
+    assert http.put("/jobs/j2", json={"delay": 1e1, "max_attempts": 3.0}).status_code == 201
+    assert store.track_get("j2").max_attempts == 3
+    problem(http.post("/jobs/j1/track", json={"percent": 1.5}), 400)
+
+
 @pytest.mark.parametrize("path", ["/jobs/j1", "/jobs/j1/related", "/stats", "/jobs/j1/events"])
 def test_every_read_refuses_a_query_parameter_it_does_not_take(
     http: TestClient, store: Tracker, path: str
@@ -532,6 +633,34 @@ def test_unknown_routes_and_methods_are_problems(http: TestClient) -> None:
     problem(http.delete("/jobs/j1"), 405)
 
 
+@pytest.mark.parametrize(
+    ("path", "methods"),
+    [
+        ("/jobs/j1", {"GET", "HEAD", "OPTIONS", "PUT"}),
+        ("/jobs/j1/cancel", {"OPTIONS", "POST"}),
+        ("/jobs", {"GET", "HEAD", "OPTIONS"}),
+    ],
+)
+def test_options_and_a_405_name_every_method_of_the_path(
+    http: TestClient, path: str, methods: set[str]
+) -> None:
+    def allowed(response: Any) -> set[str]:
+        return {m.strip() for m in response.headers["allow"].split(",")}
+
+    options = http.options(path)
+    assert options.status_code == 204
+    assert allowed(options) == methods
+    refused = http.patch(path)
+    problem(refused, 405)
+    assert allowed(refused) == methods
+
+
+def test_head_answers_as_get_without_a_body(http: TestClient, store: Tracker) -> None:
+    store.register("j1")
+    head = http.head("/jobs/j1")
+    assert (head.status_code, head.content) == (200, b"")
+
+
 # --- access control ----------------------------------------------------------------
 
 
@@ -650,7 +779,7 @@ def test_openapi_describes_every_route(http: TestClient) -> None:
 
 def test_the_store_down_is_503(real_url: str, namespace: str) -> None:
     app = create_app(Settings(namespace=namespace), url="redis://127.0.0.1:1/0", maintenance=False)
-    with TestClient(app, raise_server_exceptions=False) as http:
+    with local_client(app, raise_server_exceptions=False) as http:
         assert http.get("/livez").status_code == 200
         problem(http.get("/readyz"), 503)
         problem(http.get("/jobs/j1"), 503)
@@ -659,3 +788,27 @@ def test_the_store_down_is_503(real_url: str, namespace: str) -> None:
 
 def test_the_client_used_for_checks_is_real(store: Tracker) -> None:
     assert isinstance(store.client, redis.Redis)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"label": "k=v"}, {"label": "k:v", "state": "enqueued"}, {"state": "enqueued"}, {}],
+)
+def test_a_pages_next_goes_back_through_the_cursor_parameter(
+    http: TestClient, store: Tracker, query: dict[str, str]
+) -> None:
+    """Label pages (the label index's walk) and state pages (the bands' merge) return a
+    ``next`` (updated_at and jid) that GET /jobs takes back as ``cursor``."""
+    for i in range(7):
+        store.register(f"job.{i}:x@y", queue=f"q{i % 3}", labels={"k": "v"})
+    store.register("other", labels={"k": "w"})
+    seen: list[str] = []
+    cursor = ""  # the first page
+    while True:
+        body = http.get("/jobs", params={**query, "limit": 2, "cursor": cursor}).json()
+        seen += [j["jid"] for j in body["jobs"]]
+        if body["next"] is None:
+            break
+        cursor = body["next"]
+    expected = [f"job.{i}:x@y" for i in range(7)] + ([] if "label" in query else ["other"])
+    assert sorted(seen) == sorted(expected)

@@ -150,9 +150,12 @@ class AsyncTracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
+        attempt: int | None = None,
     ) -> None:
         await self._drive(
-            self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+            self.ops.track_set(
+                jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+            )
         )
 
     async def track_set_returning(
@@ -162,11 +165,17 @@ class AsyncTracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
+        attempt: int | None = None,
     ) -> Track:
         """TRACK SET that also returns the track as the write left it (one round trip)."""
         track = await self._drive(
             self.ops.track_set(
-                jid, percent=percent, desc=desc, reserve_until=reserve_until, returning=True
+                jid,
+                percent=percent,
+                desc=desc,
+                reserve_until=reserve_until,
+                attempt=attempt,
+                returning=True,
             )
         )
         assert track is not None
@@ -177,13 +186,21 @@ class AsyncTracker:
     ) -> list[TrackerError | None]:
         return await self._drive(self.ops.track_set_many(updates))
 
-    async def success(self, jid: str) -> Track:
-        return await self._drive(self.ops.success(jid))
+    async def success(self, jid: str, *, attempt: int | None = None) -> Track:
+        return await self._drive(self.ops.success(jid, attempt))
 
     async def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        attempt: int | None = None,
     ) -> Track:
-        return await self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+        return await self._drive(
+            self.ops.fail(jid, error, retry=retry, error_type=error_type, attempt=attempt)
+        )
 
     async def cancel(self, jid: str) -> Track:
         return await self._drive(self.ops.cancel(jid))
@@ -209,9 +226,13 @@ class AsyncTracker:
     async def reap(self, limit: int = 100) -> list[Track]:
         return await self._drive(self.ops.reap(limit))
 
-    async def prune(self) -> int:
-        """Drop expired jobs from the state and label indexes; returns entries dropped."""
-        return await self._drive(self.ops.prune()) + await self._drive(self.ops.prune_labels())
+    async def prune(self, calls: int | None = None) -> int:
+        """Drop expired jobs from the state and label indexes and forget the queues none
+        of whose jobs is live; returns entries dropped. Each call of the Lua is bounded;
+        ``calls`` caps how many of each (``None``: until nothing is due)."""
+        return await self._drive(self.ops.prune(calls=calls)) + await self._drive(
+            self.ops.prune_labels(calls=calls)
+        )
 
     async def track_get(self, jid: str) -> Track:
         return await self._drive(self.ops.get(jid))
@@ -239,6 +260,10 @@ class AsyncTracker:
     async def state(self, jid: str) -> State:
         """Only the job's state (``unknown`` when it has no track)."""
         return await self._drive(self.ops.state(jid))
+
+    async def state_and_attempt(self, jid: str) -> tuple[State, int]:
+        """The job's state and current attempt (0 before its first start)."""
+        return await self._drive(self.ops.state_and_attempt(jid))
 
     async def stats(self) -> Stats:
         return await self._drive(self.ops.stats())

@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import NoReturn
 
@@ -23,7 +24,7 @@ import rq
 from .embedded import EmbeddedValkey, Keeper
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
 from .maintenance import Maintenance
-from .model import STORED_STATES, Track
+from .model import STORED_STATES, Track, parse_label
 from .settings import Settings
 from .store import Tracker
 
@@ -93,7 +94,11 @@ def main() -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--insecure", is_flag=True, help="Listen beyond loopback without TRACKER_API_TOKEN.")
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Serve beyond loopback without TRACKER_API_TOKEN (also TRACKER_INSECURE=1).",
+)
 def serve(host: str, port: int, insecure: bool) -> None:
     """The HTTP API and dashboard, with the reaper and the delay schedule.
 
@@ -102,23 +107,31 @@ def serve(host: str, port: int, insecure: bool) -> None:
     import uvicorn
 
     from .web import create_app
+    from .web.protocol import protocol
 
     settings = _settings()
     address = _address(host, port)
-    if not settings.api_token and not insecure and not _loopback(host):
+    settings = replace(settings, insecure=settings.insecure or insecure)
+    if not settings.api_token and not settings.insecure and not _loopback(host):
         _fail(
             f"refusing to listen on {host} without TRACKER_API_TOKEN (writes would be open "
             "to anyone who reaches it); set a token, or pass --insecure",
             EXIT_INVALID,
         )
+    if host not in _ANY_ADDRESS:  # the name it was told to listen on is its own
+        settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host.strip("[]")))
     listener = _listen(host, port, address)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(
         f"tracker: namespace {settings.namespace!r}, "
         f"http://{shown_host}:{listener.getsockname()[1]}/"
     )
-    # open event streams would hold a shutdown forever: they get a few seconds to end
-    config = uvicorn.Config(create_app(settings), log_level="info", timeout_graceful_shutdown=3)
+    config = uvicorn.Config(
+        create_app(settings),
+        log_level="info",
+        http=protocol(settings.http_read_timeout),
+        timeout_graceful_shutdown=3,  # what an open response is given, besides streams
+    )
     uvicorn.Server(config).run(sockets=[listener])
 
 
@@ -151,6 +164,9 @@ def _listen(host: str, port: int, address: tuple[int, tuple[object, ...]]) -> so
     return listener
 
 
+_ANY_ADDRESS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
 def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -176,7 +192,10 @@ def worker(queues: tuple[str, ...], simple: bool, burst: bool) -> None:
         maintenance = Maintenance(tracker)
         maintenance.start()
         try:
-            kind(rq_queues, connection=tracker.client, tracker=tracker).work(burst=burst)
+            grace = tracker.settings.outage_grace
+            kind(rq_queues, connection=tracker.client, tracker=tracker, outage_grace=grace).work(
+                burst=burst
+            )
         finally:
             maintenance.stop()
 
@@ -233,12 +252,10 @@ def register(
     jid: str, queue: str, labels: tuple[str, ...], reserve_for: int | None, max_attempts: int
 ) -> None:
     """Register a job (it is enqueued at once)."""
-    pairs = {}
-    for label in labels:
-        key, sep, value = label.partition("=")
-        if not sep:
-            _fail(f"--label expects KEY=VALUE, got {label!r}", EXIT_INVALID)
-        pairs[key] = value
+    try:  # before connecting: a refused label starts no embedded server
+        pairs = dict(parse_label(label) for label in labels)
+    except InvalidInput as exc:
+        _fail(str(exc), EXIT_INVALID)
     with connected() as tracker:
         done = tracker.register(
             jid, queue=queue, labels=pairs, reserve_for=reserve_for, max_attempts=max_attempts
@@ -257,22 +274,37 @@ def get(jid: str) -> None:
         sys.exit(EXIT_UNKNOWN)
 
 
+_ATTEMPT_HELP = (
+    "The attempt reporting (the track's attempts after its start): refused (exit 3) once "
+    "another attempt started."
+)
+
+
 @main.command(name="set")
 @click.argument("jid")
 @click.option("--percent", type=int)
 @click.option("--desc")
 @click.option("--reserve-until", metavar="RFC3339")
-def set_(jid: str, percent: int | None, desc: str | None, reserve_until: str | None) -> None:
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def set_(
+    jid: str,
+    percent: int | None,
+    desc: str | None,
+    reserve_until: str | None,
+    attempt: int | None,
+) -> None:
     """TRACK SET: report progress or extend the reservation."""
     with connected() as tracker:
-        tracker.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        tracker.track_set(
+            jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+        )
         _print_track(tracker.track_get(jid))
 
 
 @main.command(name="ls")
 @click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
 @click.option("--queue")
-@click.option("--label", metavar="KEY:VALUE")
+@click.option("--label", metavar="KEY=VALUE", help="Only jobs with this label.")
 @click.option("--limit", type=int, default=50, show_default=True)
 @click.option("--cursor", help="Continue after a previous page.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON track per line.")
@@ -333,17 +365,26 @@ _simple("cancel", Tracker.cancel, "Cancel a job that has not finished.")
 _simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
 _simple("resume", Tracker.resume, "Release a paused job again.")
 _simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
-_simple("success", Tracker.success, "Mark a job finished well (as a worker would).")
+
+
+@main.command()
+@click.argument("jid")
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def success(jid: str, attempt: int | None) -> None:
+    """Mark a job finished well (as a worker would)."""
+    with connected() as tracker:
+        _print_track(tracker.success(jid, attempt=attempt))
 
 
 @main.command()
 @click.argument("jid")
 @click.argument("error")
 @click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
-def fail(jid: str, error: str, no_retry: bool) -> None:
+@click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
+def fail(jid: str, error: str, no_retry: bool, attempt: int | None) -> None:
     """Report a failed attempt (as a worker would)."""
     with connected() as tracker:
-        _print_track(tracker.fail(jid, error, retry=not no_retry))
+        _print_track(tracker.fail(jid, error, retry=not no_retry, attempt=attempt))
 
 
 @main.command()

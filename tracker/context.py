@@ -11,6 +11,9 @@ the job reports with no jid to pass::
 
 Each call is one round trip (a TRACK SET). When the job was cancelled meanwhile
 it raises :class:`~tracker.errors.JobCancelled`, which the job may catch to clean up.
+Each call names the attempt the worker started (fencing): once that attempt was
+reaped and the job started again elsewhere, it raises
+:class:`~tracker.errors.JobSuperseded` and writes nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from .errors import Conflict, JobCancelled, TrackerError
+from .errors import Conflict, JobCancelled, JobSuperseded, TrackerError
 from .store import Tracker
 
 
@@ -29,6 +32,7 @@ class Running:
 
     tracker: Tracker
     jid: str
+    attempt: int | None = None  # the attempt the worker started; fences every report
 
 
 _running: ContextVar[Running | None] = ContextVar("tracker_running_job", default=None)
@@ -42,9 +46,10 @@ def current() -> Running:
     return running
 
 
-def enter(tracker: Tracker, jid: str) -> object:
-    """Mark ``jid`` as the job this context runs (the worker calls this); returns a token."""
-    return _running.set(Running(tracker, jid))
+def enter(tracker: Tracker, jid: str, attempt: int | None = None) -> object:
+    """Mark ``jid`` (its attempt ``attempt``) as the job this context runs (the worker
+    calls this); returns a token."""
+    return _running.set(Running(tracker, jid, attempt))
 
 
 def leave(token: object) -> None:
@@ -52,12 +57,13 @@ def leave(token: object) -> None:
 
 
 def progress(percent: int | None = None, desc: str | None = None) -> None:
-    """Report the running job's progress; raises JobCancelled if it was cancelled."""
+    """Report the running job's progress; raises JobCancelled if it was cancelled, and
+    JobSuperseded if this attempt was reaped and the job started again."""
     running = current()
     try:
-        running.tracker.track_set(running.jid, percent=percent, desc=desc)
+        running.tracker.track_set(running.jid, percent=percent, desc=desc, attempt=running.attempt)
     except Conflict as exc:
-        if exc.state == "cancelled":
+        if not isinstance(exc, JobSuperseded) and exc.state == "cancelled":
             raise JobCancelled(running.jid) from None
         raise
 

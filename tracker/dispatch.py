@@ -16,6 +16,13 @@ written at registration to a staged hash of tracker's, and the release copies it
 must not): less than half the arguments to pass through Lua, and about 400 fewer
 bytes to append to an AOF, per released job.
 
+A hand-off can still be lost after it happened: a worker takes the job from its queue
+and dies before its ``start`` reaches the tracker. So registration also stores where
+to look for the job in RQ (its queue, the queue's intermediate list where a worker's
+dequeue moves it, RQ's job hash), and the release schedules a look at the job
+``TRACKER_HANDOFF_TIMEOUT`` later: ``check_handoff`` in lua/_graph.lua hands it again,
+or fails it, when it left its queue and never started.
+
 RQ queue names are RQ's own: every tracker namespace shares them (SPEC section 8).
 """
 
@@ -72,6 +79,8 @@ class Handoff:
     commands: list[bytes]
     #: RQ's job hash as field/value pairs, for the staged hash (empty: nothing staged).
     staged: list[bytes]
+    #: Where a check finds the job in RQ: its queue, that queue's intermediate list, its hash.
+    probe: tuple[str, ...] = ()
 
 
 def rq_handoff(jid: str, queue: str, payload: dict[str, Any], staged_key: str) -> Handoff:
@@ -102,4 +111,5 @@ def rq_handoff(jid: str, queue: str, payload: dict[str, Any], staged_key: str) -
             staged = [_ENCODER.encode(arg) for arg in command[2:]]  # type: ignore[no-untyped-call]
             commands[n : n + 1] = [("COPY", staged_key, job.key, "REPLACE"), ("PERSIST", job.key)]
             break
-    return Handoff(_flat([("LREM", rq_queue.key, 0, jid), *commands]), staged)
+    probe = (rq_queue.key, rq_queue.intermediate_queue_key, job.key)
+    return Handoff(_flat([("LREM", rq_queue.key, 0, jid), *commands]), staged, probe)

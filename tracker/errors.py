@@ -31,13 +31,23 @@ class NotFound(TrackerError, LookupError):
 
 
 class Conflict(TrackerError):
-    """The job's current state refuses the request; nothing was written."""
+    """The job's current state refuses the request; nothing was written.
 
-    def __init__(self, jid: str, state: str, detail: str) -> None:
+    ``attempt`` is the job's current attempt when the refusal is about attempts (a write
+    naming one that is not running: fencing), else None.
+    """
+
+    def __init__(self, jid: str, state: str, detail: str, attempt: int | None = None) -> None:
         super().__init__(f"job {jid!r} is {state}: {detail}")
         self.jid = jid
         self.state = state
         self.detail = detail
+        self.attempt = attempt
+
+
+class JobSuperseded(Conflict):
+    """A write named an attempt that is not running (fencing): it was reaped, or the job
+    started again since. The writer must stop that job: another attempt owns it."""
 
 
 class JobCancelled(Conflict):

@@ -8,9 +8,12 @@ Key layout for namespace ``ns``::
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
+    {ns}:qf               list    queue ids freed by forgotten queues, for new names
     {ns}:sd               zset    the state zsets' bands ('<state>:<queue id>'), by when
                                   each may next hold an expired job (ms), for the pruner
-    {ns}:sq               set     the queue ids whose bands are in {ns}:sd
+    {ns}:sq               hash    queue id -> name of the queues whose bands are in
+                                  {ns}:sd: recorded when a name gets its id, gone when
+                                  the queue is forgotten (see queue_id in lua/_common.lua)
     {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
@@ -23,7 +26,9 @@ Key layout for namespace ``ns``::
                                   as long as its track, so its graph still shows them
     {ns}:g:<batch>        set     job keys of children held while their batch waits
     {ns}:o:<batch>        set     job keys of a batch's unfinished children
-    {ns}:sched            zset    job keys released with a delay, by eligible_at (ms)
+    {ns}:sched            zset    job keys by the moment (ms) something is due: a delayed
+                                  release or a retry's hand-off (eligible_at), or the check
+                                  of a hand-off not started (``hd``, see dispatch.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
 
 Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
@@ -39,15 +44,17 @@ blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
 children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
 children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
 ``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``), ``px`` the staged
-RQ job hash (``{ns}:x:<jid>``).
+RQ job hash (``{ns}:x:<jid>``); for the check of its hand-off ``ht`` the timeout (s),
+``hk`` RQ's keys it looks in (newline separated), ``hd`` when it is due (ms), ``hl`` when
+the job was first seen taken from its queue and not started, ``hn`` hand-offs made again.
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
 that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
 lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``); a TRACK SET carries
-no ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release
-from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
+``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``, ``hd``,
+``hl``, ``hn``); a TRACK SET carries no ``w``, only ``s``, ``q``, ``u`` and the fields it
+changed. A release from ``waiting`` to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its
 ``eligible_at``) to this commit. It is 0 when the release happened in the call that
@@ -63,7 +70,13 @@ script cannot be handed a per-queue key without first reading the job. Instead
 each state has one zset whose score is ``queue_id * 2**42 + ms``: the band of one
 queue is a score range, so "enqueued jobs of queue q, newest first" is one
 ``ZREVRANGEBYSCORE`` and every key a script touches is known before it runs.
-2**42 ms reaches the year 2109 and leaves 11 bits: 2047 queues per namespace.
+2**42 ms reaches the year 2109 and leaves 11 bits: 2047 queues per namespace at once.
+A queue none of whose jobs is live is forgotten (``forget_queue`` in lua/_common.lua):
+its name leaves ``{ns}:q`` (and ``{ns}:sq``, its bands ``{ns}:sd``) and its id waits in
+``{ns}:qf`` for the next new name, so a namespace may see any number of queue names
+over its life. The pruner finds such a queue when one of its bands falls due and holds
+no live job (lua/prune.lua). Band 0 is no queue's: it holds the successes a forgotten
+queue still remembered (see ``DONE_TTL``), in ``{ns}:sd`` as ``success:0``.
 
 Why every key carries the hash tag ``{ns}`` rather than one per job: a script
 updates a job together with its namespace's indexes (and, for dependencies,
@@ -88,6 +101,7 @@ class Keys:
         self.events = self.prefix + "ev"
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
+        self.free_queue_ids = self.prefix + "qf"
         self.bands_due = self.prefix + "sd"
         self.queues_recorded = self.prefix + "sq"
         self.labels_in_use = self.prefix + "ld"

@@ -26,10 +26,15 @@ MAX_LABELS = 32
 MAX_LABEL_VALUE = 256
 MAX_PAYLOAD = 64 * 1024
 MAX_ATTEMPTS = 1000
+#: The highest attempt number a write may name (a retry may go on past max_attempts).
+MAX_ATTEMPT = 2**31 - 1
 MAX_RESERVE_FOR = 365 * 24 * 3600
 DEFAULT_MAX_ATTEMPTS = 25
 MAX_LIST_LIMIT = 1000
 MAX_PREREQUISITES = 10_000
+#: The most digits a number written as text may have: every number tracker takes fits,
+#: and longer text is refused before ``int()`` spends time on it (or raises past 4,300).
+MAX_DIGITS = 20
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -84,6 +89,29 @@ def check_int(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput(name, f"must be between {low} and {high}, got {value}")
     return value
+
+
+def parse_int(name: str, text: str, low: int, high: int) -> int:
+    """An integer written in ASCII digits (a query parameter, a header), ``low..high``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > MAX_DIGITS:
+        shown = text if len(text) <= 40 else text[:40] + "..."
+        raise InvalidInput(name, f"expected an integer {low}..{high}, got {shown!r}")
+    return check_int(name, int(text), low, high)
+
+
+def parse_label(text: str) -> tuple[str, str]:
+    """A label filter, ``KEY=VALUE``; the first ``=`` splits, since no key holds one.
+    ``KEY:VALUE`` is read too where there is no ``=`` (a key with ``:`` then needs ``=``)."""
+    key, sep, value = text.partition("=")
+    if not sep:
+        key, sep, value = text.partition(":")
+    if not sep:
+        raise InvalidInput("label", f"expected KEY=VALUE, got {text[:40]!r}")
+    check_name("label key", key)
+    check_text("label", value, MAX_LABEL_VALUE)
+    if _CONTROL.search(value):
+        raise InvalidInput("label", "a label value holds no control characters")
+    return key, value
 
 
 def check_text(name: str, value: object, limit: int) -> str:
@@ -282,6 +310,8 @@ class TrackUpdate:
     percent: int | None = None
     desc: str | None = None
     reserve_until: int | None = None
+    #: The writer's attempt (fencing): refused unless that attempt is running.
+    attempt: int | None = None
 
 
 def checked_update(update: TrackUpdate) -> TrackUpdate:
@@ -293,6 +323,7 @@ def checked_update(update: TrackUpdate) -> TrackUpdate:
         check_text("desc", update.desc, MAX_DESC)
     if update.reserve_until is not None:
         check_int("reserve_until", update.reserve_until, 0, 253402300799999)
+    check_attempt(update.attempt)
     return update
 
 
@@ -302,13 +333,20 @@ def track_update(
     percent: object = None,
     desc: object = None,
     reserve_until: object = None,
+    attempt: object = None,
 ) -> TrackUpdate:
     return TrackUpdate(
         jid=check_name("jid", jid),
         percent=None if percent is None else check_int("percent", percent, 0, 100),
         desc=None if desc is None else check_text("desc", desc, MAX_DESC),
         reserve_until=None if reserve_until is None else parse_time("reserve_until", reserve_until),
+        attempt=check_attempt(attempt),
     )
+
+
+def check_attempt(attempt: object) -> int | None:
+    """An attempt number (1 and up), as ``start`` returned it in ``attempts``; or None."""
+    return None if attempt is None else check_int("attempt", attempt, 1, MAX_ATTEMPT)
 
 
 # --- the track --------------------------------------------------------------

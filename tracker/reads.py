@@ -11,6 +11,7 @@ from . import scripts
 from .errors import InvalidInput, NotFound
 from .keys import QUEUE_BAND
 from .model import (
+    MAX_DIGITS,
     MAX_LIST_LIMIT,
     STORED_STATES,
     State,
@@ -18,6 +19,7 @@ from .model import (
     check_int,
     check_name,
     check_state,
+    parse_label,
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
@@ -57,6 +59,15 @@ class ReadPlans(PlanBase):
         (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
         return State.UNKNOWN if raw is None else State(raw.decode())
 
+    def state_and_attempt(self, jid: str) -> Plan[tuple[State, int]]:
+        """The job's state and current attempt (0 before its first start): what a worker
+        polls to learn that its job was cancelled, or reaped and started again."""
+        check_name("jid", jid)
+        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), ["s", "a"]))])
+        if state is None:
+            return State.UNKNOWN, 0
+        return State(state.decode()), int(attempt or 0)
+
     def stats(self) -> Plan[Stats]:
         reply = yield Call("stats", list(self.keys.shared), self._head())
         flat = scripts.outcome(reply, "")
@@ -83,13 +94,15 @@ class ReadPlans(PlanBase):
             check_name("queue", queue)
         check_int("limit", limit, 1, MAX_LIST_LIMIT)
         after = _parse_cursor(cursor)
-        if label is not None or parent is not None:
-            if label is not None and parent is not None:
-                raise InvalidInput("label", "filter by label or by parent, not both")
-            index = self._label_index(label) if label else self.keys.children(str(parent))
-            if parent is not None:
-                check_name("parent", parent)
-            return (yield from self._list_index(index, states, queue, limit, after))
+        if parent is not None:
+            check_name("parent", parent)
+        index = None
+        if label is not None:  # with a parent too: the label's jobs that are its children
+            index = self._label_index(label)
+        elif parent is not None:
+            index = self.keys.children(parent)
+        if index is not None:
+            return (yield from self._list_index(index, states, queue, parent, limit, after))
         ids = yield from self._band_ids(states, queue, limit + 1, after)
         return (yield from self._page(ids, limit, lambda track: True))
 
@@ -165,17 +178,14 @@ class ReadPlans(PlanBase):
                 band.position = entries[-1]
 
     def _label_index(self, label: str) -> str:
-        key, sep, value = label.partition(":")
-        if not sep:
-            raise InvalidInput("label", "expected key:value")
-        check_name("label key", key)
-        return self.keys.label(key, value)
+        return self.keys.label(*parse_label(label))
 
     def _list_index(
         self,
         index: str,
         states: list[str],
         queue: str | None,
+        parent: str | None,
         limit: int,
         after: tuple[int, str] | None,
     ) -> Plan[Page]:
@@ -191,7 +201,11 @@ class ReadPlans(PlanBase):
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
-            return track.state.value in wanted and (queue is None or track.queue == queue)
+            return (
+                track.state.value in wanted
+                and (queue is None or track.queue == queue)
+                and (parent is None or track.parent == parent)
+            )
 
         if len(states) == 1:
             state_key = self.keys.states[State(states[0])]
@@ -363,25 +377,28 @@ class ReadPlans(PlanBase):
     def _newest(self) -> tuple[str, tuple[Any, ...]]:
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
-    def prune(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
-        """Drop expired entries from the state indexes' bands that are due; returns how
-        many went."""
-        own = [self.keys.bands_due, self.keys.queues_recorded]
-        return (yield from self._prune_due("prune", own, budget))
+    def prune(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
+        """Drop expired entries from the state indexes' bands that are due, and forget the
+        queues none of whose jobs is live (their ids freed for new names); returns how
+        many entries went. ``calls``: at most that many calls (``None``: until nothing is
+        due)."""
+        own = [self.keys.bands_due, self.keys.queues_recorded, self.keys.free_queue_ids]
+        return (yield from self._prune_due("prune", own, budget, calls))
 
-    def prune_labels(self, budget: int = PRUNE_BUDGET) -> Plan[int]:
+    def prune_labels(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
         """Drop expired jobs from the label and children zsets that are due; returns how
-        many went."""
+        many went. ``calls`` as for :meth:`prune`."""
         own = [self.keys.labels_in_use, self.keys.labels_in_use_unscored]
-        return (yield from self._prune_due("prune_labels", own, budget))
+        return (yield from self._prune_due("prune_labels", own, budget, calls))
 
-    def _prune_due(self, script: str, own: list[str], budget: int) -> Plan[int]:
+    def _prune_due(self, script: str, own: list[str], budget: int, calls: int | None) -> Plan[int]:
         """Calls of a pruning script while it says more is due, each spending at most
-        ``budget``, at most :data:`PRUNE_CALLS` of them: the rest waits for the next
-        round."""
-        removed = 0
-        for _ in range(PRUNE_CALLS):
+        ``budget``; at most ``calls`` of them (a maintenance round makes
+        :data:`PRUNE_CALLS`: the rest waits for the next round)."""
+        removed, made = 0, 0
+        while calls is None or made < calls:
             reply = yield Call(script, [*self.keys.shared, *own], [*self._head(), budget])
+            made += 1
             gone, more = scripts.outcome(reply, "")
             removed += int(gone)
             if not more:
@@ -408,9 +425,10 @@ def _event_id(newest: list[Any]) -> str:
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:
-    if cursor is None:
+    """``None`` or ``""``: the first page."""
+    if not cursor:
         return None
     ms, _, jid = str(cursor).partition(".")
-    if not (ms.isascii() and ms.isdigit()) or not jid:
+    if not (ms.isascii() and ms.isdigit() and len(ms) <= MAX_DIGITS) or not jid:
         raise InvalidInput("cursor", "not a cursor this server returned")
     return int(ms), check_name("cursor", jid)

@@ -25,7 +25,7 @@ from typing import Any
 import redis.exceptions
 
 from .cluster import is_cluster
-from .errors import Conflict, InvalidInput, NotFound
+from .errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from .times import format_time
 
 OPERATIONS = (
@@ -166,7 +166,13 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
 }
 
 _INVALID: dict[str, str] = {
-    "too_many": "this namespace already has the most queues it can hold (2047)",
+    "too_many": (
+        "this namespace already holds the most queues it can at once (2047 queue names "
+        "with live jobs). A queue is forgotten once none of its jobs is live "
+        "(Tracker.prune() forgets them all; tracker serve and tracker worker run it every "
+        "second): let jobs of old queues finish and expire, use fewer queue names (labels "
+        "tell jobs apart), or another namespace"
+    ),
 }
 
 
@@ -185,6 +191,14 @@ def error(reply: list[Any], jid: str) -> Exception:
         return NotFound(jid)
     if code == CONFLICT:
         state, reason = _text(reply[1]), _text(reply[2])
+        if reason == "superseded":
+            current, named = int(reply[3]), int(reply[4])
+            if named == current:
+                detail = f"attempt {named} has ended (reaped or failed): the job is {state}"
+            else:
+                gone = "was superseded" if named < current else "has not started"
+                detail = f"attempt {named} {gone}: the current attempt is {current}"
+            return JobSuperseded(jid, state, detail, current)
         return Conflict(jid, state, _REASONS[reason](reply[3:]))
     if code == INVALID:
         field, reason = _text(reply[1]), _text(reply[2])

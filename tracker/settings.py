@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -11,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 
 from .errors import InvalidInput, SettingsError
-from .model import MAX_RESERVE_FOR, check_name
+from .model import MAX_DIGITS, MAX_RESERVE_FOR, check_name
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -24,6 +25,11 @@ DEFAULT_PENDING_TTL = 7 * 24 * 3600
 DEFAULT_DONE_TTL = 24 * 3600
 DEFAULT_RESERVE_FOR = 1800
 DEFAULT_CANCEL_GRACE = 2.0
+DEFAULT_HANDOFF_TIMEOUT = 60
+DEFAULT_OUTAGE_GRACE = 300
+DEFAULT_HTTP_READ_TIMEOUT = 10.0
+#: A host name, an IPv4 address or an IPv6 one (bracketed or not); never a port.
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +45,18 @@ class Settings:
     reserve_for: int = DEFAULT_RESERVE_FOR
     propagate_failures: bool = False
     cancel_grace: float = DEFAULT_CANCEL_GRACE
+    #: A job handed to its RQ queue and not started within this is checked (lua/promote.lua).
+    handoff_timeout: int = DEFAULT_HANDOFF_TIMEOUT
+    #: How long ``tracker worker`` rides out an unreachable Redis before it gives up.
+    outage_grace: int = DEFAULT_OUTAGE_GRACE
     api_token: str | None = field(default=None, repr=False)  # secrets stay out of logs
     read_token: str | None = field(default=None, repr=False)
+    #: Host names the HTTP API answers for, besides its own address and loopback.
+    allowed_hosts: tuple[str, ...] = ()
+    #: Serve clients beyond loopback although writes need no token.
+    insecure: bool = False
+    #: Seconds a request's headers, and then its body, may take to arrive.
+    http_read_timeout: float = DEFAULT_HTTP_READ_TIMEOUT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -76,9 +92,16 @@ class Settings:
             done_ttl=_seconds(env, "TRACKER_DONE_TTL", DEFAULT_DONE_TTL),
             reserve_for=_seconds(env, "TRACKER_RESERVE_FOR", DEFAULT_RESERVE_FOR, MAX_RESERVE_FOR),
             propagate_failures=propagate,
-            cancel_grace=_grace(env, "TRACKER_CANCEL_GRACE", DEFAULT_CANCEL_GRACE),
+            cancel_grace=_decimal(env, "TRACKER_CANCEL_GRACE", DEFAULT_CANCEL_GRACE, 0, 3600),
+            handoff_timeout=_seconds(env, "TRACKER_HANDOFF_TIMEOUT", DEFAULT_HANDOFF_TIMEOUT),
+            outage_grace=_seconds(env, "TRACKER_OUTAGE_GRACE", DEFAULT_OUTAGE_GRACE),
             api_token=env.get("TRACKER_API_TOKEN") or None,
             read_token=env.get("TRACKER_READ_TOKEN") or None,
+            allowed_hosts=_hosts(env, "TRACKER_ALLOWED_HOSTS"),
+            insecure=_flag(env, "TRACKER_INSECURE", False),
+            http_read_timeout=_decimal(
+                env, "TRACKER_HTTP_READ_TIMEOUT", DEFAULT_HTTP_READ_TIMEOUT, 0.1, 3600
+            ),
         )
 
 
@@ -115,21 +138,41 @@ def _seconds(env: Mapping[str, str], name: str, default: int, high: int = TEN_YE
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    if not _WHOLE.fullmatch(raw.strip()):
-        raise SettingsError(name, f"expected a whole number of seconds, got {raw!r}")
+    if not _WHOLE.fullmatch(raw.strip()) or len(raw.strip()) > MAX_DIGITS:
+        raise SettingsError(name, f"expected a whole number of seconds, got {raw[:40]!r}")
     value = int(raw.strip())
     if not 1 <= value <= high:
         raise SettingsError(name, f"must be between 1 and {high} seconds, got {value}")
     return value
 
 
-def _grace(env: Mapping[str, str], name: str, default: float) -> float:
+def _decimal(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
     if not _DECIMAL.fullmatch(raw.strip()):
-        raise SettingsError(name, f"expected a number of seconds, got {raw!r}")
+        raise SettingsError(name, f"expected a number of seconds, got {raw[:40]!r}")
     value = float(raw.strip())
-    if not 0 <= value <= 3600:
-        raise SettingsError(name, f"must be between 0 and 3600 seconds, got {value}")
+    if not low <= value <= high:
+        raise SettingsError(name, f"must be between {low:g} and {high:g} seconds, got {value:g}")
     return value
+
+
+def _hosts(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated host names or addresses, lower-cased, IPv6 without brackets."""
+    hosts = []
+    for raw in env.get(name, "").split(","):
+        host = raw.strip().lower()
+        if not host:
+            continue
+        try:
+            hosts.append(str(ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))))
+            continue
+        except ValueError:
+            pass
+        if len(host) > 253 or not _HOST_NAME.fullmatch(host):
+            raise SettingsError(
+                name, f"expected host names or addresses (any port: give none), got {raw[:40]!r}"
+            )
+        hosts.append(host)
+    return tuple(hosts)

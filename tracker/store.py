@@ -165,14 +165,19 @@ class Tracker:
         percent: int | None = None,
         desc: str | None = None,
         reserve_until: Any = None,
+        attempt: int | None = None,
     ) -> None:
         """TRACK SET: report progress and/or extend the reservation (later only).
 
         One round trip. A refusal (a cancelled or finished job, an earlier reserve_until)
-        raises and applies nothing; TRACK GET reads the track back.
+        raises and applies nothing; TRACK GET reads the track back. ``attempt`` (the
+        ``attempts`` of the track ``start`` returned) fences the write: once that attempt
+        is not running (reaped, or the job started again) it raises JobSuperseded.
         """
         self._drive(
-            self.ops.track_set(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+            self.ops.track_set(
+                jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+            )
         )
 
     def track_set_many(
@@ -185,14 +190,24 @@ class Tracker:
         """
         return self._drive(self.ops.track_set_many(updates))
 
-    def success(self, jid: str) -> Track:
-        return self._drive(self.ops.success(jid))
+    def success(self, jid: str, *, attempt: int | None = None) -> Track:
+        """The job finished well; with ``attempt``, only if that is its current attempt."""
+        return self._drive(self.ops.success(jid, attempt))
 
     def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        attempt: int | None = None,
     ) -> Track:
-        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``."""
-        return self._drive(self.ops.fail(jid, error, retry=retry, error_type=error_type))
+        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``.
+        With ``attempt``, only if that is the job's current attempt."""
+        return self._drive(
+            self.ops.fail(jid, error, retry=retry, error_type=error_type, attempt=attempt)
+        )
 
     def cancel(self, jid: str) -> Track:
         return self._drive(self.ops.cancel(jid))
@@ -221,9 +236,13 @@ class Tracker:
 
     # --- reads -------------------------------------------------------------------
 
-    def prune(self) -> int:
-        """Drop expired jobs from the state and label indexes; returns entries dropped."""
-        return self._drive(self.ops.prune()) + self._drive(self.ops.prune_labels())
+    def prune(self, calls: int | None = None) -> int:
+        """Drop expired jobs from the state and label indexes and forget the queues none
+        of whose jobs is live; returns entries dropped. Each call of the Lua is bounded;
+        ``calls`` caps how many of each (``None``: until nothing is due)."""
+        return self._drive(self.ops.prune(calls=calls)) + self._drive(
+            self.ops.prune_labels(calls=calls)
+        )
 
     def track_get(self, jid: str) -> Track:
         """TRACK GET: the job's track, with state ``unknown`` when it has none."""
@@ -249,6 +268,10 @@ class Tracker:
     def state(self, jid: str) -> State:
         """Only the job's state (``unknown`` when it has no track)."""
         return self._drive(self.ops.state(jid))
+
+    def state_and_attempt(self, jid: str) -> tuple[State, int]:
+        """The job's state and current attempt (0 before its first start)."""
+        return self._drive(self.ops.state_and_attempt(jid))
 
     def stats(self) -> Stats:
         """Counts of live jobs by state, overall and per queue."""

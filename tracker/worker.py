@@ -12,6 +12,18 @@ has not ended ``cancel_grace`` seconds after the cancel is stopped: RQ's stop-jo
 command for the forking worker, an exception raised into the job's thread for
 the simple one. Either way it ends ``cancelled``. RQ jobs nobody tracks run as
 plain RQ jobs.
+
+Every report names the attempt ``start`` began (fencing). A work horse that was
+paused past its reservation (SIGSTOP, a long GC, a frozen VM) is reaped and its job
+started again elsewhere; when it wakes up its reports are refused (JobSuperseded),
+and the watcher stops it as it stops a cancelled job, so only one attempt's outcome
+is ever recorded.
+
+Given ``outage_grace``, the worker rides out a Redis outage (see outage.py): every
+command waits for Redis to answer again, so a running job keeps running and its outcome
+is reported once Redis is back (if the reaper failed it meanwhile, the report is
+refused, logged and dropped). An outage longer than the grace stops the worker:
+:meth:`TrackedMixin.work` raises StoreUnavailable, after killing a work horse it leaves.
 """
 
 from __future__ import annotations
@@ -26,12 +38,21 @@ from typing import Any
 
 import rq
 from rq.command import send_stop_job_command
+from rq.exceptions import StopRequested
 from rq.job import Job
 
 from . import context
-from .errors import Conflict, JobCancelled, NotFound, StoreUnavailable, TrackerError
+from .errors import (
+    Conflict,
+    JobCancelled,
+    JobSuperseded,
+    NotFound,
+    StoreUnavailable,
+    TrackerError,
+)
 from .model import State
-from .store import Tracker
+from .outage import OutageRetry
+from .store import UNAVAILABLE, Tracker
 from .times import format_time
 
 log = logging.getLogger("tracker.worker")
@@ -61,6 +82,7 @@ class _Outcome:
     tracked: bool = False
     refused: bool = False
     error: BaseException | None = None
+    attempt: int | None = None
 
 
 @dataclass
@@ -68,6 +90,7 @@ class _Watched:
     """The job the watcher looks after, and what it has done for it."""
 
     jid: str
+    attempt: int
     reserve_until: int
     every: float  # seconds between extensions: a third of the reservation
     next_extension: float
@@ -89,9 +112,9 @@ class _Watcher(threading.Thread):
         self._changed = threading.Condition()
         self._job: _Watched | None = None
 
-    def watch(self, jid: str, reserve_until: int, reserve_ms: int) -> None:
+    def watch(self, jid: str, attempt: int, reserve_until: int, reserve_ms: int) -> None:
         every = max(reserve_ms / 3000, WATCH_INTERVAL)
-        job = _Watched(jid, reserve_until, every, time.monotonic() + every)
+        job = _Watched(jid, attempt, reserve_until, every, time.monotonic() + every)
         with self._changed:
             self._job = job
             self._changed.notify()
@@ -117,8 +140,13 @@ class _Watcher(threading.Thread):
 
     def _check(self, job: _Watched) -> None:
         tracker = self.worker.tracker
-        state = tracker.state(job.jid)
-        if state is State.CANCELLED:
+        state, attempt = tracker.state_and_attempt(job.jid)
+        if state in (State.FAILED, State.DEAD) or (
+            attempt != job.attempt and state is not State.UNKNOWN
+        ):
+            # reaped (its reservation ended), perhaps started again elsewhere already
+            self._stop_superseded(job, f"its attempt {job.attempt} was reaped")
+        elif state is State.CANCELLED:
             job.cancelled_at = job.cancelled_at or time.monotonic()
             grace = tracker.settings.cancel_grace
             if time.monotonic() - job.cancelled_at >= grace:
@@ -130,8 +158,18 @@ class _Watcher(threading.Thread):
         elif time.monotonic() >= job.next_extension:
             # later by one step each time: no client clock is ever compared
             job.reserve_until += int(job.every * 1000)
-            tracker.track_set(job.jid, reserve_until=format_time(job.reserve_until))
+            until = format_time(job.reserve_until)
+            try:
+                tracker.track_set(job.jid, reserve_until=until, attempt=job.attempt)
+            except JobSuperseded as exc:
+                self._stop_superseded(job, exc.detail)
+                return
             job.next_extension += job.every
+
+    def _stop_superseded(self, job: _Watched, why: str) -> None:
+        log.warning("job %s: %s; stopping it", job.jid, why)
+        job.done = True
+        self.worker.stop_running_job(job.jid)
 
 
 class TrackedMixin:
@@ -139,14 +177,50 @@ class TrackedMixin:
 
     tracker: Tracker
 
-    def __init__(self, *args: Any, tracker: Tracker, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, tracker: Tracker, outage_grace: float | None = None, **kwargs: Any
+    ) -> None:
         self.tracker = tracker
         self._job_lock = threading.Lock()
         self._job_thread: int | None = None  # the thread running a tracked job, if any
         self._job_id: str | None = None
         self._watcher: _Watcher | None = None
         self._watcher_pid = 0
+        self.outage: OutageRetry | None = None
+        if outage_grace is not None:  # before RQ's own setup, which talks to Redis already
+            self.outage = OutageRetry(outage_grace, on_give_up=self.abandon_job)
+            for client in {tracker.client, kwargs.get("connection") or tracker.client}:
+                client.set_retry(self.outage)
         super().__init__(*args, **kwargs)
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """RQ's work loop; raises StoreUnavailable once Redis stayed away past the grace."""
+        try:
+            worked = bool(super().work(*args, **kwargs))  # type: ignore[misc]
+        except UNAVAILABLE:
+            if not self._gave_up():
+                raise
+            worked = False
+        if self._gave_up():
+            assert self.outage is not None
+            raise StoreUnavailable(
+                f"Redis did not answer for {self.outage.grace:g} s (TRACKER_OUTAGE_GRACE): "
+                "the worker stops"
+            )
+        return worked
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        # RQ's idle loop retries connection errors for ever, and beats first each time
+        if self._gave_up():
+            raise StopRequested()
+        super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+
+    def _gave_up(self) -> bool:
+        return self.outage is not None and self.outage.gave_up
+
+    def abandon_job(self) -> None:
+        """Stop the job running, if any: Redis is gone for good, nothing can be reported."""
+        raise NotImplementedError
 
     def _watching(self) -> _Watcher:
         # a forked work horse inherits no threads: each process starts its own watcher
@@ -171,7 +245,7 @@ class TrackedMixin:
         job.perform = lambda: self._run(job, original, outcome)  # type: ignore[method-assign]
         ok: bool = super().perform_job(job, queue, execution)  # type: ignore[misc]
         if outcome.tracked and not outcome.refused:
-            self._report(job.id, ok, outcome.error)
+            self._report(job.id, outcome.attempt, ok, outcome.error)
         return ok
 
     def _run(self, job: Job, original: Any, outcome: _Outcome) -> Any:
@@ -182,13 +256,15 @@ class TrackedMixin:
         except Conflict as refused:
             outcome.tracked = outcome.refused = True
             raise JobRefused(f"the tracker refused to start it: {refused.detail}") from None
-        outcome.tracked = True
+        outcome.tracked, outcome.attempt = True, track.attempts
         with self._job_lock:
             self._job_thread, self._job_id = threading.get_ident(), job.id
         assert track.reserve_until is not None and track.updated_at is not None
+        assert track.attempts is not None
         watcher = self._watching()
-        watcher.watch(job.id, track.reserve_until, track.reserve_until - track.updated_at)
-        token = context.enter(self.tracker, job.id)
+        reserve_ms = track.reserve_until - track.updated_at
+        watcher.watch(job.id, track.attempts, track.reserve_until, reserve_ms)
+        token = context.enter(self.tracker, job.id, track.attempts)
         try:
             try:
                 job.func  # noqa: B018 - import it now, to name it if that fails
@@ -204,15 +280,18 @@ class TrackedMixin:
             watcher.release()
             context.leave(token)
 
-    def _report(self, jid: str, ok: bool, error: BaseException | None) -> None:
+    def _report(self, jid: str, attempt: int | None, ok: bool, error: BaseException | None) -> None:
         try:
             if ok:
-                self.tracker.success(jid)
-            elif not isinstance(error, JobCancelled | JobStopped):
+                self.tracker.success(jid, attempt=attempt)
+            elif not isinstance(error, JobCancelled | JobStopped | JobSuperseded):
                 message = str(error) or type(error).__name__
-                self.tracker.fail(jid, message[:4096], error_type=type(error).__name__)
-        except Conflict as exc:
-            log.info("job %s ended %s, not reported: %s", jid, exc.state, exc.detail)
+                self.tracker.fail(
+                    jid, message[:4096], error_type=type(error).__name__, attempt=attempt
+                )
+        except Conflict as exc:  # cancelled, reaped while Redis was away, or superseded
+            outcome = "success" if ok else "failure"
+            log.warning("job %s is %s: its %s is dropped (%s)", jid, exc.state, outcome, exc.detail)
         except StoreUnavailable as exc:
             # the reaper will fail it once its reservation ends
             log.error("could not report job %s: %s", jid, exc)
@@ -233,9 +312,19 @@ class TrackedWorker(TrackedMixin, rq.Worker):
     def stop_running_job(self, jid: str) -> None:
         send_stop_job_command(self.connection, jid)
 
+    def abandon_job(self) -> None:
+        if self.horse_pid:  # in the worker: its horse (in a horse, no horse of its own)
+            self.kill_horse()
+
 
 class TrackedSimpleWorker(TrackedMixin, rq.SimpleWorker):
     """An in-process RQ worker (no fork) that reports every tracked job's lifecycle."""
+
+    def abandon_job(self) -> None:
+        with self._job_lock:
+            jid = self._job_id
+        if jid is not None:
+            self.stop_running_job(jid)
 
     def stop_running_job(self, jid: str) -> None:
         with self._job_lock:  # only into that job: never into the worker's code or the next job

@@ -17,6 +17,7 @@ from .model import (
     Registration,
     Track,
     TrackUpdate,
+    check_attempt,
     check_int,
     check_name,
     check_text,
@@ -46,6 +47,7 @@ class WritePlans(PlanBase):
         keys = self.keys
         own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
         own += [keys.open_children(reg.jid), keys.staged(reg.jid), keys.released(reg.jid)]
+        own += [keys.free_queue_ids, keys.bands_due, keys.queues_recorded]
         if reg.parent is not None:
             parent = reg.parent
             own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]
@@ -77,6 +79,8 @@ class WritePlans(PlanBase):
                 len(reg.prerequisites),
                 len(handoff.commands),
                 len(handoff.staged),
+                self.settings.handoff_timeout if reg.payload else "",
+                "\n".join(handoff.probe),
                 *reg.prerequisites,
                 *handoff.commands,
                 *handoff.staged,
@@ -100,10 +104,13 @@ class WritePlans(PlanBase):
         percent: object = None,
         desc: object = None,
         reserve_until: object = None,
+        attempt: object = None,
         returning: bool = False,
     ) -> Plan[Track | None]:
         """TRACK SET; the track comes back only when ``returning`` (the HTTP API's need)."""
-        update = track_update(jid, percent=percent, desc=desc, reserve_until=reserve_until)
+        update = track_update(
+            jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+        )
         reply = yield Call(
             "track_set",
             [*self.keys.hot, self.keys.job(jid)],
@@ -137,11 +144,18 @@ class WritePlans(PlanBase):
                 results.append(None if ok else scripts.error(one, update.jid))  # type: ignore[arg-type]
         return results
 
-    def success(self, jid: str) -> Plan[Track]:
-        return self._transition("success", check_name("jid", jid))
+    def success(self, jid: str, attempt: object = None) -> Plan[Track]:
+        check_name("jid", jid)
+        return self._transition("success", jid, _attempt_arg(check_attempt(attempt)))
 
     def fail(
-        self, jid: str, error: str, *, retry: bool = True, error_type: str | None = None
+        self,
+        jid: str,
+        error: str,
+        *,
+        retry: bool = True,
+        error_type: str | None = None,
+        attempt: object = None,
     ) -> Plan[Track]:
         check_name("jid", jid)
         check_text("error", error, MAX_ERROR)
@@ -149,8 +163,9 @@ class WritePlans(PlanBase):
             check_text("error_type", error_type, 256)
         if not isinstance(retry, bool):
             raise InvalidInput("retry", f"expected true or false, got {type(retry).__name__}")
+        fence = _attempt_arg(check_attempt(attempt))
         return self._transition(
-            "fail", jid, error, error_type or "", "1" if retry else "0", RETRY_BACKOFF_MS
+            "fail", jid, error, error_type or "", "1" if retry else "0", RETRY_BACKOFF_MS, fence
         )
 
     def cancel(self, jid: str) -> Plan[Track]:
@@ -187,12 +202,15 @@ class WritePlans(PlanBase):
         return reaped
 
     def promote(self) -> Plan[int]:
-        """Hand due jobs to their queue (delays and retry backoffs); returns how many."""
+        """Hand due jobs to their queue (delays, retry backoffs, and hand-offs lost: see
+        ``check_handoff`` in lua/_graph.lua); returns how many."""
         total = 0
         while True:
-            reply = yield Call("promote", list(self.keys.shared), self._head())
-            enqueued, more = scripts.outcome(reply, "")
+            reply = yield Call("promote", list(self.keys.shared), [*self._head(), RETRY_BACKOFF_MS])
+            enqueued, more, fanout = scripts.outcome(reply, "")
             total += int(enqueued)
+            if fanout:  # a job failed for good: its dependents follow
+                yield from self.drain()
             if not more:
                 return total
 
@@ -200,7 +218,7 @@ class WritePlans(PlanBase):
 def _update_from(item: Mapping[str, Any]) -> TrackUpdate:
     if not isinstance(item, Mapping):
         raise InvalidInput("updates", f"expected objects, got {type(item).__name__}")
-    unknown = set(item) - {"jid", "percent", "desc", "reserve_until"}
+    unknown = set(item) - {"jid", "percent", "desc", "reserve_until", "attempt"}
     if unknown:
         raise InvalidInput("updates", f"unknown fields {sorted(unknown)}")
     if "jid" not in item:
@@ -215,4 +233,10 @@ def _update_args(update: TrackUpdate) -> list[Any]:
         "" if update.desc is None else "1",
         update.desc or "",
         "" if update.reserve_until is None else update.reserve_until,
+        _attempt_arg(update.attempt),
     ]
+
+
+def _attempt_arg(attempt: int | None) -> int | str:
+    """A script's attempt argument: '' when the writer names none (no fencing)."""
+    return "" if attempt is None else attempt

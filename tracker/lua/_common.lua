@@ -19,12 +19,14 @@
 -- Replies are tables whose first element is a code:
 --   {0, ...}                 done
 --   {1}                      the job has no track
---   {2, state, reason, ...}  the job's state refuses this (reason is a short code)
+--   {2, state, reason, ...}  the job's state refuses this (reason is a short code); for
+--                            'superseded', then the current attempt and the one named
 --   {3, field, reason}       an input the script alone can judge is invalid
 
 local STATES = {'waiting', 'paused', 'enqueued', 'working', 'failed', 'success', 'dead', 'cancelled'}
 local TERMINAL = {success = true, dead = true, cancelled = true}
 local BAND = 4398046511104 -- 2^42: one queue's range of scores in a state zset
+local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is no queue's)
 local MAX_ERRORS = 10
 
 -- The fields of a job's hash that its events and replies carry: those the track is
@@ -143,6 +145,107 @@ local function append(list, ...)
   for _, value in ipairs({...}) do list[#list + 1] = value end
 end
 
+-- The keys of the queue table's companions (KEYS an operation that adds or forgets
+-- queues is given): `free` the list of freed ids, `due` the zset of the state zsets'
+-- bands by when each is next due for the pruner ('<state>:<queue id>'), `recorded` the
+-- hash of the queue ids whose bands are in `due` (id -> name: what the pruner, which
+-- knows a band by its id, forgets a queue by).
+local function queue_keys(free, due, recorded)
+  return {free = free, due = due, recorded = recorded}
+end
+
+-- Record queue `qid` (named `name`) for the pruner: its bands of the states that expire
+-- (all but working) due at `at`, or `nil` for when their first entry may expire (the
+-- bands of an id just given out are empty: a queue is forgotten only once they are).
+local function record_queue(qkeys, name, qid, at)
+  redis.call('HSET', qkeys.recorded, qid, name)
+  for _, state in ipairs(STATES) do
+    local horizon = index_horizon(state)
+    if horizon then
+      redis.call('ZADD', qkeys.due, 'LT', int(at or NOW + horizon), state .. ':' .. qid)
+    end
+  end
+end
+
+-- Take queue `qid` out of the pruner's records (forgotten, or recorded under a name
+-- that no longer has it); returns the Redis calls spent.
+local function unrecord_queue(qkeys, qid)
+  local bands = {}
+  for _, state in ipairs(STATES) do
+    if index_horizon(state) then bands[#bands + 1] = state .. ':' .. qid end
+  end
+  redis.call('ZREM', qkeys.due, unpack(bands))
+  redis.call('HDEL', qkeys.recorded, qid)
+  return 2
+end
+
+-- The id of queue `name` (its band), given one when the name is new: an id a forgotten
+-- queue freed (`qkeys.free`, a list), else the next one; a new name's id is recorded
+-- for the pruner. Ids in use and freed ones are always 1..(HLEN + LLEN), so a namespace
+-- made before queues were forgotten (no free list, ids 1..HLEN) needs nothing. Returns
+-- nil when MAX_QUEUES queues are in use.
+local function queue_id(name, qkeys)
+  local qid = redis.call('HGET', QUEUES, name)
+  if qid then return tonumber(qid) end
+  qid = redis.call('LPOP', qkeys.free)
+  if not qid then
+    qid = redis.call('HLEN', QUEUES) + 1
+    if qid > MAX_QUEUES then return nil end
+  end
+  redis.call('HSET', QUEUES, name, qid)
+  record_queue(qkeys, name, qid, nil)
+  return tonumber(qid)
+end
+
+-- Forget queue `name` (id `qid`) if none of its jobs is live, so that a namespace may
+-- see any number of queue names over its life: its name leaves the queues hash, its id
+-- goes to `qkeys.free` for the next new name and leaves the pruner's records (a reused
+-- id starts clean, recorded again by queue_id). Its band must first hold nothing that a
+-- reader of the next queue with that id could see: expired entries are dropped, and
+-- successes still remembered (for dependents registered later, which look them up by
+-- jid whatever the band) move to band 0, which is no queue's (due for the pruner when
+-- the oldest moved is no longer remembered). At most `room` entries are moved or
+-- dropped; a band holding more is finished by a later call.
+-- Returns whether it was forgotten, and the room left (0 when the room ran out).
+local function forget_queue(name, qid, qkeys, room)
+  local lo = qid * BAND
+  local top = int(lo + BAND - 1)
+  for _, state in ipairs(STATES) do
+    local horizon = index_horizon(state)
+    local low = int(lo)
+    if horizon then low = '(' .. int(lo + NOW - horizon) end
+    if redis.call('ZCOUNT', STATE_KEY[state], low, top) > 0 then return false, room end
+  end
+  local remembered = NOW - TTL - DONE_TTL
+  for _, state in ipairs(STATES) do
+    local key = STATE_KEY[state]
+    local stale = redis.call('ZRANGEBYSCORE', key, int(lo), top, 'WITHSCORES', 'LIMIT', 0, room + 1)
+    local count = #stale / 2
+    local take = math.min(count, room)
+    local dropped, moved = {}, {}
+    for i = 1, take do
+      local ms = tonumber(stale[2 * i]) - lo
+      if state == 'success' and ms >= remembered then
+        append(moved, int(ms), stale[2 * i - 1])
+      else
+        dropped[#dropped + 1] = stale[2 * i - 1]
+      end
+    end
+    if #dropped > 0 then redis.call('ZREM', key, unpack(dropped)) end
+    if #moved > 0 then
+      redis.call('ZADD', key, unpack(moved))
+      -- the oldest moved comes first
+      redis.call('ZADD', qkeys.due, 'LT', int(tonumber(moved[1]) + TTL + DONE_TTL), 'success:0')
+    end
+    room = room - take
+    if count > take then return false, 0 end
+  end
+  redis.call('HDEL', QUEUES, name)
+  redis.call('RPUSH', qkeys.free, qid)
+  unrecord_queue(qkeys, qid)
+  return true, room
+end
+
 -- A job read from its hash (every field, in job.h), or nil when it has no track.
 local function load(key)
   local flat = redis.call('HGETALL', key)
@@ -156,6 +259,19 @@ local function load(key)
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
+end
+
+-- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that
+-- is not running: another than the job's current one (`current`, its field a), or the
+-- current one once it ended while the job goes on (reaped: failed, or enqueued again).
+-- Returns nil when the write may go on. A reaped attempt's worker may wake up after the
+-- next attempt started: it must not write into it.
+local function fence(state, current, attempt)
+  if attempt == '' then return nil end
+  if tonumber(attempt) ~= (tonumber(current) or 0) or (state ~= 'working' and not TERMINAL[state])
+  then
+    return {2, state, 'superseded', current or '0', attempt}
+  end
 end
 
 -- HDEL that keeps the loaded copy of the hash in step.
@@ -191,6 +307,11 @@ local function commit(job, new_state, fields, streamed)
   if old_state ~= new_state then
     if old_state then redis.call('ZREM', STATE_KEY[old_state], job.jid) end
     if TERMINAL[new_state] then prune_band(new_state, job.qid) end
+    if h.hd then -- its hand-off's check is moot (see dispatch in _graph.lua)
+      redis.call('ZREM', SCHEDULE, job.key)
+      redis.call('HDEL', job.key, 'hd', 'hl', 'hn')
+      h.hd, h.hl, h.hn = nil, nil, nil
+    end
   end
   redis.call('ZADD', STATE_KEY[new_state], int(job.qid * BAND + NOW), job.jid)
   -- the expiry follows the state, and a working job's reservation

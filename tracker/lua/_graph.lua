@@ -65,10 +65,19 @@ local HANDOFF_COST = 1
 -- its hand-off (a batch's release or a kill may cost more; work() then gives back).
 local RELEASE_COST = 1 + HANDOFF_COST
 
+-- A job handed to its queue is due for a look (check_handoff) `ht` seconds later, in
+-- the schedule: one entry per job, its next due moment. commit() takes it out once the
+-- job leaves the state it was handed in (started, paused, cancelled, finished).
 local function dispatch(job)
   if not job.payload then return end
   SPENT = SPENT + HANDOFF_COST
   replay(redis.call('LRANGE', job.payload, 0, -1), false)
+  if job.h.ht then
+    local at = int(NOW + tonumber(job.h.ht) * 1000)
+    redis.call('HSET', job.key, 'hd', at)
+    job.h.hd = at
+    redis.call('ZADD', SCHEDULE, at, job.key)
+  end
 end
 
 local function undispatch(job)
@@ -322,11 +331,15 @@ end
 -- reads only the fields it needs and streams only what changed (with jid, state
 -- and queue), rather than the whole track. Used by track_set(_many).lua, which run
 -- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
+-- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
-local function track_set(key, percent, desc_given, desc, reserve_until, returning)
-  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q')
+local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
+  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q', 'a')
   local state = got[1]
   if not state then return {1} end
+  local fenced = fence(state, got[9], attempt)
+  if fenced then return fenced end
   if TERMINAL[state] then return {2, state, 'finished'} end
   local jid = jid_of(key)
   local fields, n = {'u', int(NOW)}, 2
@@ -388,4 +401,57 @@ local function fail_job(job, message, error_type, retry, backoff)
   if again then redis.call('ZADD', SCHEDULE, int(again), job.key) end
   settle(job, was)
   return track
+end
+
+-- A hand-off looked at again: after MAX_REHANDS it is given up, HANDOFF_CONFIRM_MS is
+-- the most a second look waits, and HANDOFF_SCAN bounds the search of a long RQ queue.
+local MAX_REHANDS, HANDOFF_CONFIRM_MS, HANDOFF_SCAN = 3, 5000, 1000
+
+-- A job handed to its RQ queue `ht` seconds ago and not started (promote.lua). Still in
+-- its queue, it waits for a busy worker: looked at again `ht` later. Taken from its queue
+-- (in the queue's intermediate list, where RQ's dequeue moves it, or in neither), a worker
+-- may be starting it right now: looked at once more, shortly after. Still not started
+-- then, its worker died between the dequeue and the start: the job goes back to its queue
+-- (a job started meanwhile by a slow worker is refused by start to the other: it never
+-- runs twice at once), at most MAX_REHANDS times; then it fails with HandoffLost, as a
+-- failed attempt (it counts as one, so that hand-offs that keep getting lost end dead).
+-- Beyond the first HANDOFF_SCAN entries of a queue, RQ's own status of the job says
+-- whether it is still queued. Returns 'waiting', 'looked', 'rehanded' or 'lost'.
+local function check_handoff(job, backoff)
+  local timeout = tonumber(job.h.ht) * 1000
+  local probe = split_lines(job.h.hk)
+  local queue, taken, rq_job = probe[1], probe[2], probe[3]
+  local waiting = false
+  if not redis.call('LPOS', taken, job.jid, 'MAXLEN', HANDOFF_SCAN) then
+    waiting = redis.call('LPOS', queue, job.jid, 'MAXLEN', HANDOFF_SCAN) ~= false
+    if not waiting and redis.call('LLEN', queue) > HANDOFF_SCAN then
+      waiting = redis.call('HGET', rq_job, 'status') == 'queued'
+    end
+  end
+  local outcome, at = 'waiting', NOW + timeout
+  if waiting then
+    if job.h.hl then forget(job, 'hl') end
+  elseif not job.h.hl then
+    outcome, at = 'looked', NOW + math.min(timeout, HANDOFF_CONFIRM_MS)
+    redis.call('HSET', job.key, 'hl', NOW_TEXT)
+  else
+    redis.call('LREM', taken, 0, job.jid)
+    local handed = (tonumber(job.h.hn) or 0) + 1
+    forget(job, 'hl')
+    if handed > MAX_REHANDS then
+      forget(job, 'hd')
+      forget(job, 'hn')
+      bump(job, 'a', 1)
+      fail_job(job, 'not started after ' .. handed .. ' hand-offs to queue ' .. job.h.q,
+        'HandoffLost', true, backoff)
+      return 'lost'
+    end
+    undispatch(job) -- no second copy, wherever in its queue a stale one may sit
+    commit(job, job.state, {'hn', handed}) -- the event says it was handed again
+    dispatch(job)
+    return 'rehanded'
+  end
+  redis.call('HSET', job.key, 'hd', int(at))
+  redis.call('ZADD', SCHEDULE, int(at), job.key)
+  return outcome
 end

@@ -1,7 +1,9 @@
 -- promote: hand jobs whose time has come to their queue: delayed jobs (waiting ->
 -- enqueued, their event's `rl` counting from eligible_at) and failed jobs whose retry
--- backoff ended (they stay failed until started). Any number of processes may run it at once.
--- Returns {0, {jobs handed over, 1 when more may be due}}.
+-- backoff ended (they stay failed until started); and look at hand-offs not started in
+-- time (check_handoff in _graph.lua). Any number of processes may run it at once.
+-- ARGV[9] the first retry's backoff (ms), for a job whose hand-offs were lost
+-- Returns {0, {jobs handed over (again, too), 1 when more may be due}}.
 local due = redis.call('ZRANGEBYSCORE', SCHEDULE, '-inf', int(NOW), 'LIMIT', 0, BUDGET)
 local handed = 0
 for _, key in ipairs(due) do
@@ -19,8 +21,11 @@ for _, key in ipairs(due) do
       dispatch(job)
       handed = handed + 1
     end
+  elseif job and job.h.hd and tonumber(job.h.hd) <= NOW
+      and (job.state == 'enqueued' or job.state == 'failed') then
+    if check_handoff(job, tonumber(ARGV[9])) == 'rehanded' then handed = handed + 1 end
   end
 end
 local more = 0
 if #due >= BUDGET then more = 1 end
-return {0, {handed, more}}
+return {0, {handed, more, work()}}

@@ -3,6 +3,8 @@
 -- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use (by when due)
 -- KEYS[17] its dependents set  KEYS[18] its gate set  KEYS[19] its open-children set
 -- KEYS[20] its staged RQ job hash  KEYS[21] its released-dependents set
+-- KEYS[22] the free queue ids list  KEYS[23] the state bands due for the pruner
+-- KEYS[24] the queue ids recorded there (see queue_keys in _common.lua)
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
 -- then per prerequisite: its hash, dependents set and released-dependents set; then the
 -- job's label zsets.
@@ -10,7 +12,9 @@
 -- ARGV[13] max_attempts  ARGV[14] labels (msgpack) or ''  ARGV[15] '1' for a batch
 -- ARGV[16] delay (s)  ARGV[17] '1' when unknown prerequisites count as done
 -- ARGV[18] '1' when it has a parent  ARGV[19] number of prerequisites  ARGV[20] length of
--- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values);
+-- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values)
+-- ARGV[22] seconds before a hand-off not started is checked, or '' for a job without one
+-- ARGV[23] where the check looks in RQ: queue, intermediate list, job hash (newline separated);
 -- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py).
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
@@ -23,22 +27,22 @@ end
 
 local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
 local n_staged = tonumber(ARGV[21])
-local at = 22
+local at = 25
 local parent
 if has_parent then
-  parent = {key = KEYS[22], gate = KEYS[23], open = KEYS[24], children = KEYS[25]}
+  parent = {key = KEYS[25], gate = KEYS[26], open = KEYS[27], children = KEYS[28]}
   local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
   if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
-  at = 26
+  at = 29
 end
 local prereqs = {}
 for i = 1, n_prereqs do
   prereqs[i] = {key = KEYS[at], dependents = KEYS[at + 1], released = KEYS[at + 2],
-                jid = ARGV[21 + i]}
+                jid = ARGV[23 + i]}
   at = at + 3
 end
 local label_keys = {}
@@ -56,11 +60,19 @@ if n_prereqs > 0 or held then
 end
 
 local queue_name = ARGV[10]
-local qid = tonumber(redis.call('HGET', QUEUES, queue_name))
+local qkeys = queue_keys(KEYS[22], KEYS[23], KEYS[24])
+local qid = queue_id(queue_name, qkeys)
 if not qid then
-  qid = redis.call('HLEN', QUEUES) + 1
-  if qid > 2047 then return {3, 'queue', 'too_many'} end
-  redis.call('HSET', QUEUES, queue_name, qid)
+  -- every id is taken: forget a sample of the queues that have no live job left (the
+  -- pruner forgets them all; this is for namespaces that no maintenance looks after)
+  prune_working()
+  local room, sample = BUDGET * 4, redis.call('HRANDFIELD', QUEUES, 32, 'WITHVALUES')
+  for i = 1, #sample, 2 do
+    if room <= 0 then break end
+    room = select(2, forget_queue(sample[i], tonumber(sample[i + 1]), qkeys, room))
+  end
+  qid = queue_id(queue_name, qkeys)
+  if not qid then return {3, 'queue', 'too_many'} end
 end
 
 -- Prerequisites: done, pending (this job joins its dependents), or dead / cancelled.
@@ -118,11 +130,12 @@ if ARGV[15] == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp'
                                'gk', KEYS[18], 'ok', KEYS[19]) end
 if tonumber(ARGV[16]) > 0 then append(fields, 'dl', ARGV[16]) end
 if n_handoff > 0 then
-  local first = 22 + n_prereqs
+  local first = 24 + n_prereqs
   redis.call('DEL', KEYS[15])
   redis.call('RPUSH', KEYS[15], unpack(ARGV, first, first + n_handoff - 1))
   redis.call('PEXPIRE', KEYS[15], int(PENDING_TTL))
   append(fields, 'pk', KEYS[15])
+  if ARGV[22] ~= '' then append(fields, 'ht', ARGV[22], 'hk', ARGV[23]) end
   if n_staged > 0 then
     first = first + n_handoff
     redis.call('DEL', KEYS[20])

@@ -27,11 +27,20 @@ from ..aio import connect as connect_async
 from ..embedded import EmbeddedValkey, Keeper
 from ..errors import InvalidInput, NotFound
 from ..maintenance import Maintenance
-from ..model import MAX_LIST_LIMIT, State, Track, check_name, check_state
+from ..model import (
+    MAX_LIST_LIMIT,
+    State,
+    Track,
+    check_name,
+    check_state,
+    parse_int,
+    parse_label,
+)
 from ..settings import Settings
 from ..store import Tracker
 from . import schema
 from .auth import TokenAuth
+from .guard import RequestGuard
 from .metrics import CONTENT_TYPE, Metrics
 from .openapi import Endpoint, document
 from .problems import HANDLERS, EncodedSlashGuard
@@ -40,7 +49,7 @@ from .sse import KEEPALIVE, EventHub, EventStreamResponse, parse_id
 
 STATIC = resources.files("tracker") / "web" / "static"
 _LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
-_EVENT_PARAMS = frozenset({"state", "queue", "token"})
+_EVENT_PARAMS = frozenset({"state", "queue", "label", "token"})
 _TOKEN_ONLY = frozenset({"token"})
 
 
@@ -86,11 +95,20 @@ async def start(request: Request) -> Response:
     return _track(await _tracker(request).start(_jid(request), **body))
 
 
+async def success(request: Request) -> Response:
+    body = await read_body(request, schema.SUCCESS)
+    return _track(await _tracker(request).success(_jid(request), **body))
+
+
 async def fail(request: Request) -> Response:
     body = await read_body(request, schema.FAIL)
     tracker = _tracker(request)
     track = await tracker.fail(
-        _jid(request), body["error"], retry=body.get("retry", True), error_type=body.get("type")
+        _jid(request),
+        body["error"],
+        retry=body.get("retry", True),
+        error_type=body.get("type"),
+        attempt=body.get("attempt"),
     )
     return _track(track)
 
@@ -119,10 +137,7 @@ def _query(request: Request, allowed: frozenset[str]) -> dict[str, str]:
 async def list_jobs(request: Request) -> Response:
     query: dict[str, Any] = _query(request, _LIST_PARAMS)
     if "limit" in query:
-        limit = query["limit"]
-        if not (limit.isascii() and limit.isdigit()):
-            raise InvalidInput("limit", f"expected an integer 1..{MAX_LIST_LIMIT}, got {limit!r}")
-        query["limit"] = int(limit)
+        query["limit"] = parse_int("limit", query["limit"], 1, MAX_LIST_LIMIT)
     page = await _tracker(request).list(**query)
     return JSONResponse({"jobs": [t.to_dict() for t in page.jobs], "next": page.next})
 
@@ -155,6 +170,14 @@ def _last_event_id(request: Request) -> str | None:
     return value
 
 
+def _ahead(last: str, newest: str) -> bool:
+    """Whether ``last`` is ahead of the newest event: the store's event stream began
+    again since the client read it (it was emptied, or a new store took its place), so
+    all the stream holds is news to the client. Left as it is, it would hold back every
+    event until the stream caught up with it."""
+    return parse_id(last) > parse_id(newest)
+
+
 def _terminal(track: dict[str, Any]) -> bool:
     return State(track["state"]).terminal
 
@@ -167,6 +190,8 @@ async def job_events(request: Request) -> Response:
     newest, track = await _tracker(request).snapshot(jid)
     if track.state is State.UNKNOWN:
         raise NotFound(jid)
+    if last is not None and _ahead(last, newest):
+        last = None  # the track now is whole: it is all the client missed
     stream = hub.stream(
         jid=jid,
         last_event_id=last,
@@ -186,14 +211,19 @@ async def all_events(request: Request) -> Response:
     state = query.get("state")
     if state is not None:
         check_state(state)
+    label = parse_label(query["label"]) if "label" in query else None
 
     def accepts(track: dict[str, Any]) -> bool:
-        return (queue is None or track.get("queue") == queue) and (
-            state is None or track["state"] == state
+        return (
+            (queue is None or track.get("queue") == queue)
+            and (state is None or track["state"] == state)
+            and (label is None or track.get("labels", {}).get(label[0]) == label[1])
         )
 
     hub: EventHub = request.app.state.hub
     last = _last_event_id(request)
+    if last is not None and _ahead(last, await _tracker(request).newest_event()):
+        last = "0-0"  # all the stream holds, from its start
     stream = hub.stream(accepts, last_event_id=last)
     return EventStreamResponse(stream)
 
@@ -226,12 +256,18 @@ async def dashboard(request: Request) -> Response:
 # --- the table ---------------------------------------------------------------
 
 
-_WRITE = (400, 401, 403, 413, 415, 503)
+_WRITE = (400, 401, 413, 503)
 _JOB_WRITE = (*_WRITE, 404, 409)
-_READ = (400, 401, 403, 503)
+_READ = (400, 401, 503)
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}
-_STATE_QUERY = ("state", schema.STATE, "Only jobs in this state.")
+_STATE_QUERY = ("state", schema.STORED_STATE, "Only jobs in this state.")
 _QUEUE_QUERY = ("queue", schema.NAME, "Only jobs of this queue.")
+_LABEL_QUERY = (
+    "label",
+    schema.LABEL_FILTER,
+    "Only jobs with this label, as `KEY=VALUE` (the first `=` splits: a value may hold "
+    "one, a key may not). `KEY:VALUE` is read too when there is no `=`.",
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("PUT", "/jobs/{jid}", register, "Register a job", schema.REGISTER, ok=(201, 200),
@@ -241,8 +277,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/start", start, "A worker starts the job", schema.START,
              errors=_JOB_WRITE),
-    Endpoint("POST", "/jobs/{jid}/success", _transition("success"), "The job succeeded",
-             schema.EMPTY, errors=_JOB_WRITE),
+    Endpoint("POST", "/jobs/{jid}/success", success, "The job succeeded", schema.SUCCESS,
+             errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/fail", fail, "An attempt failed", schema.FAIL,
              errors=_JOB_WRITE),
     Endpoint("POST", "/jobs/{jid}/cancel", _transition("cancel"), "Cancel the job",
@@ -255,10 +291,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              schema.EMPTY, errors=_JOB_WRITE),
     Endpoint("GET", "/jobs", list_jobs, "List jobs, newest updated_at first",
              query=(_STATE_QUERY, _QUEUE_QUERY,
-                    ("label", {"type": "string"}, "Only jobs with this label, as key:value."),
+                    _LABEL_QUERY,
                     ("parent", schema.NAME, "Only children of this batch."),
                     ("limit", _LIMIT, "At most this many jobs."),
-                    ("cursor", {"type": "string"}, "The `next` of the previous page.")),
+                    ("cursor", schema.CURSOR,
+                     "The `next` of the previous page; empty: the first page.")),
              result="Page", errors=_READ),
     Endpoint("GET", "/jobs/{jid}/related", related,
              "The job's prerequisites, dependents and children, with their states",
@@ -268,7 +305,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "closing after a terminal state", result="text/event-stream",
              errors=(*_READ, 404)),
     Endpoint("GET", "/events", all_events, "Server-Sent Events of every change",
-             query=(_STATE_QUERY, _QUEUE_QUERY), result="text/event-stream", errors=_READ),
+             query=(_STATE_QUERY, _QUEUE_QUERY, _LABEL_QUERY), result="text/event-stream",
+             errors=_READ),
     Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
              errors=_READ),
     Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),
@@ -284,6 +322,23 @@ ENDPOINTS: tuple[Endpoint, ...] = (
 
 
 # --- the app -----------------------------------------------------------------
+
+
+def _route(endpoints: list[Endpoint]) -> Route:
+    """One route for every method of a path: a method it lacks is then a 405 naming all
+    it has (one route per method would name its own only), as OPTIONS does."""
+    handlers = {e.method: e.handler for e in endpoints}
+    if "GET" in handlers:
+        handlers["HEAD"] = handlers["GET"]
+    allow = ", ".join(sorted({*handlers, "OPTIONS"}))
+
+    async def dispatch(request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers={"Allow": allow})
+        return await handlers[request.method](request)
+
+    path = endpoints[0].path
+    return Route(path, dispatch, methods=[*handlers, "OPTIONS"], name=path)
 
 
 def create_app(
@@ -337,11 +392,18 @@ def create_app(
             if keeper is not None:
                 await asyncio.to_thread(keeper.stop)
 
-    routes: list[BaseRoute] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]
+    paths = dict.fromkeys(e.path for e in ENDPOINTS)
+    routes: list[BaseRoute] = [_route([e for e in ENDPOINTS if e.path == p]) for p in paths]
     routes.append(Mount("/static", app=StaticFiles(directory=str(STATIC)), name="static"))
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(
+                RequestGuard,
+                allowed_hosts=settings.allowed_hosts,
+                serves_anyone=bool(settings.api_token) or settings.insecure,
+                read_timeout=settings.http_read_timeout,
+            ),
             Middleware(TokenAuth, settings.api_token, settings.read_token),
             Middleware(EncodedSlashGuard),
         ],

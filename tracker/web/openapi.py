@@ -37,13 +37,19 @@ _OK_TEXT = {200: "OK", 201: "Registered"}
 _ERROR_TEXT = {
     400: "Invalid input; nothing changed",
     401: "A token is needed",
-    403: "The token does not allow this",
+    403: "The token does not allow this; or a write from another site; or, without a "
+    "token, a client beyond loopback",
     404: "The job has no track (state unknown)",
+    408: "The body did not arrive in time",
     409: "The job's state refuses this; nothing changed",
     413: "The body is over 64 KiB",
-    415: "The body is not JSON",
+    415: "The body, or the Content-Type given, is not application/json",
+    421: "A Host this server does not answer for",
     503: "Redis does not answer",
 }
+#: What guard.py may refuse on any route, and on a write besides.
+_GUARDED = (403, 421)
+_GUARDED_WRITE = (408, 415)
 _LAST_EVENT_ID = {
     "name": "Last-Event-ID",
     "in": "header",
@@ -103,7 +109,8 @@ def _operation(e: Endpoint) -> dict[str, Any]:
         str(status): {"description": _OK_TEXT.get(status, "OK"), "content": content}
         for status in e.ok
     }
-    for status in e.errors:
+    guarded = _GUARDED if e.method == "GET" else (*_GUARDED, *_GUARDED_WRITE)
+    for status in sorted({*e.errors, *guarded}):
         responses[str(status)] = {"description": _ERROR_TEXT[status], "content": _PROBLEM}
     op["responses"] = responses
     return op

@@ -42,13 +42,6 @@ class BodyTooLarge(HTTPProblem):
         super().__init__(f"the request body is over {limit // 1024} KiB")
 
 
-class UnsupportedMediaType(HTTPProblem):
-    status = 415
-
-    def __init__(self, media: str) -> None:
-        super().__init__(f"expected a JSON body (application/json), got {media!r}")
-
-
 class Unauthorized(HTTPProblem):
     status = 401
 
@@ -83,6 +76,8 @@ async def not_found(request: Request, exc: Exception) -> JSONResponse:
 
 async def conflict(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, Conflict)
+    if exc.attempt is not None:
+        return problem(409, str(exc), state=exc.state, attempt=exc.attempt)
     return problem(409, str(exc), state=exc.state)
 
 

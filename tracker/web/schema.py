@@ -10,6 +10,7 @@ naming the field. The limits in the schemas below come from the same constants.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.requests import Request
 from .. import model
 from ..errors import InvalidInput
 from ..model import STORED_STATES
-from .problems import BodyTooLarge, UnsupportedMediaType
+from .problems import BodyTooLarge
 
 MAX_BODY = 64 * 1024
 
@@ -28,9 +29,24 @@ NAME: dict[str, Any] = {
     "minLength": 1,
     "maxLength": 128,
 }
+_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+_CONTROLS = r"\u0000-\u001f\u007f"
+_VALUE_LENGTH = f"{{0,{model.MAX_LABEL_VALUE}}}"
+#: ``KEY=VALUE``, or ``KEY:VALUE`` where neither holds a ``=`` (model.parse_label).
+LABEL_FILTER: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^([A-Za-z0-9\-_.:@]{{1,128}}=[^{_CONTROLS}]{_VALUE_LENGTH}"
+    rf"|[A-Za-z0-9\-_.@]{{1,128}}:[^={_CONTROLS}]{_VALUE_LENGTH})$",
+}
+#: A page's ``next`` (``<updated_at ms>.<jid>``, see reads.py), or empty for the first.
+CURSOR: dict[str, Any] = {
+    "type": "string",
+    "pattern": rf"^([0-9]{{1,{model.MAX_DIGITS}}}\.[A-Za-z0-9\-_.:@]{{1,128}})?$",
+}
 TIME: dict[str, Any] = {"type": "string", "format": "date-time"}
 STATE: dict[str, Any] = {"type": "string", "enum": ["unknown", *(s.value for s in STORED_STATES)]}
-_NO_CONTROL = "^[^\\u0000-\\u001f\\u007f]*$"
+#: The states a filter takes: those a stored track can be in.
+STORED_STATE: dict[str, Any] = {"type": "string", "enum": [s.value for s in STORED_STATES]}
 #: The years times.parse_time takes: "date-time" alone lets a client send year 0001.
 _YEAR_1970_TO_9999 = r"^(19[7-9][0-9]|[2-9][0-9]{3})-"
 
@@ -94,7 +110,7 @@ REGISTER = Body(
                     "pattern": _NO_CONTROL,
                 },
             },
-            "Free labels to list jobs by (`GET /jobs?label=key:value`).",
+            "Free labels to list jobs by (`GET /jobs?label=KEY=VALUE`).",
         ),
         "reserve_for": Field(
             {"type": "integer", "minimum": 1, "maximum": model.MAX_RESERVE_FOR},
@@ -123,6 +139,12 @@ REGISTER = Body(
         ),
     },
 )
+ATTEMPT = Field(
+    {"type": "integer", "minimum": 1, "maximum": model.MAX_ATTEMPT},
+    "The writer's attempt (the `attempts` of the track `start` returned): refused with 409 "
+    "(`state`, and `attempt` the current one) once another attempt started. Without it, "
+    "no check.",
+)
 TRACK_SET = Body(
     "TrackSet",
     {
@@ -133,6 +155,7 @@ TRACK_SET = Body(
             {**TIME, "pattern": _YEAR_1970_TO_9999},
             "A later end of the reservation (RFC 3339, with a zone; 1970 to 9999).",
         ),
+        "attempt": ATTEMPT,
     },
 )
 START = Body(
@@ -152,8 +175,10 @@ FAIL = Body(
         ),
         "retry": Field({"type": "boolean"}, "Whether a retry is wanted (default true)."),
         "type": Field({"type": "string", "maxLength": 256}, "The error's type, e.g. `ValueError`."),
+        "attempt": ATTEMPT,
     },
 )
+SUCCESS = Body("Success", {"attempt": ATTEMPT})
 EMPTY = Body("Empty")
 
 _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -168,8 +193,8 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 async def read_body(request: Request, body: Body) -> dict[str, Any]:
     """The request's JSON object, its fields of the declared types, nulls dropped.
 
-    A body over 64 KiB is refused before it is parsed, and so is a body that says it
-    is not JSON. An empty body is an empty object.
+    A body over 64 KiB is refused before it is parsed (one that is not JSON, by its
+    ``Content-Type``, never reaches here: see guard.py). An empty body is an empty object.
     """
     declared = request.headers.get("content-length", "")
     raw: bytes | bytearray
@@ -186,11 +211,12 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
     if not raw.strip():
         data: Any = {}
     else:
-        media = request.headers.get("content-type", "application/json").split(";")[0].strip()
-        if media.lower() != "application/json" and not media.lower().endswith("+json"):
-            raise UnsupportedMediaType(media)
         try:
-            data = json.loads(raw)
+            # UTF-8 only (RFC 8259): json.loads would also read UTF-16 and UTF-32
+            text = bytes(raw).decode("utf-8")
+            data = json.loads(
+                text, parse_int=_integer, parse_float=_fractional, parse_constant=_no_constant
+            )
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InvalidInput("body", f"not valid JSON: {exc}") from None
         except RecursionError:
@@ -208,6 +234,8 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
                 raise InvalidInput(name, "is required")
             continue
         expected = spec.schema["type"]
+        if expected == "integer" and type(value) is float and value.is_integer():
+            value = int(value)  # 84.0 is the integer 84, as JSON Schema counts
         if not isinstance(value, _JSON_TYPES[expected]) or (
             expected == "integer" and isinstance(value, bool)
         ):
@@ -216,9 +244,57 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
     return out
 
 
+class LongNumber:
+    """A JSON integer of more than MAX_DIGITS digits: no field takes one, and ``int()``
+    would spend time on it (or raise past 4,300 digits). It fails the type of its field,
+    or the packing of a payload, naming the field either way."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _integer(text: str) -> int | LongNumber:
+    return int(text) if len(text) <= model.MAX_DIGITS else LongNumber(len(text))
+
+
+_NUMBER = re.compile(
+    r"-?(?P<whole>[0-9]+)(?:\.(?P<fraction>[0-9]+))?(?:[eE](?P<exponent>[+-]?[0-9]+))?"
+)
+
+
+class Fraction(float):
+    """A JSON number with a fraction: no integer, also where a float rounds it to a
+    whole one (``1.5e-400`` to 0.0, ``1.0000000000000001`` to 1.0)."""
+
+
+def _fractional(text: str) -> float:
+    """A JSON number with a fraction or an exponent, as a float, or a :class:`Fraction`
+    when it is no whole number: decided on the text, not on the float, which rounds
+    (and not by ``int()``, which fails on an exponent past 4,300 digits)."""
+    number = _NUMBER.fullmatch(text)
+    assert number is not None  # json.loads passes JSON numbers only
+    significant = (number["whole"] + (number["fraction"] or "")).rstrip("0")
+    exponent = number["exponent"] or "0"
+    if not significant.strip("0"):
+        whole = True  # zero
+    elif len(exponent.lstrip("+-")) > model.MAX_DIGITS:  # past any float: inf or 0.0
+        whole = not exponent.startswith("-")
+    else:
+        whole = len(significant) <= len(number["whole"]) + int(exponent)
+    return float(text) if whole else Fraction(text)
+
+
+def _no_constant(text: str) -> None:
+    raise InvalidInput("body", f"not valid JSON: {text} is not a JSON number")
+
+
 def _json_type(value: object) -> str:
     if value is None:
         return "null"
+    if isinstance(value, LongNumber):
+        return f"a number of {value.digits} digits"
     for name, kind in _JSON_TYPES.items():
         if isinstance(value, kind) and not (name == "integer" and isinstance(value, bool)):
             return name
@@ -285,6 +361,10 @@ PROBLEM: dict[str, Any] = {
         "detail": {"type": "string"},
         "state": {"type": "string", "description": "The job's state (404 and 409)."},
         "field": {"type": "string", "description": "The input that was refused (400)."},
+        "attempt": {
+            "type": "integer",
+            "description": "The job's current attempt (409 to a write from another attempt).",
+        },
     },
     "required": ["type", "title", "status", "detail"],
 }
@@ -330,5 +410,5 @@ COMPONENTS = {
     "Stats": STATS,
     "Related": RELATED,
     "Health": HEALTH,
-    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, FAIL, EMPTY)},
+    **{body.name: body.schema() for body in (REGISTER, TRACK_SET, START, SUCCESS, FAIL, EMPTY)},
 }

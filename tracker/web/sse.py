@@ -35,7 +35,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..aio import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
-from ..model import State, Track, check_name
+from ..model import MAX_DIGITS, State, Track, check_name
 from ..plans import Event
 from .metrics import Metrics
 
@@ -61,7 +61,7 @@ def parse_id(text: str) -> tuple[int, int]:
 
 
 def _digits(text: str) -> bool:
-    return text.isascii() and text.isdigit()
+    return text.isascii() and text.isdigit() and len(text) <= MAX_DIGITS
 
 
 class Rendered:

@@ -7,10 +7,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 import pytest
 import redis
+from bulk import register_each, register_many
 from conftest import FakeClock, MakeTracker, wait_until
 from rq import Queue
 from rq.job import Job
@@ -400,6 +402,64 @@ def test_a_cycle_through_other_jobs_is_refused_and_changes_nothing(tracker: Trac
     assert tracker.stats() == stats
     assert not tracker.client.hexists(tracker.keys.queues, "elsewhere")
     assert tracker.list(label="team:x").jobs == []
+
+
+def test_a_job_that_20000_others_wait_for_registers_with_a_prerequisite(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    register_many(tracker, (f"leaf-{n}" for n in range(20_000)), prerequisites=["root"])
+    track = tracker.register("root", prerequisites=["prep"]).track
+    assert track.state is State.WAITING
+    tracker.register("prep")
+    tracker.success("prep")
+    assert tracker.track_get("root").state is State.ENQUEUED
+
+
+def test_a_cycle_through_a_long_chain_is_refused_and_changes_nothing(tracker: Tracker) -> None:
+    # each link waits for the next, registered before it: link-0 waits for the whole chain
+    links = [f"link-{n}" for n in range(120)]
+    register_each(tracker, ((jid, {"prerequisites": [after]}) for jid, after in pairwise(links)))
+    stats = tracker.stats()
+    with pytest.raises(Conflict, match="cycle"):
+        tracker.register(links[-1], prerequisites=["link-0"])
+    assert tracker.track_get(links[-1]).state is State.UNKNOWN
+    assert tracker.stats() == stats
+    assert tracker.register(links[-1], prerequisites=["other"]).track.state is State.WAITING
+
+
+def test_a_cycle_longer_than_the_check_can_follow_is_still_refused(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    links = [f"link-{n}" for n in range(3000)]
+    register_each(tracker, ((jid, {"prerequisites": [after]}) for jid, after in pairwise(links)))
+    with pytest.raises(Conflict, match="too many"):
+        tracker.register(links[-1], prerequisites=["link-0"])
+    assert tracker.track_get(links[-1]).state is State.UNKNOWN
+
+
+def test_a_graph_large_on_both_sides_is_refused_for_its_size_and_changes_nothing(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    tracker.register("big", batch=True)
+    register_many(tracker, (f"child-{n}" for n in range(3000)), parent="big")
+    register_many(tracker, (f"leaf-{n}" for n in range(3000)), prerequisites=["new"])
+    with pytest.raises(Conflict, match="too many") as refused:
+        tracker.register("new", prerequisites=["big"])
+    assert refused.value.state == "unknown"
+    assert tracker.track_get("new").state is State.UNKNOWN
+    # either side alone is small enough
+    assert tracker.register("new", prerequisites=["elsewhere"]).created
+
+
+def test_a_cycle_through_a_job_registered_by_an_older_version_is_refused(tracker: Tracker) -> None:
+    tracker.register("a", prerequisites=["b"])
+    tracker.client.hset(tracker.keys.job("a"), "pq", "b")  # before job keys, jids were kept
+    with pytest.raises(Conflict, match="cycle"):
+        tracker.register("b", prerequisites=["a"])
+    assert tracker._drive(tracker.ops.related("a")).prerequisites == [("b", State.UNKNOWN)]
 
 
 # --- failure propagation ---------------------------------------------------------

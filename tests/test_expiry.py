@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from conftest import MakeTracker, wait_until
+from bulk import register_many
+from conftest import FakeClock, MakeTracker, wait_until
 
-from tracker import State
+from tracker import State, Tracker, scripts
 from tracker.maintenance import Maintenance
 
 
@@ -79,7 +80,7 @@ def test_maintenance_removes_expired_jobs_from_every_index(make_real_tracker: Ma
     # a success is remembered DONE_TTL past its track, for dependents registered late
     wait_until(lambda: maintenance.run_once() == 0 and not tracker.client.zcard(success), 6)
     assert tracker.client.zcard(tracker.keys.label("batch", "b1")) == 0
-    assert tracker.client.scard(tracker.keys.labels_in_use) == 0
+    assert tracker.client.zcard(tracker.keys.labels_in_use) == 0
 
 
 def test_a_working_job_that_expired_unreaped_leaves_no_index_entry(
@@ -98,3 +99,87 @@ def _rfc3339(ms: int) -> str:
     from tracker.times import format_time
 
     return format_time(ms)
+
+
+def _prune_labels_once(tracker: Tracker, budget: int) -> tuple[int, int]:
+    """One call of prune_labels: (entries removed, 1 when more is due)."""
+    keys = [*tracker.keys.shared, tracker.keys.labels_in_use, tracker.keys.labels_in_use_unscored]
+    reply = tracker._library.call(
+        tracker.client, "prune_labels", keys, [*tracker.ops._head(), budget]
+    )
+    removed, more = scripts.outcome(reply, "")
+    return int(removed), int(more)
+
+
+def test_the_label_pruner_reads_within_its_budget_and_goes_on_where_it_stopped(
+    make_real_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_real_tracker(ttl=1, clock=clock)
+    register_many(tracker, (f"job-{n}" for n in range(25)), labels={"run": "r1"})
+    for n in range(25):
+        tracker.client.delete(tracker.keys.job(f"job-{n}"))  # as if their tracks expired
+    clock.advance(2)
+    calls = [_prune_labels_once(tracker, budget=13) for _ in range(3)]
+    assert calls == [(9, 1), (9, 1), (7, 0)]  # the zset itself counts four
+    assert not tracker.client.exists(tracker.keys.label("run", "r1"))
+    assert tracker.client.zcard(tracker.keys.labels_in_use) == 0
+
+
+def test_a_label_of_live_jobs_is_put_off_until_they_may_end(make_real_tracker: MakeTracker) -> None:
+    clock = FakeClock()
+    tracker = make_real_tracker(ttl=1, pending_ttl=600, clock=clock)
+    tracker.register("waits", labels={"run": "r1"}, prerequisites=["later"])
+    clock.advance(5)  # older than the TTL, alive for the pending TTL
+    assert _prune_labels_once(tracker, budget=10) == (0, 0)
+    due = tracker.client.zscore(tracker.keys.labels_in_use, tracker.keys.label("run", "r1"))
+    assert due is not None and due > clock() * 1000 + 590_000
+    assert _prune_labels_once(tracker, budget=10) == (0, 0)  # nothing due: nothing read
+    assert [t.jid for t in tracker.list(label="run:r1").jobs] == ["waits"]
+
+
+def test_label_zsets_listed_by_an_older_version_are_pruned_too(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker(ttl=1)
+    label = tracker.keys.label("run", "old")
+    tracker.client.zadd(label, {tracker.keys.job("gone"): 1})
+    tracker.client.sadd(tracker.keys.labels_in_use_unscored, label)
+    assert tracker.prune() == 1
+    assert not tracker.client.exists(label, tracker.keys.labels_in_use_unscored)
+
+
+def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_the_next(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(ttl=1, done_ttl=1, clock=clock)
+    for n in range(30):
+        tracker.register(f"job-{n}", queue=f"q{n % 10}")
+        tracker.cancel(f"job-{n}")
+    for n in range(10):  # a live job keeps each queue (and its bands) from being forgotten
+        tracker.register(f"live-{n}", queue=f"q{n}")
+    clock.advance(3)
+    keys = [
+        *tracker.keys.shared,
+        tracker.keys.bands_due,
+        tracker.keys.queues_recorded,
+        tracker.keys.free_queue_ids,
+    ]
+
+    def once() -> tuple[int, int]:
+        reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])
+        dropped, more = scripts.outcome(reply, "")
+        return int(dropped), int(more)
+
+    calls = [once()]
+    while calls[-1][1]:
+        calls.append(once())
+    assert len(calls) > 3
+    assert all(dropped <= 20 for dropped, _ in calls)
+    assert sum(dropped for dropped, _ in calls) == 30
+    assert tracker.client.zcard(tracker.keys.state(State.CANCELLED)) == 0
+    due = tracker.client.zrange(tracker.keys.bands_due, 0, -1, withscores=True)
+    assert len(due) == 10 * 7  # every queue's bands of the states that expire (all but working)
+    assert min(score for _, score in due) > clock() * 1000  # none due: a round reads none
+    assert once() == (0, 0)

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from bulk import register_many
 from conftest import FakeClock, MakeTracker
 
-from tracker import InvalidInput, State, Tracker
+from tracker import InvalidInput, State, Tracker, reads
+from tracker.ops import Call, Plan, Read
+from tracker.reads import INDEX_BUDGET, INDEX_CALLS
 
 
 @pytest.fixture
@@ -119,3 +124,103 @@ def test_a_job_moves_between_state_lists_with_its_state(tracker: Tracker) -> Non
     for state in ("enqueued", "working"):
         assert tracker.list(state=state).jobs == []
     assert [t.state for t in tracker.list(state="success").jobs] == [State.SUCCESS]
+
+
+def test_a_label_listing_walks_jobs_of_one_millisecond_once_each(
+    timed: Tracker, clock: FakeClock
+) -> None:
+    for n in range(30):
+        timed.register(f"job-{n:02d}", labels={"run": "r1"})  # the clock stands still
+    timed.register("other", labels={"run": "r2"})
+    seen, cursor = [], None
+    while True:
+        page = timed.list(label="run:r1", limit=7, cursor=cursor)
+        seen.extend(t.jid for t in page.jobs)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [f"job-{n:02d}" for n in reversed(range(30))]
+
+
+def test_a_label_filter_matching_one_job_deep_down_pages_to_it(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    tracker.register("needle", labels={"env": "prod"}, queue="rare")
+    hay = (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2))
+    register_many(tracker, hay, labels={"env": "prod"})  # enqueued too: no smaller side
+    found, cursor, pages = [], None, 0
+    while True:
+        page = tracker.list(label="env:prod", state="enqueued", queue="rare", cursor=cursor)
+        found.extend(t.jid for t in page.jobs)
+        pages += 1
+        if page.next is None:
+            break
+        cursor = page.next
+    assert found == ["needle"]
+    assert pages == 3  # each page read a bounded part of the label's jobs
+    first = tracker.list(label="env:prod", state="enqueued", queue="rare")
+    assert first.jobs == []
+    assert first.next is not None
+
+
+def test_a_rare_state_within_a_large_label_is_listed_from_the_state_side(
+    make_real_tracker: MakeTracker,
+) -> None:
+    tracker = make_real_tracker()
+    for jid, labels in [("f1", {"env": "prod"}), ("f2", {}), ("f3", {"env": "prod"})]:
+        tracker.register(jid, labels=labels, queue=f"q-{jid}")
+        tracker.start(jid)
+        tracker.fail(jid, "boom")  # failed, a retry expected
+    hay = (f"hay-{n}" for n in range(INDEX_BUDGET * INDEX_CALLS * 2))
+    register_many(tracker, hay, labels={"env": "prod"})
+    first = tracker.list(label="env:prod", state="failed", limit=1)
+    assert [t.jid for t in first.jobs] == ["f3"]
+    rest = tracker.list(label="env:prod", state="failed", limit=1, cursor=first.next)
+    assert ([t.jid for t in rest.jobs], rest.next) == (["f1"], None)
+    in_queue = tracker.list(label="env:prod", state="failed", queue="q-f1")
+    assert [t.jid for t in in_queue.jobs] == ["f1"]
+    nothing = tracker.list(label="env:prod", state="dead")  # no job is dead
+    assert (nothing.jobs, nothing.next) == ([], None)
+
+
+def test_jobs_of_many_queues_merge_newest_first_in_calls_within_the_budget(
+    timed: Tracker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads, "LIST_BUDGET", 40)  # many calls, each asking for at most 40
+    for n in range(150):
+        timed.register(f"job-{n:03d}", queue=f"q{n % 25}")
+        if n % 3 == 0:
+            timed.start(f"job-{n:03d}")
+        clock.advance(0.001 * (n % 4 == 0))  # many share a millisecond
+    every = sorted(
+        (timed.track_get(f"job-{n:03d}") for n in range(150)),
+        key=lambda t: (t.updated_at, t.jid),
+        reverse=True,
+    )
+    asked = []
+    plan = timed.ops.list_jobs(limit=1000)
+    step = next(plan)
+    try:
+        while True:
+            if isinstance(step, Call) and step.script == "list":
+                args = step.args[len(timed.ops._head()) :]
+                asked.append(args[0] + sum(args[5::5]))
+            step = plan.send(timed._drive(_one(step)))
+    except StopIteration as done:
+        page = done.value
+    assert [t.jid for t in page.jobs] == [t.jid for t in every]
+    assert max(asked) <= 40
+    seen, cursor = [], None
+    while True:
+        page = timed.list(limit=7, cursor=cursor, state="enqueued")
+        seen.extend(t.jid for t in page.jobs)
+        if page.next is None:
+            break
+        cursor = page.next
+    assert seen == [t.jid for t in every if t.state is State.ENQUEUED]
+
+
+def _one(step: Call | Read) -> Plan[Any]:
+    """A plan of one step: the reply it gets."""
+    return (yield step)

@@ -83,14 +83,16 @@ def test_a_queue_with_a_live_job_in_any_state_is_kept(make_tracker: MakeTracker)
     assert set(queue_ids(tracker)) == {"w"}
 
 
-def test_the_pruner_walks_every_queue_a_page_at_a_time(make_tracker: MakeTracker) -> None:
+def test_the_pruner_forgets_every_dead_queue_over_calls_of_a_small_budget(
+    make_tracker: MakeTracker,
+) -> None:
     clock = FakeClock()
     tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
     for n in range(150):
         tracker.register(f"job-{n}", queue=f"queue-{n}")
     clock.advance(11)
     tracker.register("live", queue="kept")
-    tracker._drive(tracker.ops.prune(queues=8))
+    tracker._drive(tracker.ops.prune(budget=40))
     assert set(queue_ids(tracker)) == {"kept"}
     assert len(free_ids(tracker)) == 150
 
@@ -187,3 +189,67 @@ def test_queue_ids_stay_distinct_while_queues_come_and_go_concurrently(
     for track in live:
         qid = tracker.client.hget(tracker.keys.job(track.jid), "Q")
         assert int(qid) == ids[str(track.queue)], track.jid
+
+
+def test_a_forgotten_queue_leaves_the_pruners_records_and_a_reused_id_is_recorded_again(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
+    tracker.register("old-1", queue="old")
+    qid = queue_ids(tracker)["old"]
+    bands = {f"{state}:{qid}".encode() for state in ("waiting", "paused", "enqueued", "failed")}
+    bands |= {f"{state}:{qid}".encode() for state in ("success", "dead", "cancelled")}
+    assert set(tracker.client.zrange(tracker.keys.bands_due, 0, -1)) == bands
+    assert tracker.client.hgetall(tracker.keys.queues_recorded) == {str(qid).encode(): b"old"}
+    clock.advance(11)
+    tracker.prune()
+    assert queue_ids(tracker) == {} and free_ids(tracker) == [qid]
+    assert tracker.client.zcard(tracker.keys.bands_due) == 0
+    assert tracker.client.hlen(tracker.keys.queues_recorded) == 0
+    tracker.register("new-1", queue="new")  # its first job records the reused id
+    assert queue_ids(tracker) == {"new": qid}
+    assert set(tracker.client.zrange(tracker.keys.bands_due, 0, -1)) == bands
+    assert tracker.client.hgetall(tracker.keys.queues_recorded) == {str(qid).encode(): b"new"}
+    tracker.cancel("new-1")
+    clock.advance(11)
+    tracker.prune()
+    assert queue_ids(tracker) == {} and free_ids(tracker) == [qid]
+    assert tracker.client.zcard(tracker.keys.state(State.CANCELLED)) == 0
+
+
+def test_a_round_with_nothing_due_reads_no_band_whatever_the_queues(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
+    for n in range(50):
+        tracker.register(f"job-{n}", queue=f"queue-{n}")
+    keys = [
+        *tracker.keys.shared,
+        tracker.keys.bands_due,
+        tracker.keys.queues_recorded,
+        tracker.keys.free_queue_ids,
+    ]
+    reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])
+    assert reply[1:] == [0, 0]  # one call, nothing read: every band is due later
+    assert len(queue_ids(tracker)) == 50
+
+
+def test_queues_an_older_version_made_are_recorded_by_the_pruner(
+    make_tracker: MakeTracker,
+) -> None:
+    clock = FakeClock()
+    tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
+    tracker.register("kept-1", queue="kept")
+    tracker.register("old-1", queue="old")
+    # as a version before the pruner's records left them
+    tracker.client.delete(tracker.keys.bands_due, tracker.keys.queues_recorded)
+    tracker.prune()
+    assert set(queue_ids(tracker)) == {"kept", "old"}
+    assert tracker.client.hlen(tracker.keys.queues_recorded) == 2
+    clock.advance(11)
+    tracker.register("kept-2", queue="kept")
+    tracker.prune()
+    assert set(queue_ids(tracker)) == {"kept"}
+    assert [t.jid for t in tracker.list(queue="kept").jobs] == ["kept-2"]

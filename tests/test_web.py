@@ -791,6 +791,30 @@ def test_the_client_used_for_checks_is_real(store: Tracker) -> None:
     assert isinstance(store.client, redis.Redis)
 
 
+@pytest.mark.parametrize(
+    "query",
+    [{"label": "k=v"}, {"label": "k:v", "state": "enqueued"}, {"state": "enqueued"}, {}],
+)
+def test_a_pages_next_goes_back_through_the_cursor_parameter(
+    http: TestClient, store: Tracker, query: dict[str, str]
+) -> None:
+    """Label pages (the label index's walk) and state pages (the bands' merge) return a
+    ``next`` (updated_at and jid) that GET /jobs takes back as ``cursor``."""
+    for i in range(7):
+        store.register(f"job.{i}:x@y", queue=f"q{i % 3}", labels={"k": "v"})
+    store.register("other", labels={"k": "w"})
+    seen: list[str] = []
+    cursor = ""  # the first page
+    while True:
+        body = http.get("/jobs", params={**query, "limit": 2, "cursor": cursor}).json()
+        seen += [j["jid"] for j in body["jobs"]]
+        if body["next"] is None:
+            break
+        cursor = body["next"]
+    expected = [f"job.{i}:x@y" for i in range(7)] + ([] if "label" in query else ["other"])
+    assert sorted(seen) == sorted(expected)
+
+
 # --- retry, delete, tracebacks and payloads -------------------------------------------------
 
 

@@ -242,9 +242,13 @@ class AsyncTracker:
     async def reap(self, limit: int = 100) -> list[Track]:
         return await self._drive(self.ops.reap(limit))
 
-    async def prune(self) -> int:
-        """Drop expired jobs from the state and label indexes; returns entries dropped."""
-        return await self._drive(self.ops.prune()) + await self._drive(self.ops.prune_labels())
+    async def prune(self, calls: int | None = None) -> int:
+        """Drop expired jobs from the state and label indexes and forget the queues none
+        of whose jobs is live; returns entries dropped. Each call of the Lua is bounded;
+        ``calls`` caps how many of each (``None``: until nothing is due)."""
+        return await self._drive(self.ops.prune(calls=calls)) + await self._drive(
+            self.ops.prune_labels(calls=calls)
+        )
 
     async def track_get(self, jid: str) -> Track:
         return await self._drive(self.ops.get(jid))

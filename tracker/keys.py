@@ -9,10 +9,18 @@ Key layout for namespace ``ns``::
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
     {ns}:q                hash    queue name -> queue id (the band of the state zsets)
     {ns}:qf               list    queue ids freed by forgotten queues, for new names
+    {ns}:sd               zset    the state zsets' bands ('<state>:<queue id>'), by when
+                                  each may next hold an expired job (ms), for the pruner
+    {ns}:sq               hash    queue id -> name of the queues whose bands are in
+                                  {ns}:sd: recorded when a name gets its id, gone when
+                                  the queue is forgotten (see queue_id in lua/_common.lua)
     {ns}:ev               stream  one entry per change; capped (see "Events" below)
     {ns}:l:<key>=<value>  zset    job keys carrying that label, score = updated_at (ms)
     {ns}:c:<batch>        zset    job keys of a batch's children, score = updated_at (ms)
-    {ns}:lx               set     the label and children zsets in use, for the pruner
+    {ns}:ld               zset    the label and children zsets in use, for the pruner;
+                                  score = when each may next hold an expired job (ms)
+    {ns}:lx               set     the same, unscored, as versions before ld kept them;
+                                  the pruner moves what it finds there into ld
     {ns}:d:<jid>          set     job keys waiting for <jid> to succeed (its dependents)
     {ns}:dr:<jid>         set     those its success released (or its death killed), kept
                                   as long as its track, so its graph still shows them
@@ -28,7 +36,8 @@ Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` crea
 (seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
 first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
 separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
-prerequisites, ``pq`` their jids (newline separated), ``pp`` pending ones (a waiting
+prerequisites, ``pq`` their job keys (newline separated; older
+versions stored jids), ``pp`` pending ones (a waiting
 batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``dr``
 the set of those released, ``bb``
 blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
@@ -68,9 +77,11 @@ queue is a score range, so "enqueued jobs of queue q, newest first" is one
 ``ZREVRANGEBYSCORE`` and every key a script touches is known before it runs.
 2**42 ms reaches the year 2109 and leaves 11 bits: 2047 queues per namespace at once.
 A queue none of whose jobs is live is forgotten (``forget_queue`` in lua/_common.lua):
-its name leaves ``{ns}:q`` and its id waits in ``{ns}:qf`` for the next new name, so a
-namespace may see any number of queue names over its life. Band 0 is no queue's: it
-holds the successes a forgotten queue still remembered (see ``DONE_TTL``).
+its name leaves ``{ns}:q`` (and ``{ns}:sq``, its bands ``{ns}:sd``) and its id waits in
+``{ns}:qf`` for the next new name, so a namespace may see any number of queue names
+over its life. The pruner finds such a queue when one of its bands falls due and holds
+no live job (lua/prune.lua). Band 0 is no queue's: it holds the successes a forgotten
+queue still remembered (see ``DONE_TTL``), in ``{ns}:sd`` as ``success:0``.
 
 Why every key carries the hash tag ``{ns}`` rather than one per job: a script
 updates a job together with its namespace's indexes (and, for dependencies,
@@ -96,7 +107,10 @@ class Keys:
         self.reservations = self.prefix + "r"
         self.queues = self.prefix + "q"
         self.free_queue_ids = self.prefix + "qf"
-        self.labels_in_use = self.prefix + "lx"
+        self.bands_due = self.prefix + "sd"
+        self.queues_recorded = self.prefix + "sq"
+        self.labels_in_use = self.prefix + "ld"
+        self.labels_in_use_unscored = self.prefix + "lx"
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}

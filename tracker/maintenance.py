@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from .errors import StoreUnavailable
+from .reads import PRUNE_CALLS
 from .store import Tracker
 
 log = logging.getLogger("tracker.maintenance")
@@ -55,7 +56,7 @@ class Maintenance:
             reaped += done
             if done < batch:
                 break
-        self.tracker.prune()
+        self.tracker.prune(calls=PRUNE_CALLS)
         return reaped
 
     def start(self) -> None:

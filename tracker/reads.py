@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from . import scripts
@@ -22,7 +23,18 @@ from .model import (
 )
 from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
 
-_INDEX_PAGE = 200
+# Budgets: a call may hold Redis 5 ms at most, loaded machine included; bench/scale.py
+# measures where these leave them.
+#: Entries of a label or children zset one call reads at most, and calls one page makes
+#: at most before it ends where the walk stopped.
+INDEX_BUDGET = 400
+INDEX_CALLS = 3
+#: Entries (and bands, which count one each) one call of list.lua reads at most.
+LIST_BUDGET = 200
+#: Bands and entries one call of prune or prune_labels reads at most, and calls of each
+#: one round makes at most.
+PRUNE_BUDGET = 200
+PRUNE_CALLS = 40
 log = logging.getLogger("tracker")
 
 
@@ -91,21 +103,79 @@ class ReadPlans(PlanBase):
             index = self.keys.children(parent)
         if index is not None:
             return (yield from self._list_index(index, states, queue, parent, limit, after))
-        reply = yield Call(
-            "list",
-            list(self.keys.shared),
-            [
-                *self._head(),
-                ",".join(states),
-                queue or "",
-                "" if after is None else after[0],
-                "" if after is None else after[1],
-                limit,
-            ],
-        )
-        flat = scripts.outcome(reply, "")
-        ids = [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+        ids = yield from self._band_ids(states, queue, limit + 1, after)
         return (yield from self._page(ids, limit, lambda track: True))
+
+    def _band_ids(
+        self, states: list[str], queue: str | None, want: int, after: tuple[int, str] | None
+    ) -> Plan[list[tuple[str, int]]]:
+        """The ``want`` newest jobs (jid, updated_at) of the state zsets' bands (one state's
+        jobs of one queue), after the cursor, merged.
+
+        Each band is asked for a few jobs, then those whose last job read is newer than
+        the ``want``-th newest found so far for twice as many more (up to ``want``): a
+        band not asked again holds nothing newer than the last wanted. Calls read
+        at most :data:`LIST_BUDGET` entries each, so many queues cost more calls, never a
+        longer one.
+        """
+        queues, *sizes = yield Read(
+            [
+                ("hgetall", (self.keys.queues,)),
+                *(("zcard", (self.keys.states[State(state)],)) for state in states),
+            ]
+        )
+        qids = sorted(
+            int(qid) for name, qid in queues.items() if queue is None or name.decode() == queue
+        )
+        held = [state for state, size in zip(states, sizes, strict=True) if size]
+        bands = [_Band(state, qid, after) for state in held for qid in qids]
+        first = max(1, min(want, -(-2 * want // max(len(bands), 1)), LIST_BUDGET - 1))
+        asked = [(band, first) for band in bands]
+        found: list[tuple[int, str]] = []
+        while asked:
+            call: list[tuple[_Band, int]] = []
+            cost = 0  # a band read counts one, and each entry it may return
+            for band, count in asked:
+                if call and cost + 1 + count > LIST_BUDGET:
+                    yield from self._read_bands(call)
+                    call, cost = [], 0
+                call.append((band, count))
+                cost += 1 + count
+            yield from self._read_bands(call)
+            found = sorted((entry for band in bands for entry in band.found), reverse=True)
+            end = found[want - 1] if len(found) >= want else None
+            asked = [
+                (band, min(want, 2 * band.asked, LIST_BUDGET - 1))
+                for band in bands
+                if band.more and (end is None or band.position is None or band.position > end)
+            ]
+        # a job that moved between states while the bands were read shows once
+        ids: list[tuple[str, int]] = []
+        shown: set[str] = set()
+        for ms, jid in found[:want]:
+            if jid not in shown:
+                shown.add(jid)
+                ids.append((jid, ms))
+        return ids
+
+    def _read_bands(self, asked: list[tuple[_Band, int]]) -> Plan[None]:
+        """One call of list.lua for these bands, each asked for that many more jobs."""
+        args: list[Any] = [len(asked)]
+        for band, count in asked:
+            ms, jid = band.position or ("", "")
+            args += [band.state, band.qid, ms, jid, count]
+        reply = yield Call("list", list(self.keys.shared), [*self._head(), *args])
+        flat, at = scripts.outcome(reply, ""), 0
+        for band, count in asked:
+            n = int(flat[at])
+            entries = [
+                (int(flat[i + 1]), flat[i].decode()) for i in range(at + 1, at + 1 + 2 * n, 2)
+            ]
+            at += 1 + 2 * n
+            band.found += entries
+            band.asked, band.more = count, n == count
+            if entries:
+                band.position = entries[-1]
 
     def _label_index(self, label: str) -> str:
         return self.keys.label(*parse_label(label))
@@ -119,7 +189,15 @@ class ReadPlans(PlanBase):
         limit: int,
         after: tuple[int, str] | None,
     ) -> Plan[Page]:
-        """Walk a label or children zset (job keys by updated_at), filtering as we go."""
+        """Walk a label or children zset (job keys by updated_at), filtering as it goes.
+
+        Each call reads at most :data:`INDEX_BUDGET` entries; after :data:`INDEX_CALLS`
+        of them the page ends where the walk stopped, with ``next`` to go on from there,
+        even when it found nothing (a filter that matches little among many). Unless one
+        state is asked for that holds fewer jobs than the zset and than such a page reads:
+        then the state's whole zset is read instead, and of its jobs after the cursor those
+        the zset holds are kept (one ZMSCORE): a rare state takes one page.
+        """
         wanted: set[str] = set(states)
 
         def keep(track: Track) -> bool:
@@ -129,40 +207,77 @@ class ReadPlans(PlanBase):
                 and (parent is None or track.parent == parent)
             )
 
+        if len(states) == 1:
+            state_key = self.keys.states[State(states[0])]
+            index_size, state_size = yield Read([("zcard", (index,)), ("zcard", (state_key,))])
+            if state_size < min(index_size, INDEX_BUDGET * INDEX_CALLS):
+                entries, qid = yield Read(
+                    [
+                        ("zrange", (state_key, 0, -1, False, True)),
+                        ("hget", (self.keys.queues, queue or "")),
+                    ]
+                )
+                ids = sorted(
+                    (
+                        (jid.decode(), ms)
+                        for jid, score in entries
+                        for band, ms in [divmod(int(score), QUEUE_BAND)]
+                        if (queue is None or str(band).encode() == qid)
+                        and (after is None or (ms, jid.decode()) < after)
+                    ),
+                    key=lambda entry: (entry[1], entry[0]),
+                    reverse=True,
+                )
+                if ids:
+                    members = [self.keys.job(jid) for jid, _ in ids]
+                    (scores,) = yield Read([("zmscore", (index, members))])
+                    ids = [e for e, score in zip(ids, scores, strict=True) if score is not None]
+                return (yield from self._page(ids, limit, keep))
+
         chosen: list[tuple[str, int]] = []
-        top: Any = "+inf" if after is None else after[0]
-        offset = 0
-        while len(chosen) <= limit:
-            (page,) = yield Read(
-                [("zrevrangebyscore", (index, top, "-inf", offset, _INDEX_PAGE, True))]
+        cursor, walked = after, ""
+        for _ in range(INDEX_CALLS):
+            reply = yield Call(
+                "list_index",
+                [*self.keys.shared, index],
+                [
+                    *self._head(),
+                    ",".join(states),
+                    queue or "",
+                    "" if cursor is None else cursor[0],
+                    "" if cursor is None else self.keys.job(cursor[1]),
+                    limit + 1 - len(chosen),
+                    INDEX_BUDGET,
+                ],
             )
-            ids = [(self.keys.jid_of(member), int(ms)) for member, ms in page]
-            if after is not None:
-                ids = [(j, ms) for j, ms in ids if ms < after[0] or j < after[1]]
-            hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
-            for (jid, ms), fields in zip(ids, hashes, strict=True):
-                if fields and keep(self.decode(jid, fields)):
-                    chosen.append((jid, ms))
-            if len(page) < _INDEX_PAGE:
-                break
-            offset += _INDEX_PAGE
-        return (yield from self._page(chosen, limit, keep))
+            flat, resume = scripts.outcome(reply, "")
+            chosen += [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+            if not resume:
+                return (yield from self._page(chosen, limit, keep))
+            ms, key = resume.decode().split("\n")
+            cursor = (int(ms), self.keys.jid_of(key))
+            walked = f"{cursor[0]}.{cursor[1]}"
+        return (yield from self._page(chosen, limit, keep, walked))
 
     def _page(
-        self, ids: list[tuple[str, int]], limit: int, keep: Callable[[Track], bool]
+        self,
+        ids: list[tuple[str, int]],
+        limit: int,
+        keep: Callable[[Track], bool],
+        resume: str | None = None,
     ) -> Plan[Page]:
+        """The tracks of ``ids`` still kept; ``next`` after the last when more were found
+        than ``limit``, else ``resume`` (where a walk stopped before its end)."""
+        if len(ids) > limit:  # one more was found: the next page starts after the limit-th
+            ids = ids[:limit]
+            resume = f"{ids[-1][1]}.{ids[-1][0]}"
         if not ids:
-            return Page([], None)
+            return Page([], resume)
         hashes = yield Read([("hgetall", (self.keys.job(jid),)) for jid, _ in ids])
-        kept = [
-            (track, ms)
-            for (jid, ms), fields in zip(ids, hashes, strict=True)
-            if fields and keep(track := self.decode(jid, fields))
-        ]
-        more = len(ids) > limit
-        kept = kept[:limit]
-        cursor = f"{kept[-1][1]}.{kept[-1][0].jid}" if more and kept else None
-        return Page([track for track, _ in kept], cursor)
+        tracks = [self.decode(jid, fields) for (jid, _), fields in zip(ids, hashes, strict=True)]
+        return Page(
+            [track for track in tracks if track.state is not State.UNKNOWN and keep(track)], resume
+        )
 
     def related(self, jid: str, limit: int = 100) -> Plan[Related]:
         """The jobs around one job, with their states, for the dashboard's graph.
@@ -186,7 +301,12 @@ class ReadPlans(PlanBase):
         if state is None:
             raise NotFound(jid)
         groups = {
-            "prerequisites": [j for j in (prerequisites or b"").decode().split("\n") if j],
+            "prerequisites": [
+                # job keys; jids where an older version registered the job
+                keys.jid_of(line) if line.startswith(keys.prefix) else line
+                for line in (prerequisites or b"").decode().split("\n")
+                if line
+            ],
             "dependents": sorted({keys.jid_of(k) for k in [*waiting, *released]}),
             "children": [keys.jid_of(k) for k in children],
         }
@@ -257,38 +377,47 @@ class ReadPlans(PlanBase):
     def _newest(self) -> tuple[str, tuple[Any, ...]]:
         return ("xrevrange", (self.keys.events, "+", "-", 1))
 
-    def prune(self, batch: int = 1000, queues: int = 32) -> Plan[int]:
-        """Drop expired entries from the state indexes and forget the queues that have no
-        live job; returns how many entries went. One call per page of ``queues`` queues."""
-        keys = [*self.keys.shared, self.keys.free_queue_ids]
-        cursor: bytes | str = "0"
-        dropped = 0
-        while True:
-            reply = yield Call("prune", keys, [*self._head(), batch, cursor, queues])
-            count, cursor = scripts.outcome(reply, "")
-            dropped += int(count)
-            if cursor in (b"0", "0"):
-                return dropped
+    def prune(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
+        """Drop expired entries from the state indexes' bands that are due, and forget the
+        queues none of whose jobs is live (their ids freed for new names); returns how
+        many entries went. ``calls``: at most that many calls (``None``: until nothing is
+        due)."""
+        own = [self.keys.bands_due, self.keys.queues_recorded, self.keys.free_queue_ids]
+        return (yield from self._prune_due("prune", own, budget, calls))
 
-    def prune_labels(self, batch: int = 200) -> Plan[int]:
-        """Drop expired jobs from the label and children zsets; returns how many went."""
-        server_time, index_keys = yield Read(
-            [("time", ()), ("smembers", (self.keys.labels_in_use,))]
-        )
-        now = self._now_ms(server_time)
-        # every live track was updated less than its shortest lifetime ago
-        horizon = now - min(self.settings.ttl, self.settings.pending_ttl) * 1000
-        removed = 0
-        for raw_key in index_keys:
-            index = raw_key.decode()
-            (old,) = yield Read([("zrangebyscore", (index, "-inf", horizon, 0, batch))])
-            reply = yield Call(
-                "prune_labels",
-                [*self.keys.shared, self.keys.labels_in_use, index, *(k.decode() for k in old)],
-                self._head(),
-            )
-            removed += scripts.outcome(reply, "")
+    def prune_labels(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
+        """Drop expired jobs from the label and children zsets that are due; returns how
+        many went. ``calls`` as for :meth:`prune`."""
+        own = [self.keys.labels_in_use, self.keys.labels_in_use_unscored]
+        return (yield from self._prune_due("prune_labels", own, budget, calls))
+
+    def _prune_due(self, script: str, own: list[str], budget: int, calls: int | None) -> Plan[int]:
+        """Calls of a pruning script while it says more is due, each spending at most
+        ``budget``; at most ``calls`` of them (a maintenance round makes
+        :data:`PRUNE_CALLS`: the rest waits for the next round)."""
+        removed, made = 0, 0
+        while calls is None or made < calls:
+            reply = yield Call(script, [*self.keys.shared, *own], [*self._head(), budget])
+            made += 1
+            gone, more = scripts.outcome(reply, "")
+            removed += int(gone)
+            if not more:
+                break
         return removed
+
+
+@dataclass(slots=True)
+class _Band:
+    """One state's jobs of one queue, as a listing has read them: ``found`` newest first
+    as ``(ms, jid)``, ``position`` the last read (or the cursor), ``more`` while a read
+    filled what it asked for."""
+
+    state: str
+    qid: int
+    position: tuple[int, str] | None
+    found: list[tuple[int, str]] = field(default_factory=list)
+    asked: int = 0
+    more: bool = True
 
 
 def _event_id(newest: list[Any]) -> str:

@@ -1,6 +1,6 @@
 """tracker's Lua, as one Redis function library: loaded once per server, called with FCALL.
 
-``lua/_common.lua`` and ``lua/_graph.lua`` are the library's shared top; each
+``lua/_common.lua``, ``lua/_graph.lua`` and ``lua/_cycle.lua`` are the library's shared top; each
 operation is ``lua/<name>.lua``, registered as the function
 ``tracker_<version>_<name>``, whose body starts by calling ``begin(KEYS, ARGV)``.
 
@@ -44,11 +44,15 @@ OPERATIONS = (
     "promote",
     "stats",
     "list",
+    "list_index",
     "prune",
     "prune_labels",
     "retry",
     "delete",
 )
+
+#: The library's shared top, in this order.
+SHARED = ("_common.lua", "_graph.lua", "_cycle.lua")
 
 #: Operations called in the short "hot" layout of KEYS and ARGV (see _common.lua).
 HOT = frozenset({"track_set", "track_set_many"})
@@ -60,7 +64,7 @@ OK, NOT_FOUND, CONFLICT, INVALID = 0, 1, 2, 3
 def library() -> tuple[str, str]:
     """``(version, source)`` of the function library built from ``lua/``."""
     folder = resources.files("tracker") / "lua"
-    shared = [(folder / name).read_text(encoding="utf-8") for name in ("_common.lua", "_graph.lua")]
+    shared = [(folder / name).read_text(encoding="utf-8") for name in SHARED]
     bodies = {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in OPERATIONS}
     digest = hashlib.sha1("\0".join([*shared, *bodies.values()]).encode()).hexdigest()[:12]
     parts = [f"#!lua name=tracker_{digest}", *shared]
@@ -157,7 +161,10 @@ _REASONS: dict[str, Callable[[list[Any]], str]] = {
     "sealed": lambda _: "the parent batch is sealed: it takes no more children",
     "parent_finished": lambda extra: f"the parent batch is {_text(extra[0])}",
     "cycle": lambda _: "its prerequisites already wait for it: that would be a cycle",
-    "graph_too_large": lambda _: "too many jobs wait for it to check for a cycle",
+    "graph_too_large": lambda _: (
+        "the jobs that wait for it and those its prerequisites wait for are both too many "
+        "to check for a cycle"
+    ),
     "not_retryable": lambda _: "only a dead, failed or cancelled job can be retried",
     "no_payload": lambda _: "only a job with a payload can be retried (nothing to hand to a queue)",
     "not_finished": lambda _: "only a finished job (success, dead, cancelled) can be deleted",

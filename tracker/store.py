@@ -257,9 +257,13 @@ class Tracker:
 
     # --- reads -------------------------------------------------------------------
 
-    def prune(self) -> int:
-        """Drop expired jobs from the state and label indexes; returns entries dropped."""
-        return self._drive(self.ops.prune()) + self._drive(self.ops.prune_labels())
+    def prune(self, calls: int | None = None) -> int:
+        """Drop expired jobs from the state and label indexes and forget the queues none
+        of whose jobs is live; returns entries dropped. Each call of the Lua is bounded;
+        ``calls`` caps how many of each (``None``: until nothing is due)."""
+        return self._drive(self.ops.prune(calls=calls)) + self._drive(
+            self.ops.prune_labels(calls=calls)
+        )
 
     def track_get(self, jid: str) -> Track:
         """TRACK GET: the job's track, with state ``unknown`` when it has none."""

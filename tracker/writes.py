@@ -51,7 +51,7 @@ class WritePlans(PlanBase):
         keys = self.keys
         own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
         own += [keys.open_children(reg.jid), keys.staged(reg.jid), keys.released(reg.jid)]
-        own.append(keys.free_queue_ids)
+        own += [keys.free_queue_ids, keys.bands_due, keys.queues_recorded]
         if reg.parent is not None:
             parent = reg.parent
             own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]

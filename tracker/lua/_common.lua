@@ -97,6 +97,24 @@ local function keep_horizon(state)
   return index_horizon(state)
 end
 
+-- The rank, in ZREVRANGE's order, of the first entry of zset `key` after (`score`, a
+-- number as int() prints it, and `member`): past every entry scored higher, and past
+-- those of `score` whose member sorts after `member`, by bisection, since many jobs may
+-- share a millisecond. What a listing's cursor stands for.
+local function rank_after(key, score, member)
+  local rank = redis.call('ZCOUNT', key, '(' .. score, '+inf')
+  local high = rank + redis.call('ZCOUNT', key, score, score)
+  while rank < high do
+    local middle = math.floor((rank + high) / 2)
+    if redis.call('ZREVRANGE', key, middle, middle)[1] < member then
+      high = middle
+    else
+      rank = middle + 1
+    end
+  end
+  return rank
+end
+
 -- Drop a few expired entries from one queue's band; each commit calls this, so the
 -- work stays small and the index never grows past what is alive.
 local function prune_band(state, qid)
@@ -127,31 +145,69 @@ local function append(list, ...)
   for _, value in ipairs({...}) do list[#list + 1] = value end
 end
 
+-- The keys of the queue table's companions (KEYS an operation that adds or forgets
+-- queues is given): `free` the list of freed ids, `due` the zset of the state zsets'
+-- bands by when each is next due for the pruner ('<state>:<queue id>'), `recorded` the
+-- hash of the queue ids whose bands are in `due` (id -> name: what the pruner, which
+-- knows a band by its id, forgets a queue by).
+local function queue_keys(free, due, recorded)
+  return {free = free, due = due, recorded = recorded}
+end
+
+-- Record queue `qid` (named `name`) for the pruner: its bands of the states that expire
+-- (all but working) due at `at`, or `nil` for when their first entry may expire (the
+-- bands of an id just given out are empty: a queue is forgotten only once they are).
+local function record_queue(qkeys, name, qid, at)
+  redis.call('HSET', qkeys.recorded, qid, name)
+  for _, state in ipairs(STATES) do
+    local horizon = index_horizon(state)
+    if horizon then
+      redis.call('ZADD', qkeys.due, 'LT', int(at or NOW + horizon), state .. ':' .. qid)
+    end
+  end
+end
+
+-- Take queue `qid` out of the pruner's records (forgotten, or recorded under a name
+-- that no longer has it); returns the Redis calls spent.
+local function unrecord_queue(qkeys, qid)
+  local bands = {}
+  for _, state in ipairs(STATES) do
+    if index_horizon(state) then bands[#bands + 1] = state .. ':' .. qid end
+  end
+  redis.call('ZREM', qkeys.due, unpack(bands))
+  redis.call('HDEL', qkeys.recorded, qid)
+  return 2
+end
+
 -- The id of queue `name` (its band), given one when the name is new: an id a forgotten
--- queue freed (`free_ids`, a list), else the next one. Ids in use and freed ones are
--- always 1..(HLEN + LLEN), so a namespace made before queues were forgotten (no free
--- list, ids 1..HLEN) needs nothing. Returns nil when MAX_QUEUES queues are in use.
-local function queue_id(name, free_ids)
+-- queue freed (`qkeys.free`, a list), else the next one; a new name's id is recorded
+-- for the pruner. Ids in use and freed ones are always 1..(HLEN + LLEN), so a namespace
+-- made before queues were forgotten (no free list, ids 1..HLEN) needs nothing. Returns
+-- nil when MAX_QUEUES queues are in use.
+local function queue_id(name, qkeys)
   local qid = redis.call('HGET', QUEUES, name)
   if qid then return tonumber(qid) end
-  qid = redis.call('LPOP', free_ids)
+  qid = redis.call('LPOP', qkeys.free)
   if not qid then
     qid = redis.call('HLEN', QUEUES) + 1
     if qid > MAX_QUEUES then return nil end
   end
   redis.call('HSET', QUEUES, name, qid)
+  record_queue(qkeys, name, qid, nil)
   return tonumber(qid)
 end
 
 -- Forget queue `name` (id `qid`) if none of its jobs is live, so that a namespace may
--- see any number of queue names over its life: its name leaves the queues hash and its
--- id goes to `free_ids` for the next new name. Its band must first hold nothing that a
+-- see any number of queue names over its life: its name leaves the queues hash, its id
+-- goes to `qkeys.free` for the next new name and leaves the pruner's records (a reused
+-- id starts clean, recorded again by queue_id). Its band must first hold nothing that a
 -- reader of the next queue with that id could see: expired entries are dropped, and
 -- successes still remembered (for dependents registered later, which look them up by
--- jid whatever the band) move to band 0, which is no queue's. At most `room` entries
--- are moved or dropped; a band holding more is finished by a later call.
--- Returns whether it was forgotten, and the room left.
-local function forget_queue(name, qid, free_ids, room)
+-- jid whatever the band) move to band 0, which is no queue's (due for the pruner when
+-- the oldest moved is no longer remembered). At most `room` entries are moved or
+-- dropped; a band holding more is finished by a later call.
+-- Returns whether it was forgotten, and the room left (0 when the room ran out).
+local function forget_queue(name, qid, qkeys, room)
   local lo = qid * BAND
   local top = int(lo + BAND - 1)
   for _, state in ipairs(STATES) do
@@ -176,12 +232,17 @@ local function forget_queue(name, qid, free_ids, room)
       end
     end
     if #dropped > 0 then redis.call('ZREM', key, unpack(dropped)) end
-    if #moved > 0 then redis.call('ZADD', key, unpack(moved)) end
+    if #moved > 0 then
+      redis.call('ZADD', key, unpack(moved))
+      -- the oldest moved comes first
+      redis.call('ZADD', qkeys.due, 'LT', int(tonumber(moved[1]) + TTL + DONE_TTL), 'success:0')
+    end
     room = room - take
-    if count > take then return false, room end
+    if count > take then return false, 0 end
   end
   redis.call('HDEL', QUEUES, name)
-  redis.call('RPUSH', free_ids, qid)
+  redis.call('RPUSH', qkeys.free, qid)
+  unrecord_queue(qkeys, qid)
   return true, room
 end
 

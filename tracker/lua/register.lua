@@ -1,8 +1,10 @@
 -- register: create a job's track. It waits for pending prerequisites (and for a
 -- waiting parent batch); otherwise it is released at once.
--- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use  KEYS[17] its dependents set
--- KEYS[18] its gate set  KEYS[19] its open-children set  KEYS[20] its staged RQ job hash
--- KEYS[21] its released-dependents set  KEYS[22] the free queue ids list
+-- KEYS[14] job hash  KEYS[15] payload  KEYS[16] label zsets in use (by when due)
+-- KEYS[17] its dependents set  KEYS[18] its gate set  KEYS[19] its open-children set
+-- KEYS[20] its staged RQ job hash  KEYS[21] its released-dependents set
+-- KEYS[22] the free queue ids list  KEYS[23] the state bands due for the pruner
+-- KEYS[24] the queue ids recorded there (see queue_keys in _common.lua)
 -- then, when it has a parent: the parent's hash, gate set, open-children set, children zset;
 -- then per prerequisite: its hash, dependents set and released-dependents set; then the
 -- job's label zsets.
@@ -26,17 +28,17 @@ end
 
 local has_parent, n_prereqs, n_handoff = ARGV[18] == '1', tonumber(ARGV[19]), tonumber(ARGV[20])
 local n_staged = tonumber(ARGV[21])
-local at = 23
+local at = 25
 local parent
 if has_parent then
-  parent = {key = KEYS[23], gate = KEYS[24], open = KEYS[25], children = KEYS[26]}
+  parent = {key = KEYS[25], gate = KEYS[26], open = KEYS[27], children = KEYS[28]}
   local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
   if got[3] == '1' then return {2, 'unknown', 'sealed'} end
   if TERMINAL[got[1]] then return {2, 'unknown', 'parent_finished', got[1]} end
-  at = 27
+  at = 29
 end
 local prereqs = {}
 for i = 1, n_prereqs do
@@ -48,54 +50,19 @@ local label_keys = {}
 for i = at, #KEYS do label_keys[#label_keys + 1] = KEYS[i] end
 if parent then label_keys[#label_keys + 1] = parent.children end
 
--- A cycle: something this job would wait for already waits for it. Events, not
--- jobs, are followed: R(j) "j is released" and S(j) "j succeeded". S(j) is what j's
--- dependents' R and its batch's S wait for; R(b) of a waiting batch is what its held
--- children's R waits for. This job's R would wait for each prerequisite's S, and
--- for R(parent) when its batch holds it: none of those may already follow from R(key).
--- A job that ended waits for nothing and is waited for by nothing (its success is
--- done, its death decides its dependents at once), so the search stops at it.
+-- A cycle: something this job would wait for already waits for it (see _cycle.lua).
 local held = parent and (parent.state == 'waiting' or parent.state == 'paused')
 if n_prereqs > 0 or held then
-  local wanted = {}
-  for _, p in ipairs(prereqs) do wanted['S' .. p.key] = true end
-  if held then wanted['R' .. parent.key] = true end
-  if wanted['S' .. key] then return {2, 'unknown', 'cycle'} end
-  local seen, queue = {}, {}
-  for _, member in ipairs(redis.call('SMEMBERS', KEYS[17])) do queue[#queue + 1] = 'R' .. member end
-  if parent then queue[#queue + 1] = 'S' .. parent.key end
-  local head = 1
-  while head <= #queue do
-    local node = queue[head]
-    head = head + 1
-    if not seen[node] then
-      seen[node] = true
-      if head > 20000 then return {2, 'unknown', 'graph_too_large'} end
-      local job_key = string.sub(node, 2)
-      local edges = redis.call('HMGET', job_key, 'dk', 'P', 'gk', 's')
-      if TERMINAL[edges[4]] then
-        -- ended: nothing follows from it
-      elseif wanted[node] then
-        return {2, 'unknown', 'cycle'}
-      elseif string.sub(node, 1, 1) == 'R' then
-        queue[#queue + 1] = 'S' .. job_key
-        if edges[3] then
-          for _, child in ipairs(redis.call('SMEMBERS', edges[3])) do queue[#queue + 1] = 'R' .. child end
-        end
-      else
-        if edges[1] then
-          for _, member in ipairs(redis.call('SMEMBERS', edges[1])) do
-            queue[#queue + 1] = 'R' .. member
-          end
-        end
-        if edges[2] then queue[#queue + 1] = 'S' .. edges[2] end
-      end
-    end
-  end
+  local targets = {}
+  for _, p in ipairs(prereqs) do targets[#targets + 1] = 'S' .. p.key end
+  if held then targets[#targets + 1] = 'R' .. parent.key end
+  local refused = closes_cycle(key, KEYS[17], parent and parent.key, targets)
+  if refused then return {2, 'unknown', refused} end
 end
 
 local queue_name = ARGV[10]
-local qid = queue_id(queue_name, KEYS[22])
+local qkeys = queue_keys(KEYS[22], KEYS[23], KEYS[24])
+local qid = queue_id(queue_name, qkeys)
 if not qid then
   -- every id is taken: forget a sample of the queues that have no live job left (the
   -- pruner forgets them all; this is for namespaces that no maintenance looks after)
@@ -103,9 +70,9 @@ if not qid then
   local room, sample = BUDGET * 4, redis.call('HRANDFIELD', QUEUES, 32, 'WITHVALUES')
   for i = 1, #sample, 2 do
     if room <= 0 then break end
-    room = select(2, forget_queue(sample[i], tonumber(sample[i + 1]), KEYS[22], room))
+    room = select(2, forget_queue(sample[i], tonumber(sample[i + 1]), qkeys, room))
   end
-  qid = queue_id(queue_name, KEYS[22])
+  qid = queue_id(queue_name, qkeys)
   if not qid then return {3, 'queue', 'too_many'} end
 end
 
@@ -147,12 +114,14 @@ local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', ARGV[13],
                 'h', ARGV[11]}
 if ARGV[14] ~= '' then append(fields, 'l', ARGV[14]) end
 if ARGV[#ARGV] ~= '' then append(fields, 'pj', ARGV[#ARGV]) end
-for _, label_key in ipairs(label_keys) do redis.call('SADD', KEYS[16], label_key) end
+-- its entry there expires with its track, at the earliest (see prune_labels.lua)
+local due = int(NOW + math.min(TTL, PENDING_TTL))
+for _, label_key in ipairs(label_keys) do redis.call('ZADD', KEYS[16], 'LT', due, label_key) end
 if #label_keys > 0 then append(fields, 'lk', table.concat(label_keys, '\n')) end
 if n_prereqs > 0 then
-  local jids = {}
-  for i, p in ipairs(prereqs) do jids[i] = p.jid end
-  append(fields, 'pt', n_prereqs, 'pq', table.concat(jids, '\n'))
+  local prerequisite_keys = {}
+  for i, p in ipairs(prereqs) do prerequisite_keys[i] = p.key end
+  append(fields, 'pt', n_prereqs, 'pq', table.concat(prerequisite_keys, '\n'))
 end
 if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
 if parent then append(fields, 'P', parent.key) end

@@ -144,6 +144,13 @@ def local_client(app: ASGIApp, **options: Any) -> TestClient:
     return TestClient(app, client=("127.0.0.1", 50000), **options)
 
 
+def in_aof(directory: Path, text: str) -> bool:
+    """Whether the store's append-only files hold ``text`` (written, if not yet synced):
+    with appendfsync everysec a busy server may hold a write back for up to 2 s."""
+    files = (directory / "appendonlydir").glob("*.aof")
+    return any(text.encode() in path.read_bytes() for path in files)
+
+
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll ``condition`` until it returns something truthy, or fail after ``timeout``."""
     deadline = time.monotonic() + timeout

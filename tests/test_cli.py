@@ -16,7 +16,7 @@ import httpx
 import pytest
 import redis
 from click.testing import CliRunner, Result
-from conftest import own_namespace, wait_until
+from conftest import in_aof, own_namespace, wait_until
 
 from tracker import Settings, Tracker
 from tracker.cli import main
@@ -367,6 +367,7 @@ def test_store_status_and_stop(directory: Path) -> None:
 
 def test_a_killed_store_comes_back_with_its_data_at_the_next_command(directory: Path) -> None:
     assert _console(directory, "register", "x").returncode == 0
+    wait_until(lambda: in_aof(directory / ".tracker", "x"))  # AOF everysec may lag 2 s
     pid = json.loads(_console(directory, "store", "status").stdout)["pid"]
     os.kill(pid, signal.SIGKILL)
     read = _console(directory, "get", "x")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from conftest import wait_until
+from conftest import in_aof, wait_until
 
 from tracker import Settings, State, Tracker
 from tracker.embedded import EmbeddedValkey, Keeper
@@ -114,6 +114,7 @@ def test_a_killed_server_is_started_again_on_its_data(store: EmbeddedValkey) -> 
     settings = Settings(namespace="embedded")
     with Tracker.from_url(store.start(), settings) as tracker:
         tracker.register("job-1")
+    wait_until(lambda: in_aof(store.directory, "job-1"))
     _kill(store)
     assert store.socket_path.exists() or store.pid_path.exists()  # what it left behind
     with Tracker.from_url(store.start(), settings) as tracker:

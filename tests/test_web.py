@@ -411,6 +411,18 @@ def test_a_huge_number_inside_a_payload_is_400_naming_the_payload(
     assert store.track_get("j2").state == "unknown"
 
 
+def test_a_payload_takes_integers_past_64_bits_as_its_function_would(
+    http: TestClient, store: Tracker
+) -> None:
+    wide, negative = 10**25 + 7, -(10**40)
+    body = f'{{"payload": {{"func": "m.f", "args": [{wide}, [{negative}]]}}}}'.encode()
+    answer = http.put("/jobs/j2", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["payload"]["args"] == [wide, [negative]]
+    again = http.put("/jobs/j2", content=body, headers={"content-type": "application/json"})
+    assert again.status_code == 200  # the same body, packed the same way
+
+
 @pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
 def test_a_number_json_does_not_have_is_400(
     http: TestClient, store: Tracker, constant: str

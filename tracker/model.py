@@ -178,8 +178,21 @@ def func_name(func: object) -> str:
 def pack(value: object) -> bytes:
     try:
         return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
-    except (TypeError, ValueError, OverflowError) as exc:
+    except OverflowError:  # an integer past 64 bits: any is a valid argument
+        return pack(_wide_ints_as_text(value))
+    except (TypeError, ValueError) as exc:
         raise InvalidInput("payload", f"cannot be serialised: {exc}") from None
+
+
+def _wide_ints_as_text(value: object) -> object:
+    """``value`` with every integer msgpack cannot hold (past 64 bits) as its digits."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value if -(2**63) <= value < 2**64 else f"int:{value}"
+    if isinstance(value, list | tuple):
+        return [_wide_ints_as_text(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _wide_ints_as_text(item) for key, item in value.items()}
+    return value
 
 
 # --- requests ---------------------------------------------------------------

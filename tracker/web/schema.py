@@ -254,8 +254,22 @@ async def read_body(request: Request, body: Body) -> dict[str, Any]:
             expected == "integer" and isinstance(value, bool)
         ):
             raise InvalidInput(name, f"expected {expected}, got {_json_type(value)}")
-        out[name] = value
+        out[name] = _widened(name, value) if expected in ("object", "array") else value
     return out
+
+
+def _widened(name: str, value: Any) -> Any:
+    """Free-form JSON (a payload's args and kwargs) with its long integers made ints:
+    any integer is a valid argument, up to the 4,300 digits Python reads."""
+    if isinstance(value, LongNumber):
+        if value.digits > _PYTHON_DIGITS:
+            raise InvalidInput(name, f"a number of {value.digits} digits is too long")
+        return int(value.text)
+    if isinstance(value, list):
+        return [_widened(name, item) for item in value]
+    if isinstance(value, dict):
+        return {key: _widened(name, item) for key, item in value.items()}
+    return value
 
 
 class LongNumber:
@@ -263,14 +277,18 @@ class LongNumber:
     would spend time on it (or raise past 4,300 digits). It fails the type of its field,
     or the packing of a payload, naming the field either way."""
 
-    __slots__ = ("digits",)
+    __slots__ = ("digits", "text")
 
-    def __init__(self, digits: int) -> None:
-        self.digits = digits
+    def __init__(self, text: str) -> None:
+        self.digits, self.text = len(text.lstrip("-")), text
+
+
+#: The longest integer ``int()`` reads by default (sys.get_int_max_str_digits()).
+_PYTHON_DIGITS = 4300
 
 
 def _integer(text: str) -> int | LongNumber:
-    return int(text) if len(text) <= model.MAX_DIGITS else LongNumber(len(text))
+    return int(text) if len(text) <= model.MAX_DIGITS else LongNumber(text)
 
 
 _NUMBER = re.compile(

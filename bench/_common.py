@@ -26,9 +26,9 @@ import redis
 import rq
 
 from tracker import Tracker, scripts
+from tracker.calls import Call, Plan
 from tracker.context import current, progress
 from tracker.embedded import EmbeddedValkey
-from tracker.ops import Call, Plan
 
 SHARED_REDIS = "redis://127.0.0.1:6379/0"
 

@@ -97,14 +97,14 @@ def measure_tracker(
         tracker._library.load(client)
         pre = [jid("pre", i) for i in range(prerequisites)]
         for first in range(0, prerequisites, BATCH):
-            pipelined(tracker, (tracker.ops.register(p) for p in pre[first : first + BATCH]))
+            pipelined(tracker, (tracker.plans.register(p) for p in pre[first : first + BATCH]))
         before = used_memory(client)
         waits = samples(dependents, prerequisites, k)
         for first in range(0, dependents, BATCH):
             pipelined(
                 tracker,
                 (
-                    tracker.ops.register(
+                    tracker.plans.register(
                         jid("dep", i),
                         prerequisites=[pre[j] for j in waits[i]],
                         payload=PAYLOAD if payload else None,

@@ -99,8 +99,8 @@ def run_tracker(url: str, jobs: int, rounds: int) -> Sides:
             }
             everything = [jid for group in groups.values() for jid in group]
             for chunk in range(0, len(everything), BATCH):
-                pipelined(tracker, (tracker.ops.register(j) for j in everything[chunk:][:BATCH]))
-                pipelined(tracker, (tracker.ops.start(j) for j in everything[chunk:][:BATCH]))
+                pipelined(tracker, (tracker.plans.register(j) for j in everything[chunk:][:BATCH]))
+                pipelined(tracker, (tracker.plans.start(j) for j in everything[chunk:][:BATCH]))
             sinks = [(f"r{r}-sink", groups["fan_in"])]
             sinks += [
                 (f"r{r}-sink-{i:05d}", groups["small"][i : i + SMALL_FAN_IN])

@@ -7,7 +7,7 @@ tracker: a job "root" and N dependents, each registered with ``prerequisites=[ro
 and a payload (``os.path.join("a")``) for an RQ queue of the run's own; the
 registrations are pipelined 1,000 at a time. Root is started, then the clock runs
 over ``Tracker.success(root)``: one FCALL that releases as many dependents as
-its budget allows (``tracker.plans.GRAPH_BUDGET``, in the units _graph.lua counts)
+its budget allows (``tracker.calls.GRAPH_BUDGET``, in the units _graph.lua counts)
 and, while fan-out work remains, the drain FCALLs that ``success`` itself runs
 until every dependent is enqueued, i.e. pushed onto ``rq:queue:<name>`` with its
 RQ job hash (checked after: LLEN is N).
@@ -23,7 +23,7 @@ time less that, which favours RQ.
 
 Also measured: N = ``--big`` for tracker alone (target: at most 12x the time for
 N; on the first ``--big-servers`` servers only, as its setup takes 30-40 s), and,
-by budget (``tracker.plans.GRAPH_BUDGET``, read when a Tracker is built; the
+by budget (``tracker.calls.GRAPH_BUDGET``, read when a Tracker is built; the
 default is not changed), the release of N. The number of FCALLs of a release and
 their mean time come from INFO commandstats, which also gives the server time of
 each command the functions ran ("server time per dependent"). The longest single
@@ -122,7 +122,9 @@ def tracker_release(url: str, n: int, budget: int | None, slowlog: bool) -> Rele
             pipelined(
                 tracker,
                 (
-                    tracker.ops.register(jid, queue=queue, prerequisites=["root"], payload=PAYLOAD)
+                    tracker.plans.register(
+                        jid, queue=queue, prerequisites=["root"], payload=PAYLOAD
+                    )
                     for jid in jids[first : first + BATCH]
                 ),
             )

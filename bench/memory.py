@@ -86,7 +86,7 @@ def measure_tracker(url: str, count: int, jid_kind: str) -> TrackerMemory:
     settings = Settings(namespace=namespace(len(Settings().namespace)))
     client = redis.Redis.from_url(url)
     tracker = Tracker(client, settings)
-    ops = tracker.ops
+    ops = tracker.plans
     try:
         tracker._library.load(client)  # the function library is not per track
         before = used_memory(client)

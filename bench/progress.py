@@ -129,7 +129,7 @@ def direct(url: str, rounds: int, calls: int) -> dict[str, Block]:
             for i in range(calls):
                 raw(keys=keys, args=[i, RAW_EXPIRY])
 
-        prebuilt = [first_call(tracker.ops.track_set(jid, percent=i)) for i in range(calls)]
+        prebuilt = [first_call(tracker.plans.track_set(jid, percent=i)) for i in range(calls)]
 
         def with_function() -> None:
             for call in prebuilt:
@@ -137,7 +137,7 @@ def direct(url: str, rounds: int, calls: int) -> dict[str, Block]:
 
         def plan_only() -> None:
             for i in range(calls):
-                first_call(tracker.ops.track_set(jid, percent=i))
+                first_call(tracker.plans.track_set(jid, percent=i))
 
         sides: list[tuple[str, Callable[[], None]]] = [
             ("progress", with_progress),

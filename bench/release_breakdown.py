@@ -125,7 +125,7 @@ def release_us(url: str, library: scripts.Library, n: int, payload: bool) -> tup
             pipelined(
                 tracker,
                 (
-                    tracker.ops.register(
+                    tracker.plans.register(
                         jid, queue=run, prerequisites=["root"], payload=PAYLOAD if payload else None
                     )
                     for jid in jids[first : first + BATCH]

@@ -53,7 +53,7 @@ from _common import (
 )
 
 from tracker import Conflict, Settings, Tracker
-from tracker.maintenance import Maintenance
+from tracker.upkeep import Maintenance
 
 QUEUES = 1000
 LABEL = "env:prod"  # 9 jobs in 10 carry it; those of queue q0 never
@@ -72,17 +72,17 @@ def fill(tracker: Tracker, n: int) -> None:
                 fields["labels"] = {"env": "prod", "team": f"t{i % 100}", "batch": f"b{i // 10}"}
             if i < waiting:
                 fields["prerequisites"] = ["root"]
-            yield tracker.ops.register(f"job-{i:07d}", **fields)
+            yield tracker.plans.register(f"job-{i:07d}", **fields)
 
     for start in range(0, n, CHUNK):
         pipelined(tracker, jobs(start, min(n, start + CHUNK)))
-    pipelined(tracker, (tracker.ops.start(f"job-{i:07d}") for i in range(waiting, n, 100)))
+    pipelined(tracker, (tracker.plans.start(f"job-{i:07d}") for i in range(waiting, n, 100)))
     failing = range(waiting + 1, n, 10_000)  # labelled: 1 in 10,000 fails
-    pipelined(tracker, (tracker.ops.start(f"job-{i:07d}") for i in failing))
-    pipelined(tracker, (tracker.ops.fail(f"job-{i:07d}", "boom") for i in failing))
+    pipelined(tracker, (tracker.plans.start(f"job-{i:07d}") for i in failing))
+    pipelined(tracker, (tracker.plans.fail(f"job-{i:07d}", "boom") for i in failing))
     tracker.register("big", batch=True)
-    pipelined(tracker, (tracker.ops.register(f"child-{i}", parent="big") for i in range(3000)))
-    leaves = (tracker.ops.register(f"leaf-{i}", prerequisites=["huge"]) for i in range(3000))
+    pipelined(tracker, (tracker.plans.register(f"child-{i}", parent="big") for i in range(3000)))
+    leaves = (tracker.plans.register(f"leaf-{i}", prerequisites=["huge"]) for i in range(3000))
     pipelined(tracker, leaves)
 
 

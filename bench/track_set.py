@@ -47,8 +47,7 @@ from _common import (
     url_parser,
 )
 
-from tracker import Settings, Tracker, TrackerError
-from tracker.aio import AsyncTracker
+from tracker import AsyncTracker, Settings, Tracker, TrackerError
 
 #: The least a TRACK SET must do: write percent and desc, set the hash's expiry.
 RAW_TRACK_SET = """

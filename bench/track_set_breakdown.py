@@ -52,9 +52,8 @@ from _common import (
 )
 from track_set import EXPIRY_MS, RAW_TRACK_SET, desc
 
-from tracker import Settings, Tracker
-from tracker.aio import AsyncTracker
-from tracker.ops import Call
+from tracker import AsyncTracker, Settings, Tracker
+from tracker.calls import Call
 
 #: RAW_TRACK_SET as functions: ``raw`` takes its KEYS and ARGV; ``wide`` is handed
 #: tracker's hot layout (KEYS[8] the hash, ARGV[7] percent, ARGV[9] desc).
@@ -124,14 +123,14 @@ def sync_steps(
     library = tracker._library
     keys = [tracker.keys.job(jid) for jid in jids]
     calls: list[Call] = [
-        first_call(tracker.ops.track_set(jid, percent=i % 101, desc=desc(i)))
+        first_call(tracker.plans.track_set(jid, percent=i % 101, desc=desc(i)))
         for i, jid in enumerate(jids)
     ]
     updates = [
         [{"jid": jids[b * BATCH + i], "percent": i, "desc": desc(i)} for i in range(BATCH)]
         for b in range(JOBS // BATCH)
     ]
-    many_calls: list[Call] = [first_call(tracker.ops.track_set_many(u)) for u in updates]
+    many_calls: list[Call] = [first_call(tracker.plans.track_set_many(u)) for u in updates]
     at = [0]
 
     def loop(body: Callable[[int], object]) -> Callable[[], int]:
@@ -198,7 +197,7 @@ def sync_steps(
         (Step("raw", "hgetall", 1), loop(lambda i: client.hgetall(keys[i]))),
         (
             Step("+decode", "hgetall", 1),
-            loop(lambda i: tracker.ops.decode(jids[i], client.hgetall(keys[i]))),
+            loop(lambda i: tracker.plans.decode(jids[i], client.hgetall(keys[i]))),
         ),
         (Step("tracker", "hgetall", 1), loop(lambda i: tracker.track_get(jids[i]))),
     ]
@@ -224,7 +223,7 @@ async def async_steps(
     library = tracker._library
     keys = [tracker.keys.job(jid) for jid in jids]
     calls = [
-        first_call(tracker.ops.track_set(jid, percent=i % 101, desc=desc(i)))
+        first_call(tracker.plans.track_set(jid, percent=i % 101, desc=desc(i)))
         for i, jid in enumerate(jids)
     ]
     share = JOBS // TASKS

@@ -63,8 +63,8 @@ from _common import (
 
 import tracker.worker
 from tracker import Settings, Tracker
-from tracker.maintenance import Maintenance
-from tracker.store import connect
+from tracker.client import connect
+from tracker.upkeep import Maintenance
 from tracker.worker import TrackedSimpleWorker
 
 TARGET = 0.9

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from tracker import Tracker
-from tracker.ops import Call
+from tracker.calls import Call
 
 CHUNK = 2000
 
@@ -26,7 +26,7 @@ def register_each(tracker: Tracker, jobs: Iterable[tuple[str, dict[str, Any]]]) 
         pipe = tracker.client.pipeline(transaction=False)
         plans = []
         for jid, fields in todo[start : start + CHUNK]:
-            plan = tracker.ops.register(jid, **fields)
+            plan = tracker.plans.register(jid, **fields)
             call = next(plan)
             assert isinstance(call, Call)
             tracker._library.call(pipe, call.script, call.keys, call.args)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import fakeredis
 import httpx
@@ -21,16 +21,19 @@ import pytest
 import redis
 import redis.cluster
 from cluster import valkey_cluster
+from drivers import AsyncDriven
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from tracker import Settings, Tracker
+from tracker.client import disconnect
 from tracker.embedded import EmbeddedValkey
-from tracker.store import disconnect
 
 REDIS_URL = os.environ.get("TRACKER_TEST_REDIS_URL")
 REAL_BACKENDS = ["valkey", *(["redis"] if REDIS_URL else [])]
-ALL_BACKENDS = [*REAL_BACKENDS, "cluster", "fake"]
+#: "async": the embedded Valkey driven by AsyncTracker (see drivers.py), so that the
+#: store's contract runs on both drivers
+ALL_BACKENDS = [*REAL_BACKENDS, "cluster", "fake", "async"]
 
 
 @pytest.fixture(scope="session")
@@ -53,7 +56,7 @@ def _client(backend: str, url: str) -> redis.Redis:
     if backend == "cluster":
         client: Any = redis.cluster.RedisCluster.from_url(url)
         return client  # tracker calls only what both clients have
-    if backend == "valkey":
+    if backend in ("valkey", "async"):
         return redis.Redis.from_url(url)
     if backend == "redis":
         assert REDIS_URL is not None
@@ -75,6 +78,7 @@ MakeTracker = Callable[..., Tracker]
 
 def _factory(backend: str, url: str) -> Iterator[MakeTracker]:
     made: list[tuple[redis.Redis, str]] = []
+    driven: list[AsyncDriven] = []
 
     def make(client: redis.Redis | None = None, **settings: Any) -> Tracker:
         namespace = "t-" + uuid.uuid4().hex[:12]
@@ -82,9 +86,14 @@ def _factory(backend: str, url: str) -> Iterator[MakeTracker]:
         clock = settings.pop("clock", None)
         made.append((client, namespace))
         base = Settings(namespace=namespace, redis_cluster=backend == "cluster")
+        if backend == "async":
+            driven.append(AsyncDriven(client, url, replace(base, **settings), clock))
+            return cast(Tracker, driven[-1])  # the same surface: see drivers.py
         return Tracker(client, replace(base, **settings), clock=clock)
 
     yield make
+    for one in driven:
+        one.close()
     for client, namespace in made:
         cleanup(client, namespace)
         disconnect(client)
@@ -96,8 +105,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kept, dropped = [], []
     for item in items:
         params = getattr(item, "callspec", None)
-        on_cluster = params is not None and params.params.get("backend") == "cluster"
-        (dropped if on_cluster and item.get_closest_marker("rq") else kept).append(item)
+        backend = params.params.get("backend") if params is not None else None
+        on_cluster = backend == "cluster" and item.get_closest_marker("rq") is not None
+        (dropped if on_cluster else kept).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import uuid
 
 import pytest
@@ -10,8 +11,8 @@ import redis
 import redis.asyncio
 from conftest import cleanup
 
-from tracker import Conflict, Settings, State
-from tracker.aio import AsyncTracker
+from tracker import AsyncTracker, Conflict, Settings, State, Tracker
+from tracker.client import Operation, Plans
 from tracker.testing import memory_async_tracker, memory_tracker
 
 
@@ -75,3 +76,54 @@ def test_in_memory_trackers_do_not_share_state() -> None:
     first, second = memory_tracker(), memory_tracker()
     first.register("job-1")
     assert second.track_get("job-1").state is State.UNKNOWN
+
+
+def _surface(cls: type) -> dict[str, list[inspect.Parameter]]:
+    """Every public method of a client class, by name: its parameters (self left out)."""
+    surface = {}
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        value = inspect.getattr_static(cls, name)
+        if isinstance(value, Operation):
+            surface[name] = list(value.signature.parameters.values())
+        elif callable(value) or isinstance(value, classmethod):
+            function = value.__func__ if isinstance(value, classmethod) else value
+            surface[name] = list(inspect.signature(function).parameters.values())[1:]
+    return surface
+
+
+def test_both_clients_have_the_same_methods_with_the_same_parameters() -> None:
+    sync, asynchronous = _surface(Tracker), _surface(AsyncTracker)
+    assert sorted(sync) == sorted(asynchronous)
+    assert sync == asynchronous
+    assert {"register", "track_set", "related", "snapshot", "events", "ready"} <= set(sync)
+
+
+def test_every_method_of_the_asyncio_client_is_a_coroutine_function() -> None:
+    async def main() -> None:
+        tracker = memory_async_tracker()
+        try:
+            for name in _surface(AsyncTracker):
+                if name != "from_url":
+                    assert inspect.iscoroutinefunction(getattr(tracker, name)), name
+            assert await tracker.ping() is True
+            assert await tracker.ready() is True
+        finally:
+            await tracker.close()
+
+    asyncio.run(main())
+
+
+def test_a_method_of_either_client_shows_the_plan_s_signature_and_docstring() -> None:
+    tracker = memory_tracker()
+    try:
+        assert tracker.start.__doc__ == Tracker.start.__doc__ == Plans.start.__doc__
+        assert (
+            str(inspect.signature(tracker.start))
+            == "(jid: 'str', *, reserve_for: 'int | None' = None)"
+        )
+        assert tracker.start is tracker.start  # made once per client
+        assert tracker.ready() is True
+    finally:
+        tracker.close()

@@ -10,7 +10,7 @@ import pytest
 from conftest import MakeTracker
 
 from tracker import Conflict, State, Tracker
-from tracker.plans import GRAPH_BUDGET
+from tracker.calls import GRAPH_BUDGET
 
 PAYLOAD = {"func": "os.path.join", "args": ["a"]}
 

@@ -18,10 +18,9 @@ from click.testing import CliRunner
 from conftest import cleanup, local_client
 from test_cli import SETTINGS
 
-from tracker import InvalidInput, Settings, State, Tracker
-from tracker.aio import AsyncTracker
+from tracker import AsyncTracker, InvalidInput, Settings, State, Tracker
 from tracker.cli import main
-from tracker.store import disconnect
+from tracker.client import disconnect
 from tracker.web import create_app
 
 

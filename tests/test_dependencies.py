@@ -18,7 +18,7 @@ from rq import Queue
 from rq.job import Job
 
 from tracker import Conflict, State, Tracker
-from tracker.plans import GRAPH_BUDGET, Plan
+from tracker.calls import GRAPH_BUDGET, Plan
 from tracker.scripts import Library
 
 PAYLOAD = {"func": "os.path.join", "args": ["a"]}
@@ -216,7 +216,7 @@ def test_a_big_fan_out_is_released_exactly_once_by_one_success(tracker: Tracker)
 
 def test_a_fan_out_is_released_in_chunks_that_drain_finishes(tracker: Tracker) -> None:
     dependents = register_fan_out(tracker)
-    first_call_only(tracker, tracker.ops.success("root"))
+    first_call_only(tracker, tracker.plans.success("root"))
     states = tracker.stats().states
     # a call stops at GRAPH_BUDGET commits
     assert 0 < states["enqueued"] <= GRAPH_BUDGET
@@ -239,7 +239,7 @@ def test_a_fan_out_that_releases_nobody_yet_is_still_taken_in_bounded_chunks(
     dependents = [f"dep-{n}" for n in range(FAN_OUT)]
     for jid in dependents:
         tracker.register(jid, prerequisites=["root", "other"])
-    first_call_only(tracker, tracker.ops.success("root"))
+    first_call_only(tracker, tracker.plans.success("root"))
 
     def counted() -> int:
         return sum(
@@ -307,7 +307,7 @@ def test_a_fan_out_chunk_drained_later_counts_from_the_success(make_tracker: Mak
     clock = FakeClock()
     tracker = make_tracker(clock=clock)
     dependents = register_fan_out(tracker)
-    first_call_only(tracker, tracker.ops.success("root"))
+    first_call_only(tracker, tracker.plans.success("root"))
     clock.advance(2.5)
     tracker.drain()
     latencies = release_latencies(tracker)
@@ -459,7 +459,7 @@ def test_a_cycle_through_a_job_registered_by_an_older_version_is_refused(tracker
     tracker.client.hset(tracker.keys.job("a"), "pq", "b")  # before job keys, jids were kept
     with pytest.raises(Conflict, match="cycle"):
         tracker.register("b", prerequisites=["a"])
-    assert tracker._drive(tracker.ops.related("a")).prerequisites == [("b", State.UNKNOWN)]
+    assert tracker._drive(tracker.plans.related("a")).prerequisites == [("b", State.UNKNOWN)]
 
 
 # --- failure propagation ---------------------------------------------------------

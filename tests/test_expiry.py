@@ -6,7 +6,7 @@ from bulk import register_many
 from conftest import FakeClock, MakeTracker, wait_until
 
 from tracker import State, Tracker, scripts
-from tracker.maintenance import Maintenance
+from tracker.upkeep import Maintenance
 
 
 def test_a_finished_track_stays_readable_for_the_ttl_then_is_unknown(
@@ -105,7 +105,7 @@ def _prune_labels_once(tracker: Tracker, budget: int) -> tuple[int, int]:
     """One call of prune_labels: (entries removed, 1 when more is due)."""
     keys = [*tracker.keys.shared, tracker.keys.labels_in_use, tracker.keys.labels_in_use_unscored]
     reply = tracker._library.call(
-        tracker.client, "prune_labels", keys, [*tracker.ops._head(), budget]
+        tracker.client, "prune_labels", keys, [*tracker.plans._head(), budget]
     )
     removed, more = scripts.outcome(reply, "")
     return int(removed), int(more)
@@ -168,7 +168,7 @@ def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_t
     ]
 
     def once() -> tuple[int, int]:
-        reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])
+        reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.plans._head(), 20])
         dropped, more = scripts.outcome(reply, "")
         return int(dropped), int(more)
 

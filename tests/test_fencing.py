@@ -39,8 +39,16 @@ from conftest import (
 )
 from starlette.testclient import TestClient
 
-from tracker import Conflict, InvalidInput, JobSuperseded, Settings, State, Tracker, context
-from tracker.aio import AsyncTracker
+from tracker import (
+    AsyncTracker,
+    Conflict,
+    InvalidInput,
+    JobSuperseded,
+    Settings,
+    State,
+    Tracker,
+    context,
+)
 from tracker.cli import main
 from tracker.web import create_app
 from tracker.worker import TrackedSimpleWorker

@@ -6,6 +6,7 @@ import pytest
 from conftest import set_and_get
 
 from tracker import Conflict, NotFound, State, Tracker
+from tracker.records import decode_event
 
 
 def test_register_enqueues_a_job_with_no_prerequisites(tracker: Tracker) -> None:
@@ -308,7 +309,7 @@ def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fiel
     seen = 0
     for entry_id, fields in tracker.client.xrange(tracker.keys.events):
         assert not SCRIPTS_OWN & set(fields), fields
-        event = tracker.ops.decode_event(entry_id, fields)
+        event = decode_event(tracker.keys, entry_id, fields)
         if event.change and fields[b"jid"] == b"job":
             seen += 1
             final = event.track

@@ -8,9 +8,9 @@ import pytest
 from bulk import register_many
 from conftest import FakeClock, MakeTracker
 
-from tracker import InvalidInput, State, Tracker, reads
-from tracker.ops import Call, Plan, Read
-from tracker.reads import INDEX_BUDGET, INDEX_CALLS
+from tracker import InvalidInput, State, Tracker, listing
+from tracker.calls import Call, Plan, Read
+from tracker.listing import INDEX_BUDGET, INDEX_CALLS
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_a_rare_state_within_a_large_label_is_listed_from_the_state_side(
 def test_jobs_of_many_queues_merge_newest_first_in_calls_within_the_budget(
     timed: Tracker, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(reads, "LIST_BUDGET", 40)  # many calls, each asking for at most 40
+    monkeypatch.setattr(listing, "LIST_BUDGET", 40)  # many calls, each asking for at most 40
     for n in range(150):
         timed.register(f"job-{n:03d}", queue=f"q{n % 25}")
         if n % 3 == 0:
@@ -199,12 +199,12 @@ def test_jobs_of_many_queues_merge_newest_first_in_calls_within_the_budget(
         reverse=True,
     )
     asked = []
-    plan = timed.ops.list_jobs(limit=1000)
+    plan = timed.plans.list_jobs(limit=1000)
     step = next(plan)
     try:
         while True:
             if isinstance(step, Call) and step.script == "list":
-                args = step.args[len(timed.ops._head()) :]
+                args = step.args[len(timed.plans._head()) :]
                 asked.append(args[0] + sum(args[5::5]))
             step = plan.send(timed._drive(_one(step)))
     except StopIteration as done:

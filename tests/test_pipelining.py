@@ -12,8 +12,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from tracker import NotFound, Settings, State
-from tracker.aio import AsyncTracker
+from tracker import AsyncTracker, NotFound, Settings, State
 from tracker.embedded import EmbeddedValkey
 from tracker.pipelining import AutoPipeline
 

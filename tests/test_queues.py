@@ -92,7 +92,7 @@ def test_the_pruner_forgets_every_dead_queue_over_calls_of_a_small_budget(
         tracker.register(f"job-{n}", queue=f"queue-{n}")
     clock.advance(11)
     tracker.register("live", queue="kept")
-    tracker._drive(tracker.ops.prune(budget=40))
+    tracker._drive(tracker.plans.prune_states(budget=40))
     assert set(queue_ids(tracker)) == {"kept"}
     assert len(free_ids(tracker)) == 150
 
@@ -231,7 +231,7 @@ def test_a_round_with_nothing_due_reads_no_band_whatever_the_queues(
         tracker.keys.queues_recorded,
         tracker.keys.free_queue_ids,
     ]
-    reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.ops._head(), 20])
+    reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.plans._head(), 20])
     assert reply[1:] == [0, 0]  # one call, nothing read: every band is due later
     assert len(queue_ids(tracker)) == 50
 

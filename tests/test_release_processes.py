@@ -32,7 +32,7 @@ from conftest import MakeTracker, wait_until
 
 import tracker as tracker_module
 from tracker import State, Track, Tracker
-from tracker.plans import EVENTS_KEPT, GRAPH_BUDGET
+from tracker.calls import EVENTS_KEPT, GRAPH_BUDGET
 
 PAYLOAD = {"func": "os.path.join", "args": ["x"]}
 PREREQUISITES = 1_000
@@ -207,7 +207,7 @@ def register_all(tracker: Tracker, jobs: Mapping[str, Mapping[str, Any]]) -> Non
         chunk = items[start : start + 2000]
         pipe = tracker.client.pipeline(transaction=False)
         for jid, fields in chunk:
-            call = next(tracker.ops.register(jid, **fields))
+            call = next(tracker.plans.register(jid, **fields))
             tracker._library.call(pipe, call.script, call.keys, call.args)
         for (jid, _), reply in zip(chunk, pipe.execute(), strict=True):
             assert reply[:2] == [0, 1], f"{jid} was not created: {reply[:2]}"
@@ -229,7 +229,7 @@ def count_script_calls(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> Cou
 def interrupted(tracker: Tracker, op: str, jid: str, *args: Any) -> int:
     """Run one operation's script call alone, as a process would that died right after it,
     before finishing the fan-out; returns whether it left fan-out work."""
-    call = next(getattr(tracker.ops, op)(jid, *args))
+    call = next(getattr(tracker.plans, op)(jid, *args))
     reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
     assert reply[0] == 0, reply
     return int(reply[-1])
@@ -263,7 +263,7 @@ def tracks(tracker: Tracker, jids: Sequence[str]) -> dict[str, Track]:
     for jid in jids:
         pipe.hgetall(tracker.keys.job(jid))
     replies = pipe.execute()
-    return {jid: tracker.ops.decode(jid, raw) for jid, raw in zip(jids, replies, strict=True)}
+    return {jid: tracker.plans.decode(jid, raw) for jid, raw in zip(jids, replies, strict=True)}
 
 
 def assert_queued_once_each(queue: RqQueue, jids: Iterable[str]) -> None:

@@ -17,8 +17,7 @@ import uvicorn
 from conftest import local_client, wait_until
 from starlette.applications import Starlette
 
-from tracker import Settings, State, Tracker
-from tracker.aio import AsyncTracker
+from tracker import AsyncTracker, Settings, State, Tracker
 from tracker.embedded import EmbeddedValkey
 from tracker.web import create_app
 from tracker.web import sse as sse_module

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .client import AsyncTracker, Tracker
 from .context import aprogress, progress
 from .errors import (
     Conflict,
@@ -21,9 +22,8 @@ from .errors import (
     TrackerError,
 )
 from .model import State, Track, TrackUpdate
-from .ops import Page, Registered, Stats
+from .records import Page, Registered, Stats
 from .settings import Settings
-from .store import Tracker
 
 try:
     __version__ = version("tracker")
@@ -31,6 +31,7 @@ except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0.0.0"
 
 __all__ = [
+    "AsyncTracker",
     "Conflict",
     "InvalidInput",
     "JobCancelled",

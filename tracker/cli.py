@@ -21,12 +21,12 @@ from typing import NoReturn
 import click
 import rq
 
+from .client import Tracker
 from .embedded import EmbeddedValkey, Keeper
 from .errors import Conflict, InvalidInput, NotFound, SettingsError, StoreUnavailable, TrackerError
-from .maintenance import Maintenance
 from .model import STORED_STATES, State, Track, parse_label
 from .settings import Settings
-from .store import Tracker
+from .upkeep import Maintenance
 
 EXIT_UNKNOWN, EXIT_INVALID, EXIT_CONFLICT, EXIT_UNAVAILABLE = 1, 2, 3, 4
 
@@ -431,11 +431,11 @@ def _simple(name: str, action: Callable[[Tracker, str], Track], help_text: str) 
             _print_track(action(tracker, jid))
 
 
-_simple("cancel", Tracker.cancel, "Cancel a job that has not finished.")
-_simple("pause", Tracker.pause, "Hold a waiting or enqueued job back.")
-_simple("resume", Tracker.resume, "Release a paused job again.")
+_simple("cancel", lambda t, jid: t.cancel(jid), "Cancel a job that has not finished.")
+_simple("pause", lambda t, jid: t.pause(jid), "Hold a waiting or enqueued job back.")
+_simple("resume", lambda t, jid: t.resume(jid), "Release a paused job again.")
 _simple("start", lambda t, jid: t.start(jid), "Start a job (as a worker would).")
-_simple("seal", Tracker.seal, "A batch takes no more children.")
+_simple("seal", lambda t, jid: t.seal(jid), "A batch takes no more children.")
 
 
 @main.command()

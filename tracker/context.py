@@ -22,8 +22,8 @@ import asyncio
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from .client import Tracker
 from .errors import Conflict, JobCancelled, JobSuperseded, TrackerError
-from .store import Tracker
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,11 +17,11 @@ from typing import TextIO
 
 import rq
 
+from .client import Tracker
 from .context import current, progress
-from .maintenance import Maintenance
 from .model import State, Track
 from .steps import register_steps
-from .store import Tracker
+from .upkeep import Maintenance
 from .worker import TrackedSimpleWorker
 
 DEADLINE = 25.0

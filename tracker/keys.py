@@ -53,7 +53,7 @@ the job was first seen taken from its queue and not started, ``hn`` hand-offs ma
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
-that make the track (those ``PlanBase.decode`` reads: ``TRACK_FIELDS`` in
+that make the track (those ``decode_track`` in records.py reads: ``TRACK_FIELDS`` in
 lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
 ``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``, ``hd``,
 ``hl``, ``hn``, and ``pj`` and ``tb``, which may be kilobytes); a TRACK SET carries no

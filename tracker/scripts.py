@@ -105,6 +105,11 @@ class Library:
             if "already exists" not in str(exc):  # another process loaded it meanwhile
                 raise
 
+    def ensure(self, client: Any) -> None:
+        """Load the library unless the server already holds it."""
+        if not _held(client.function_list(library=f"tracker_{self.version}")):
+            self.load(client)
+
     async def acall(
         self, client: Any, op: str, keys: list[str], args: list[Any], via: Any = None
     ) -> Any:
@@ -130,11 +135,15 @@ class Library:
 
     async def aensure(self, client: Any) -> None:
         """Load the library unless the server already holds it."""
-        found = await client.function_list(library=f"tracker_{self.version}")
-        if isinstance(found, dict):  # a cluster's answer: one list per primary
-            found = all(found.values())
-        if not found:
+        if not _held(await client.function_list(library=f"tracker_{self.version}")):
             await self.aload(client)
+
+
+def _held(found: Any) -> bool:
+    """Whether FUNCTION LIST's answer holds the library (a cluster's: on every primary)."""
+    if isinstance(found, dict):  # a cluster's answer: one list per primary
+        return all(found.values())
+    return bool(found)
 
 
 def _reserve_earlier(extra: list[Any]) -> str:

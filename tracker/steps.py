@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .client import Tracker
 from .errors import InvalidInput
 from .model import check_name
-from .store import Tracker
 
 Job = str | Mapping[str, Any]
 

@@ -22,9 +22,8 @@ from collections.abc import Callable
 
 import fakeredis
 
-from .aio import AsyncTracker
+from .client import AsyncTracker, Tracker
 from .settings import Settings
-from .store import Tracker
 
 
 def memory_tracker(

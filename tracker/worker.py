@@ -43,6 +43,7 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 
 from . import context
+from .client import UNAVAILABLE, Tracker
 from .errors import (
     Conflict,
     JobCancelled,
@@ -53,7 +54,6 @@ from .errors import (
 )
 from .model import State
 from .outage import OutageRetry
-from .store import UNAVAILABLE, Tracker
 from .times import format_time
 
 log = logging.getLogger("tracker.worker")

@@ -30,7 +30,7 @@ local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is n
 local MAX_ERRORS = 10
 
 -- The fields of a job's hash that its events and replies carry: those the track is
--- decoded from (decode() in plans.py), always in this order. The rest (key names,
+-- decoded from (decode_track() in records.py), always in this order. The rest (key names,
 -- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
 -- own, and streaming it for every change cost a release as much as its own writes;
 -- and entries sharing their fields in order keep the names once in the stream.

@@ -1,6 +1,6 @@
 -- list: the newest live jobs of some bands (one state's jobs of one queue), each after
--- its own cursor: the caller merges bands across calls (see ReadPlans._list_bands), so a
--- call reads only as much as it is asked for.
+-- its own cursor: the caller merges bands across calls (see Listing._band_ids in
+-- listing.py), so a call reads only as much as it is asked for.
 -- ARGV[9] number of bands, then per band: state, queue id, cursor updated_at (ms) or '',
 -- cursor jid, most jobs to return
 -- Returns {0, {n, jid, updated_at, ...}}: per band in order, how many it found, then them,

@@ -1,6 +1,6 @@
 """The HTTP API of SPEC section 6, its event streams, metrics and the dashboard.
 
-Each endpoint reads its input, makes one call on :class:`~tracker.aio.AsyncTracker`
+Each endpoint reads its input, makes one call on :class:`~tracker.client.AsyncTracker`
 and renders the result; errors are raised and rendered by the handlers of
 problems.py. The table :data:`ENDPOINTS` is both the routing and the source of
 ``/openapi.json`` (see openapi.py).
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
@@ -22,11 +21,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..aio import AsyncTracker
-from ..aio import connect as connect_async
+from ..client import AsyncTracker, connect_async
 from ..embedded import EmbeddedValkey, Keeper
 from ..errors import InvalidInput, NotFound
-from ..maintenance import Maintenance
 from ..model import (
     MAX_LIST_LIMIT,
     State,
@@ -37,7 +34,7 @@ from ..model import (
     parse_label,
 )
 from ..settings import Settings
-from ..store import Tracker
+from ..upkeep import AsyncMaintenance
 from . import schema
 from .auth import TokenAuth
 from .guard import RequestGuard
@@ -370,7 +367,7 @@ def create_app(
     Valkey (started if it is not running; it outlives the app).
 
     With ``maintenance`` the app also runs the reaper, the delay schedule and the
-    index pruner (see maintenance.py) while it serves.
+    index pruner (see upkeep.py) while it serves, on its own event loop.
     """
 
     @contextlib.asynccontextmanager
@@ -382,13 +379,7 @@ def create_app(
             keeper = Keeper(store)  # a killed store comes back on its data
             keeper.start()
         tracker = AsyncTracker(connect_async(target, settings.redis_cluster), settings)
-        # made by its thread: a cluster client connects when it is built, and the API
-        # must start (and answer 503) while Redis does not answer
-        upkeep = (
-            Maintenance(functools.partial(Tracker.from_url, target, settings))
-            if maintenance
-            else None
-        )
+        upkeep = AsyncMaintenance(tracker) if maintenance else None
         app.state.tracker = tracker
         app.state.metrics = Metrics()
         # the hub blocks on XREAD: on the same connection pool, but never in a pipeline
@@ -402,8 +393,7 @@ def create_app(
         finally:
             await app.state.hub.stop()
             if upkeep is not None:
-                await asyncio.to_thread(upkeep.stop)
-                upkeep.close()
+                await upkeep.stop()
             with contextlib.suppress(TimeoutError):  # a shutdown must end
                 async with asyncio.timeout(5):
                     await tracker.close()

@@ -12,8 +12,8 @@ import asyncio
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..aio import AsyncTracker
-from ..plans import Event
+from ..client import AsyncTracker
+from ..records import Event
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

@@ -38,7 +38,7 @@ LABEL_FILTER: dict[str, Any] = {
     "pattern": rf"^([A-Za-z0-9\-_.:@]{{1,128}}=[^{_CONTROLS}]{_VALUE_LENGTH}"
     rf"|[A-Za-z0-9\-_.@]{{1,128}}:[^={_CONTROLS}]{_VALUE_LENGTH})$",
 }
-#: A page's ``next`` (``<updated_at ms>.<jid>``, see reads.py), or empty for the first.
+#: A page's ``next`` (``<updated_at ms>.<jid>``, see listing.py), or empty for the first.
 CURSOR: dict[str, Any] = {
     "type": "string",
     "pattern": rf"^([0-9]{{1,{model.MAX_DIGITS}}}\.[A-Za-z0-9\-_.:@]{{1,128}})?$",

@@ -33,10 +33,10 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from ..aio import AsyncTracker
+from ..client import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
 from ..model import MAX_DIGITS, State, Track, check_name
-from ..plans import Event
+from ..records import Event
 from .metrics import Metrics
 
 log = logging.getLogger("tracker.sse")

@@ -1,14 +1,17 @@
-"""Plans of every write: register, the lifecycle, TRACK SET, and the graph's upkeep."""
+"""A job's life: register (and enqueue), start, TRACK SET, success, fail, cancel, pause,
+resume, retry and delete."""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Unpack
 
 import msgpack
 
 from . import scripts
+from .calls import Call, Plan, PlanBase
 from .dispatch import Handoff, rq_handoff
 from .errors import InvalidInput, TrackerError
 from .model import (
@@ -26,18 +29,26 @@ from .model import (
     check_text,
     checked_update,
     cut_traceback,
+    func_name,
     registration,
     track_update,
 )
-from .plans import Call, Plan, PlanBase, Read, Registered
+from .records import Registered
 
 MAX_BATCH = 1000
 #: A failed job with a payload goes back to its queue after this, doubling per attempt.
 RETRY_BACKOFF_MS = 1000
 
 
-class WritePlans(PlanBase):
+class Lifecycle(PlanBase):
     def register(self, jid: str, **fields: Unpack[RegisterFields]) -> Plan[Registered]:
+        """Create a job's track: ``queue`` (default ``default``), ``labels``, ``reserve_for``,
+        ``max_attempts``, ``payload`` (run by RQ on release), ``prerequisites`` (with
+        ``missing_prerequisites`` "pending" or "satisfied"), ``delay``, ``parent``, ``batch``.
+
+        It waits while prerequisites are pending, else it is released (enqueued). The same
+        body again is a no-op (``created`` False); another body is a Conflict.
+        """
         reg = registration(jid, default_reserve_for=self.settings.reserve_for, **fields)
         if reg.payload and self.settings.redis_cluster:
             raise InvalidInput(
@@ -96,7 +107,35 @@ class WritePlans(PlanBase):
             yield from self.drain()
         return Registered(self.decode(reg.jid, flat), bool(created))
 
-    def start(self, jid: str, reserve_for: int | None = None) -> Plan[Track]:
+    def enqueue(
+        self,
+        func: Any,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        jid: str | None = None,
+        **fields: Unpack[RegisterFields],
+    ) -> Plan[str]:
+        """Submit ``func(*args, **kwargs)`` as a tracked RQ job; returns its jid.
+
+        The jid is the RQ job id (a new uuid unless given). ``fields`` are register's:
+        ``queue``, ``prerequisites``, ``parent``, ``labels``, ``reserve_for``,
+        ``max_attempts``, ``delay``... The job reaches its RQ queue when released.
+        """
+        jid = jid or uuid.uuid4().hex
+        fields["payload"] = {
+            "func": func_name(func),
+            "args": list(args),
+            "kwargs": dict(kwargs or {}),
+        }
+        return self._jid_of(jid, self.register(jid, **fields))
+
+    def _jid_of(self, jid: str, registering: Plan[Registered]) -> Plan[str]:
+        yield from registering
+        return jid
+
+    def start(self, jid: str, *, reserve_for: int | None = None) -> Plan[Track]:
+        """A worker takes the job: working, attempts + 1, reserved for ``reserve_for`` s."""
         check_name("jid", jid)
         if reserve_for is not None:
             check_int("reserve_for", reserve_for, 1, MAX_RESERVE_FOR)
@@ -110,12 +149,36 @@ class WritePlans(PlanBase):
         desc: object = None,
         reserve_until: object = None,
         attempt: object = None,
-        returning: bool = False,
-    ) -> Plan[Track | None]:
-        """TRACK SET; the track comes back only when ``returning`` (the HTTP API's need)."""
+    ) -> Plan[None]:
+        """TRACK SET: report progress and/or extend the reservation (later only).
+
+        One round trip. A refusal (a cancelled or finished job, an earlier reserve_until)
+        raises and applies nothing; TRACK GET reads the track back. ``attempt`` (the
+        ``attempts`` of the track ``start`` returned) fences the write: once that attempt
+        is not running (reaped, or the job started again) it raises JobSuperseded.
+        """
         update = track_update(
             jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
         )
+        return self._track_set(update, returning=False)
+
+    def track_set_returning(
+        self,
+        jid: str,
+        *,
+        percent: object = None,
+        desc: object = None,
+        reserve_until: object = None,
+        attempt: object = None,
+    ) -> Plan[Track]:
+        """TRACK SET that also returns the track as the write left it (one round trip)."""
+        update = track_update(
+            jid, percent=percent, desc=desc, reserve_until=reserve_until, attempt=attempt
+        )
+        return self._track_set(update, returning=True)
+
+    def _track_set(self, update: TrackUpdate, *, returning: bool) -> Plan[Any]:
+        jid = update.jid
         reply = yield Call(
             "track_set",
             [*self.keys.hot, self.keys.job(jid)],
@@ -126,13 +189,17 @@ class WritePlans(PlanBase):
         return self.decode(jid, reply[2]) if returning else None
 
     def track_set_many(
-        self, items: Iterable[TrackUpdate | Mapping[str, Any]]
+        self, updates: Iterable[TrackUpdate | Mapping[str, Any]]
     ) -> Plan[list[TrackerError | None]]:
-        """Validates every update before anything is sent; then one call per 1,000."""
-        updates = [
-            checked_update(u) if isinstance(u, TrackUpdate) else _update_from(u) for u in items
+        """Many TRACK SETs in one round trip per 1,000; each succeeds or fails on its own:
+        the result holds None for an update applied, else the error that refused it.
+
+        Every update is validated first: one invalid update raises before anything is sent.
+        """
+        checked = [
+            checked_update(u) if isinstance(u, TrackUpdate) else _update_from(u) for u in updates
         ]
-        return self._track_set_many(updates)
+        return self._track_set_many(checked)
 
     def _track_set_many(self, updates: Sequence[TrackUpdate]) -> Plan[list[TrackerError | None]]:
         results: list[TrackerError | None] = []
@@ -149,7 +216,8 @@ class WritePlans(PlanBase):
                 results.append(None if ok else scripts.error(one, update.jid))  # type: ignore[arg-type]
         return results
 
-    def success(self, jid: str, attempt: object = None) -> Plan[Track]:
+    def success(self, jid: str, *, attempt: object = None) -> Plan[Track]:
+        """The job finished well; with ``attempt``, only if that is its current attempt."""
         check_name("jid", jid)
         return self._transition("success", jid, _attempt_arg(check_attempt(attempt)))
 
@@ -163,6 +231,9 @@ class WritePlans(PlanBase):
         attempt: object = None,
         traceback: str | None = None,
     ) -> Plan[Track]:
+        """An attempt failed: ``failed`` if ``retry`` and attempts remain, else ``dead``.
+        With ``attempt``, only if that is the job's current attempt. ``traceback`` (the
+        worker's) is kept with the error, cut to its last 8 KiB."""
         check_name("jid", jid)
         check_text("error", error, MAX_ERROR)
         if error_type is not None:
@@ -183,12 +254,17 @@ class WritePlans(PlanBase):
         )
 
     def retry(self, jid: str, *, dependents: bool = False) -> Plan[Track]:
+        """Put a dead, failed or cancelled job that has a payload back to its queue:
+        ``enqueued``, attempts going on (``max_attempts`` one more if they ran out), errors
+        kept. What its end blocked waits again; with ``dependents``, the dependents its
+        death killed wait again too."""
         check_name("jid", jid)
         check_bool("dependents", dependents)
         return self._transition("retry", jid, "1" if dependents else "0")
 
     def delete(self, jid: str) -> Plan[State]:
-        """Forget a finished job; returns the state it had."""
+        """Forget a finished job (success, dead, cancelled): its track and every index
+        entry; returns the state it had. A job registered later finds it unknown."""
         check_name("jid", jid)
         keys = self.keys
         own = [keys.staged(jid), keys.released(jid), keys.children(jid)]
@@ -197,50 +273,16 @@ class WritePlans(PlanBase):
         return State(was.decode() if isinstance(was, bytes) else was)
 
     def cancel(self, jid: str) -> Plan[Track]:
+        """Stop the job for good: a worker running it learns it at its next report."""
         return self._transition("cancel", check_name("jid", jid))
 
     def pause(self, jid: str) -> Plan[Track]:
+        """Hold a waiting or enqueued job (taken back from its queue) until resumed."""
         return self._transition("pause", check_name("jid", jid))
 
     def resume(self, jid: str) -> Plan[Track]:
+        """Let a paused job go on: waiting again, or back to its queue."""
         return self._transition("resume", check_name("jid", jid))
-
-    def seal(self, jid: str) -> Plan[Track]:
-        return self._transition("seal", check_name("jid", jid))
-
-    def reap(self, limit: int = 100) -> Plan[list[Track]]:
-        """Fail up to ``limit`` working jobs whose reservation has ended."""
-        server_time, due = yield Read(
-            [
-                ("time", ()),
-                ("zrangebyscore", (self.keys.reservations, "-inf", "+inf", 0, limit, True)),
-            ]
-        )
-        now = self._now_ms(server_time)
-        reaped: list[Track] = []
-        for raw, reserve_until in due:
-            if reserve_until > now:
-                break
-            jid = raw.decode()
-            reply = yield self._job_call("reap", jid, RETRY_BACKOFF_MS)
-            if reply[0] == scripts.OK:
-                reaped.append(self.decode(jid, reply[1]))
-                if reply[2]:
-                    yield from self.drain()
-        return reaped
-
-    def promote(self) -> Plan[int]:
-        """Hand due jobs to their queue (delays, retry backoffs, and hand-offs lost: see
-        ``check_handoff`` in lua/_graph.lua); returns how many."""
-        total = 0
-        while True:
-            reply = yield Call("promote", list(self.keys.shared), [*self._head(), RETRY_BACKOFF_MS])
-            enqueued, more, fanout = scripts.outcome(reply, "")
-            total += int(enqueued)
-            if fanout:  # a job failed for good: its dependents follow
-                yield from self.drain()
-            if not more:
-                return total
 
 
 def _shown(reg: Registration) -> str:

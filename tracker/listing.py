@@ -1,14 +1,14 @@
-"""Plans of every read: TRACK GET, lists and counts; and the pruning of indexes."""
+"""Reads: TRACK GET, a job's state, lists of jobs and counts."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import scripts
-from .errors import InvalidInput, NotFound
+from .calls import Call, Plan, PlanBase, Read
+from .errors import InvalidInput
 from .keys import QUEUE_BAND
 from .model import (
     MAX_DIGITS,
@@ -21,31 +21,27 @@ from .model import (
     check_state,
     parse_label,
 )
-from .plans import Call, Event, Page, Plan, PlanBase, Read, Related, Stats
+from .records import Page, Stats
 
-# Budgets: a call may hold Redis 5 ms at most, loaded machine included; bench/scale.py
-# measures where these leave them.
+# Budgets: a call may hold Redis a few ms at most, loaded machine included;
+# bench/scale.py measures where these leave them.
 #: Entries of a label or children zset one call reads at most, and calls one page makes
 #: at most before it ends where the walk stopped.
 INDEX_BUDGET = 400
 INDEX_CALLS = 3
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
 LIST_BUDGET = 200
-#: Bands and entries one call of prune or prune_labels reads at most, and calls of each
-#: one round makes at most.
-PRUNE_BUDGET = 200
-PRUNE_CALLS = 40
-log = logging.getLogger("tracker")
 
 
-class ReadPlans(PlanBase):
-    def get(self, jid: str) -> Plan[Track]:
+class Listing(PlanBase):
+    def track_get(self, jid: str) -> Plan[Track]:
+        """TRACK GET: the job's track, with state ``unknown`` when it has none."""
         check_name("jid", jid)
         (fields,) = yield Read([("hgetall", (self.keys.job(jid),))])
         return self.decode(jid, fields)
 
-    def get_many(self, jids: Sequence[str]) -> Plan[list[Track]]:
-        """The tracks of many jobs in one round trip, in order (``unknown`` where none)."""
+    def track_get_many(self, jids: Sequence[str]) -> Plan[list[Track]]:
+        """TRACK GET of many jobs in one round trip, in order (``unknown`` where none)."""
         for jid in jids:
             check_name("jid", jid)
         if not jids:
@@ -68,7 +64,13 @@ class ReadPlans(PlanBase):
             return State.UNKNOWN, 0
         return State(state.decode()), int(attempt or 0)
 
+    def ping(self) -> Plan[bool]:
+        """Whether Redis answers (StoreUnavailable when it does not)."""
+        (pong,) = yield Read([("ping", ())])
+        return bool(pong)
+
     def stats(self) -> Plan[Stats]:
+        """Counts of live jobs by state, overall and per queue."""
         reply = yield Call("stats", list(self.keys.shared), self._head())
         flat = scripts.outcome(reply, "")
         stats = Stats()
@@ -88,7 +90,8 @@ class ReadPlans(PlanBase):
         limit: int = 50,
         cursor: str | None = None,
     ) -> Plan[Page]:
-        """Live jobs, newest ``updated_at`` first, filtered; ``Page.next`` continues."""
+        """Live jobs, newest ``updated_at`` first, filtered; pass ``Page.next`` as
+        ``cursor`` for the next page."""
         states = [check_state(state)] if state is not None else [s.value for s in STORED_STATES]
         if queue is not None:
             check_name("queue", queue)
@@ -279,47 +282,6 @@ class ReadPlans(PlanBase):
             [track for track in tracks if track.state is not State.UNKNOWN and keep(track)], resume
         )
 
-    def related(self, jid: str, limit: int = 100) -> Plan[Related]:
-        """The jobs around one job, with their states, for the dashboard's graph.
-
-        Prerequisites are all it was registered with; dependents are those waiting for
-        it and those its success released (or its death killed); children are a batch's
-        newest ``limit``. A job without a track is NotFound.
-        """
-        check_name("jid", jid)
-        check_int("limit", limit, 1, MAX_LIST_LIMIT)
-        keys = self.keys
-        (own, waiting, released, children) = yield Read(
-            [
-                ("hmget", (keys.job(jid), ["s", "pq"])),
-                ("srandmember", (keys.dependents(jid), limit)),
-                ("srandmember", (keys.released(jid), limit)),
-                ("zrevrange", (keys.children(jid), 0, limit - 1)),
-            ]
-        )
-        state, prerequisites = own
-        if state is None:
-            raise NotFound(jid)
-        groups = {
-            "prerequisites": [
-                # job keys; jids where an older version registered the job
-                keys.jid_of(line) if line.startswith(keys.prefix) else line
-                for line in (prerequisites or b"").decode().split("\n")
-                if line
-            ],
-            "dependents": sorted({keys.jid_of(k) for k in [*waiting, *released]}),
-            "children": [keys.jid_of(k) for k in children],
-        }
-        jids = [j for group in groups.values() for j in group[:limit]]
-        states = (yield Read([("hget", (keys.job(j), "s")) for j in jids])) if jids else []
-        state_of = {
-            j: State.UNKNOWN if raw is None else State(raw.decode())
-            for j, raw in zip(jids, states, strict=True)
-        }
-        return Related(
-            **{name: [(j, state_of[j]) for j in group[:limit]] for name, group in groups.items()}
-        )
-
     def enqueued_ages(self) -> Plan[dict[str, int]]:
         """Per queue, how long (ms, by the server's clock) its oldest enqueued job has
         waited since it was enqueued or last updated."""
@@ -343,68 +305,6 @@ class ReadPlans(PlanBase):
             if first
         }
 
-    def events(
-        self, after: str, count: int = 500, block_ms: int | None = None
-    ) -> Plan[list[Event]]:
-        """Events after the id ``after`` (``"0"`` from the oldest still held), oldest first;
-        with ``block_ms``, wait that long for one to come."""
-        if block_ms is None:
-            (entries,) = yield Read([("xrange", (self.keys.events, f"({after}", "+", count))])
-        else:
-            (reply,) = yield Read([("xread", ({self.keys.events: after}, count, block_ms))])
-            entries = reply[0][1] if reply else []
-        decoded = []
-        for entry_id, fields in entries:
-            try:
-                decoded.append(self.decode_event(entry_id, fields))
-            except (KeyError, ValueError, TypeError):  # not written by this version's scripts
-                log.warning("skipped an event it cannot read: %r", entry_id)
-        return decoded
-
-    def newest_event(self) -> Plan[str]:
-        """The id of the newest event (``0-0`` when there is none)."""
-        (newest,) = yield Read([self._newest])
-        return _event_id(newest)
-
-    def snapshot(self, jid: str) -> Plan[tuple[str, Track]]:
-        """The id of the newest event, then the job's track: a stream of the job's
-        events after that id misses nothing the track does not already show."""
-        check_name("jid", jid)
-        newest, fields = yield Read([self._newest, ("hgetall", (self.keys.job(jid),))])
-        return _event_id(newest), self.decode(jid, fields)
-
-    @property
-    def _newest(self) -> tuple[str, tuple[Any, ...]]:
-        return ("xrevrange", (self.keys.events, "+", "-", 1))
-
-    def prune(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
-        """Drop expired entries from the state indexes' bands that are due, and forget the
-        queues none of whose jobs is live (their ids freed for new names); returns how
-        many entries went. ``calls``: at most that many calls (``None``: until nothing is
-        due)."""
-        own = [self.keys.bands_due, self.keys.queues_recorded, self.keys.free_queue_ids]
-        return (yield from self._prune_due("prune", own, budget, calls))
-
-    def prune_labels(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
-        """Drop expired jobs from the label and children zsets that are due; returns how
-        many went. ``calls`` as for :meth:`prune`."""
-        own = [self.keys.labels_in_use, self.keys.labels_in_use_unscored]
-        return (yield from self._prune_due("prune_labels", own, budget, calls))
-
-    def _prune_due(self, script: str, own: list[str], budget: int, calls: int | None) -> Plan[int]:
-        """Calls of a pruning script while it says more is due, each spending at most
-        ``budget``; at most ``calls`` of them (a maintenance round makes
-        :data:`PRUNE_CALLS`: the rest waits for the next round)."""
-        removed, made = 0, 0
-        while calls is None or made < calls:
-            reply = yield Call(script, [*self.keys.shared, *own], [*self._head(), budget])
-            made += 1
-            gone, more = scripts.outcome(reply, "")
-            removed += int(gone)
-            if not more:
-                break
-        return removed
-
 
 @dataclass(slots=True)
 class _Band:
@@ -418,10 +318,6 @@ class _Band:
     found: list[tuple[int, str]] = field(default_factory=list)
     asked: int = 0
     more: bool = True
-
-
-def _event_id(newest: list[Any]) -> str:
-    return str(newest[0][0].decode()) if newest else "0-0"
 
 
 def _parse_cursor(cursor: str | None) -> tuple[int, str] | None:

@@ -1,0 +1,161 @@
+"""What operations return, and how a track is read from a job's hash or an event."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from .keys import Keys
+from .model import State, Track
+
+
+@dataclass(frozen=True, slots=True)
+class Registered:
+    track: Track
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    jobs: list[Track]
+    next: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    states: dict[str, int] = field(default_factory=dict)
+    queues: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Related:
+    """The jobs around one job, each with its state (see ``Graph.related`` in graph.py)."""
+
+    prerequisites: list[tuple[str, State]]
+    dependents: list[tuple[str, State]]
+    children: list[tuple[str, State]]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of the event stream (see the key layout in keys.py).
+
+    ``was`` is the state a lifecycle change left (``None`` for a new job); a TRACK
+    SET has ``change`` False and a ``track`` of only what it changed (with state,
+    queue and updated_at). ``release_ms`` is how long a released job waited between
+    becoming releasable and its release, when the event is a release.
+    """
+
+    id: str
+    track: Track
+    change: bool
+    was: State | None = None
+    release_ms: int | None = None
+
+
+def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes]) -> Track:
+    """A Track from a hash (HGETALL's dict, or a script's flat field/value list)."""
+    if not isinstance(fields, dict):
+        flat = list(fields)
+        fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    if not fields:
+        return Track(jid=jid, state=State.UNKNOWN)
+    get = fields.get
+    state = State(fields[b"s"].decode())
+    if state is State.UNKNOWN:  # the event of a deletion (delete.lua)
+        updated = get(b"u")
+        return Track(
+            jid=jid,
+            state=state,
+            updated_at=None if updated is None else int(updated),
+            queue=None if get(b"q") is None else fields[b"q"].decode(),
+        )
+    percent, desc, reserve, labels = get(b"p"), get(b"d"), get(b"r"), get(b"l")
+    errors, parent, blocked, eligible = get(b"e"), get(b"P"), get(b"bb"), get(b"ea")
+    total = get(b"pt")
+    batch = _batch(fields, state) if get(b"B") else None
+    return Track(
+        jid=jid,
+        state=state,
+        updated_at=int(fields[b"u"]),
+        created_at=int(fields[b"c"]),
+        percent=batch.pop("percent") if batch else None if percent is None else int(percent),
+        desc=None if desc is None else desc.decode(),
+        reserve_until=None if reserve is None else int(reserve),
+        queue=fields[b"q"].decode(),
+        attempts=int(fields[b"a"]),
+        max_attempts=int(fields[b"m"]),
+        labels=None if labels is None else msgpack.unpackb(labels),
+        errors=() if errors is None else _errors(errors, get(b"tb")),
+        prerequisites=None
+        if total is None
+        else {"total": int(total), "pending": _pending_prerequisites(fields)},
+        parent=None if parent is None else keys.jid_of(parent),
+        batch=batch,
+        blocked_by=None if blocked is None else blocked.decode(),
+        eligible_at=None if eligible is None else int(eligible),
+        payload=None if get(b"pj") is None else json.loads(fields[b"pj"]),
+    )
+
+
+def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
+    """An :class:`Event` from one stream entry."""
+    event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    jid = fields[b"jid"].decode()
+    release = fields.get(b"rl")
+    if b"w" in fields:
+        was = fields[b"w"].decode()
+        return Event(
+            event_id,
+            decode_track(keys, jid, fields),
+            change=True,
+            was=State(was) if was else None,
+            release_ms=None if release is None else int(release),
+        )
+    get = fields.get
+    percent, desc, reserve = get(b"p"), get(b"d"), get(b"r")
+    track = Track(
+        jid=jid,
+        state=State(fields[b"s"].decode()),
+        updated_at=int(fields[b"u"]),
+        queue=fields[b"q"].decode(),
+        percent=None if percent is None else int(percent),
+        desc=None if desc is None else desc.decode(),
+        reserve_until=None if reserve is None else int(reserve),
+    )
+    return Event(event_id, track, change=False)
+
+
+def _errors(errors: bytes, tracebacks: bytes | None) -> tuple[dict[str, Any], ...]:
+    """The error history, each entry with its traceback when it has one (``tb`` is a list
+    in step with it, kept apart so that events do not carry it: see with_error)."""
+    entries: list[dict[str, Any]] = json.loads(errors)
+    if tracebacks is not None:
+        for entry, traceback in zip(entries, json.loads(tracebacks), strict=False):
+            if traceback:
+                entry["traceback"] = traceback
+    return tuple(entries)
+
+
+def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:
+    """Prerequisites not yet succeeded: ``pp`` less the hold of a waiting batch (``gh``)."""
+    return int(fields.get(b"pp", 0)) - int(fields.get(b"gh", 0))
+
+
+def _batch(fields: dict[bytes, bytes], state: State) -> dict[str, Any]:
+    total, success, dead = (int(fields.get(k, 0)) for k in (b"bt", b"bs", b"bd"))
+    sealed = fields.get(b"sl") == b"1"
+    # the scripts keep a batch's percent in p (see batch_percent in lua/_graph.lua)
+    percent = 100 if state is State.SUCCESS else int(fields.get(b"p", 0))
+    return {
+        "total": total,
+        "pending": total - success - dead,
+        "success": success,
+        "dead": dead,
+        "sealed": sealed,
+        "percent": percent,
+    }

@@ -19,6 +19,7 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -417,6 +418,41 @@ def test_the_retry_button_brings_a_dead_job_back(tracker: Tracker, page: Page) -
         assert page.errors() == []
     finally:
         tracker.client.delete(f"rq:queue:{queue}", "rq:job:resize-1")
+        tracker.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+@pytest.mark.rq
+def test_the_workers_list_shows_a_live_worker_and_its_job(
+    tracker: Tracker, valkey_url: str, page: Page
+) -> None:
+    import jobs as job_functions  # tests/jobs.py, importable by the worker too
+
+    queue = "q-" + uuid.uuid4().hex[:12]
+    jid = tracker.enqueue(job_functions.sleep_then_succeed, (6,), queue=queue)
+    env = {
+        **os.environ,
+        "TRACKER_REDIS_URL": valkey_url,
+        "TRACKER_NAMESPACE": tracker.settings.namespace,
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    tracker_cli = Path(sys.executable).with_name("tracker")
+    worker = subprocess.Popen(
+        [str(tracker_cli), "worker", queue], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        busy = "#workers .w-busy"
+        page.wait_for(f"{_query(busy)} !== null", timeout=20)
+        assert page.text(f"{busy} .job-link") == jid
+        assert queue in page.text(f"{busy} .worker-queues")
+        page.screenshot(ARTIFACTS / "dashboard-workers.png")
+        page.click(f"{busy} .job-link")
+        page.wait_for(f"document.querySelector('#detail-title')?.textContent === {json.dumps(jid)}")
+        assert page.errors() == []
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        tracker.client.delete(f"rq:queue:{queue}")
         tracker.client.srem("rq:queues", f"rq:queue:{queue}")
 
 

@@ -30,6 +30,8 @@ Key layout for namespace ``ns``::
                                   release or a backoff's hand-off (eligible_at), or the check
                                   of a hand-off not started (``hd``, see dispatch.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
+    {ns}:w                hash    worker name -> what it runs, its counts (msgpack; workers.py)
+    {ns}:wb               zset    worker names by their last heartbeat (ms)
 
 Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
 ``u`` updated, ``p`` percent, ``d`` desc, ``r`` reserve_until, ``rf`` reserve_for
@@ -113,6 +115,8 @@ class Keys:
         self.labels_in_use_unscored = self.prefix + "lx"
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"
+        self.workers = self.prefix + "w"
+        self.worker_beats = self.prefix + "wb"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}
         #: The keys every script receives first, in this order (see lua/_common.lua).
         self.shared: tuple[str, ...] = (

@@ -49,6 +49,7 @@ OPERATIONS = (
     "prune_labels",
     "retry",
     "delete",
+    "worker_beat",
 )
 
 #: The library's shared top, in this order.

@@ -169,6 +169,12 @@ async def stats(request: Request) -> Response:
     return JSONResponse({"states": counts.states, "queues": counts.queues})
 
 
+async def workers(request: Request) -> Response:
+    _query(request, _TOKEN_ONLY)
+    found = await _tracker(request).workers()
+    return JSONResponse({"workers": [worker.to_dict() for worker in found]})
+
+
 # --- events ------------------------------------------------------------------
 
 
@@ -318,6 +324,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              query=(_STATE_QUERY, _QUEUE_QUERY, _LABEL_QUERY), result="text/event-stream",
              errors=_READ),
     Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
+             errors=_READ),
+    Endpoint("GET", "/workers", workers, "The workers that beat lately", result="Workers",
              errors=_READ),
     Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),
     Endpoint("GET", "/heartbeat", livez, "The same as /livez", result="Health", name="heartbeat"),

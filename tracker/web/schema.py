@@ -441,6 +441,30 @@ RELATED: dict[str, Any] = {
     },
     "required": ["prerequisites", "dependents", "children"],
 }
+WORKER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "pid": {"type": "integer"},
+        "host": {"type": "string"},
+        "queues": {"type": "array", "items": {"type": "string"}},
+        "state": {"type": "string", "enum": ["idle", "busy", "lost"]},
+        "job": {"type": ["string", "null"]},
+        "started_at": TIME,
+        "heartbeat_at": TIME,
+        "done": {"type": "integer", "minimum": 0},
+        "failed": {"type": "integer", "minimum": 0},
+    },
+    "required": [
+        "name", "pid", "host", "queues", "state", "job", "started_at", "heartbeat_at", "done",
+        "failed",
+    ],
+}  # fmt: skip
+WORKERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"workers": {"type": "array", "items": WORKER}},
+    "required": ["workers"],
+}
 HEALTH: dict[str, Any] = {
     "type": "object",
     "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
@@ -453,6 +477,7 @@ COMPONENTS = {
     "Stats": STATS,
     "Related": RELATED,
     "Health": HEALTH,
+    "Workers": WORKERS,
     **{
         body.name: body.schema()
         for body in (REGISTER, TRACK_SET, START, SUCCESS, FAIL, EMPTY, RETRY)

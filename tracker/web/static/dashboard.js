@@ -14,6 +14,7 @@
   const MAX_ROWS = 1000; // live inserts beyond this drop the oldest rows
   const GRAPH_SIDE = 8; // nodes drawn per side of the graph
   const STATS_EVERY = 500; // ms: counts are fetched at most this often while events flow
+  const WORKERS_EVERY = 2000; // ms: workers say what they run in beats, not in events
   const SVG = "http://www.w3.org/2000/svg";
   const token = new URLSearchParams(location.search).get("token");
 
@@ -299,6 +300,41 @@
   }
 
   let statsTimer = null;
+
+  // --- workers -----------------------------------------------------------------------
+
+  async function loadWorkers() {
+    let found;
+    try {
+      ({ workers: found } = await api("workers"));
+    } catch (error) {
+      $("#workers").replaceChildren(h("p", { class: "muted" }, `Workers unavailable: ${error.message}`));
+      return;
+    }
+    const box = $("#workers");
+    if (!found.length) {
+      box.replaceChildren(h("p", { class: "muted" }, "No worker has beaten lately."));
+      return;
+    }
+    box.replaceChildren(
+      ...found.map((w) =>
+        h(
+          "div",
+          { class: `worker w-${w.state}`, title: `${w.host}, pid ${w.pid}, up since ${localTime(w.started_at)}` },
+          h("span", { class: "worker-state" }, h("span", { class: "dot", "aria-hidden": "true" }), w.state),
+          h("span", { class: "worker-name mono" }, w.name),
+          h("span", { class: "worker-job" }, w.job ? jobLink(w.job) : h("span", { class: "muted" }, "no job")),
+          h(
+            "span",
+            { class: "worker-meta muted" },
+            h("span", { class: "worker-queues" }, w.queues.join(", ")),
+            ` · ${w.done} done, ${w.failed} failed · beat `,
+            timeAgo(w.heartbeat_at),
+          ),
+        ),
+      ),
+    );
+  }
 
   async function loadStats() {
     try {
@@ -1010,9 +1046,11 @@
 
     loadStats();
     loadList();
+    loadWorkers();
     if (job) openDetail(job);
     connect();
     setInterval(tick, 1000);
+    setInterval(loadWorkers, WORKERS_EVERY);
   }
 
   init();

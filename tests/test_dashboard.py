@@ -25,6 +25,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -237,12 +238,11 @@ def tracker(valkey_url: str) -> Iterator[Tracker]:
     client.close()
 
 
-@pytest.fixture
-def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
-    """The app on ``tracker``'s namespace, listening on a loopback port; the page's URL."""
+@contextlib.contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """``app`` listening on a loopback port; the page's URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    app = create_app(tracker.settings, url=valkey_url, maintenance=False)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -252,6 +252,13 @@ def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
     server.should_exit = True
     thread.join(10)
     listener.close()
+
+
+@pytest.fixture
+def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
+    """The app on ``tracker``'s namespace; the page's URL."""
+    with _served(create_app(tracker.settings, url=valkey_url, maintenance=False)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -454,6 +461,35 @@ def test_the_workers_list_shows_a_live_worker_and_its_job(
         worker.wait(timeout=30)
         tracker.client.delete(f"rq:queue:{queue}")
         tracker.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_a_guarded_dashboard_asks_for_its_token_and_keeps_it_for_the_tab(
+    tracker: Tracker, valkey_url: str, browser: Browser
+) -> None:
+    tracker.register("job-1")
+    settings = replace(tracker.settings, read_token="r3ad", api_token="wr1te")
+    submit = (
+        "document.querySelector('input[name=token]').value = {}; "
+        "document.querySelector('form').submit()"
+    )
+    title = "document.querySelector('#token-title')?.textContent"
+    live = "document.querySelector('#connection')?.dataset.status === 'live'"
+    with _served(create_app(settings, url=valkey_url, maintenance=False)) as url:
+        tab = Page(browser)
+        try:
+            tab.open(url)
+            assert tab.wait_for(title) == "This dashboard needs a token"
+            tab.screenshot(ARTIFACTS / "dashboard-token.png")
+            tab.evaluate(submit.format(json.dumps("nope")))
+            tab.wait_for(f"{title} === 'That token was refused'")
+            tab.evaluate(submit.format(json.dumps("r3ad")))
+            tab.wait_for(f"{live} && {_query(row('job-1'))} !== null")
+            assert tab.evaluate("location.search") == ""  # the token is in no URL
+            tab.open(url)  # opened again in this tab: the kept token is sent at once
+            tab.wait_for(f"{live} && {_query(row('job-1'))} !== null")
+            assert tab.evaluate("location.search") == ""
+        finally:
+            tab.close()
 
 
 def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:

@@ -711,6 +711,25 @@ def test_reads_need_the_read_or_api_token_when_one_is_set(real_url: str, namespa
             problem(refused, 403)
 
 
+def test_a_browser_opening_a_guarded_dashboard_gets_a_token_form(
+    real_url: str, namespace: str
+) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    with _app(real_url, namespace, api_token="w", read_token="r") as http:
+        asked = http.get("/", headers=html)
+        assert asked.status_code == 401
+        assert asked.headers["content-type"].startswith("text/html")
+        assert "This dashboard needs a token" in asked.text
+        assert '<input name="token" type="password"' in asked.text
+        refused = http.get("/", params={"token": "nope"}, headers=html)
+        assert refused.status_code == 403 and "That token was refused" in refused.text
+        opened = http.get("/", params={"token": "r"}, headers=html)
+        assert opened.status_code == 200 and 'id="jobs"' in opened.text
+        # an API client still gets problem+json, also on the dashboard's path
+        problem(http.get("/stats", headers=html), 401)
+        problem(http.get("/"), 401)
+
+
 # --- operations ----------------------------------------------------------------------
 
 

@@ -16,7 +16,28 @@
   const STATS_EVERY = 500; // ms: counts are fetched at most this often while events flow
   const WORKERS_EVERY = 2000; // ms: workers say what they run in beats, not in events
   const SVG = "http://www.w3.org/2000/svg";
-  const token = new URLSearchParams(location.search).get("token");
+  const TOKEN_KEY = "tracker-token"; // this tab's token, kept until the tab closes
+  const token = keepToken();
+
+  /** The token the token page sent (?token=), or the one this tab kept. It is kept in
+   * sessionStorage and taken out of the address bar, so it is in no history or link. */
+  function keepToken() {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("token");
+    if (given === null) return sessionStorage.getItem(TOKEN_KEY);
+    sessionStorage.setItem(TOKEN_KEY, given);
+    params.delete("token");
+    const search = params.toString();
+    history.replaceState(null, "", location.pathname + (search ? `?${search}` : "") + location.hash);
+    return given;
+  }
+
+  /** A read was refused (401, or 403: a token changed since): back to the token page,
+   * which says which and asks again. */
+  function askForToken() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.replace(`./${token ? `?token=${encodeURIComponent(token)}` : ""}${location.hash}`);
+  }
 
   // --- DOM helpers -----------------------------------------------------------
 
@@ -68,6 +89,7 @@
       const skew = date - Date.now();
       clockSkew = Math.abs(skew) > 2000 ? skew : 0;
     }
+    if (response.status === 401 || response.status === 403) askForToken();
     if (!response.ok) throw await problemOf(response);
     return response.json();
   }

@@ -697,9 +697,12 @@
     writeHash();
     renderDetail();
     try {
-      const track = await api(jobPath(jid));
+      const fetched = merge(null, await api(jobPath(jid)));
       if (detail.jid !== jid) return;
-      detail.track = merge(null, track);
+      // an event may have brought a newer state while this was on its way
+      const shown = detail.track;
+      const newer = shown && shown.jid === jid && Date.parse(shown.updated_at) > Date.parse(fetched.updated_at);
+      detail.track = newer ? withHeavy(shown, fetched) : fetched;
       detail.missing = false;
     } catch (error) {
       if (detail.jid !== jid) return;

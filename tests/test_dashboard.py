@@ -168,8 +168,21 @@ class Page:
         return reply["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = UPDATE_TIMEOUT) -> Any:
-        """The value of ``expression`` once it is truthy in the page."""
-        return wait_until(lambda: self.evaluate(expression), timeout=timeout, interval=0.05)
+        """The value of ``expression`` once it is truthy in the page. While the tab moves
+        to another page (a redirect, a form sent) there is no page to ask: not yet."""
+        last: list[ProtocolError] = []
+
+        def value() -> Any:
+            try:
+                return self.evaluate(expression)
+            except ProtocolError as exc:
+                last[:] = [exc]
+                return None
+
+        try:
+            return wait_until(value, timeout=timeout, interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the page last said: {last}") from None
 
     def attribute(self, selector: str, name: str) -> Any:
         return self.evaluate(f"{_query(selector)}?.getAttribute({json.dumps(name)})")
@@ -490,6 +503,37 @@ def test_a_guarded_dashboard_asks_for_its_token_and_keeps_it_for_the_tab(
             assert tab.evaluate("location.search") == ""
         finally:
             tab.close()
+
+
+def test_picked_rows_are_cancelled_at_once_after_a_confirmation(
+    tracker: Tracker, page: Page
+) -> None:
+    for jid in ("a-1", "a-2", "a-3", "b-4"):
+        tracker.register(jid)
+    tracker.start("b-4")
+    tracker.success("b-4")  # finished: its cancel is refused, and listed as such
+    page.wait_for(f"{_query(row('b-4'))}?.dataset.state === 'success'")
+    for jid in ("a-1", "a-2", "b-4"):
+        page.click(row(jid) + " .pick")
+    assert page.text("#bulk").startswith("3 jobs selected")
+    assert page.evaluate("document.querySelector('#detail').hidden")  # picking opens nothing
+
+    page.click("#bulk [data-bulk=cancel]")
+    assert "Cancel 3 jobs?" in page.text("#bulk")
+    assert tracker.track_get("a-1").state.value == "enqueued"  # nothing before the yes
+    page.click("#bulk .a-confirm")
+
+    report = page.wait_for(f"{_query('#bulk .bulk-report')}?.textContent")
+    assert report == "cancel: 2 done, 1 refused"
+    assert "b-4" in page.text("#bulk .refused")
+    states = {jid: tracker.track_get(jid).state.value for jid in ("a-1", "a-2", "a-3", "b-4")}
+    assert states == {"a-1": "cancelled", "a-2": "cancelled", "a-3": "enqueued", "b-4": "success"}
+    page.wait_for(f"{_query(row('a-2'))}?.dataset.state === 'cancelled'")
+    # the refused one stays picked; the done ones are not
+    picked = "[...document.querySelectorAll('#jobs tbody .pick:checked')]"
+    assert page.evaluate(f"{picked}.map(box => box.closest('tr').dataset.jid).join()") == "b-4"
+    page.screenshot(ARTIFACTS / "dashboard-bulk.png")
+    assert [e for e in page.errors() if "409 (Conflict)" not in e] == []  # b-4's answer
 
 
 def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:

@@ -401,15 +401,25 @@
       attempts: h("td", { class: "c-attempts num" }),
       updated: h("td", { class: "c-updated" }),
     };
+    const pick = h("input", {
+      type: "checkbox",
+      class: "pick",
+      "aria-label": `Select ${track.jid}`,
+      checked: picked.has(track.jid),
+      onclick: (e) => {
+        e.stopPropagation(); // picking a row does not open it
+        setPicked(track.jid, e.target.checked);
+      },
+    });
     const tr = h(
       "tr",
       {
         "data-jid": track.jid,
         tabindex: 0,
         onclick: () => openDetail(track.jid),
-        onkeydown: (e) => e.key === "Enter" && openDetail(track.jid),
+        onkeydown: (e) => e.key === "Enter" && e.target === tr && openDetail(track.jid),
       },
-      h("td", { class: "c-jid" }, jid, meta),
+      h("td", { class: "c-jid" }, pick, jid, meta),
       cells.state,
       cells.queue,
       h("td", { class: "c-progress" }, p.el),
@@ -471,6 +481,100 @@
     }
     $("#shown").textContent = `${rows.size} shown`;
     $("#more").hidden = !cursor;
+    prunePicked(); // rows that left the table leave the selection
+  }
+
+  // --- acting on many jobs at once --------------------------------------------------
+
+  const picked = new Set(); // jids of the rows picked for a bulk action
+  const BULK_AT_ONCE = 4; // requests in flight at once
+  const bulk = { confirming: "", running: false, report: null };
+  const bulkActions = () => ACTIONS.filter(([name]) => name !== "seal"); // seal is a batch's own
+
+  function setPicked(jid, on) {
+    if (on) picked.add(jid);
+    else picked.delete(jid);
+    bulk.confirming = "";
+    bulk.report = null;
+    renderBulk();
+  }
+
+  /** Rows that left the table leave the selection (cheap when nothing is picked). */
+  function prunePicked() {
+    if (!picked.size) {
+      const all = $("#pick-all");
+      all.checked = all.indeterminate = false;
+      return;
+    }
+    const before = picked.size;
+    for (const jid of picked) if (!rows.has(jid)) picked.delete(jid);
+    if (picked.size !== before) renderBulk();
+  }
+
+  /** Each row's box as the selection says: after a change of many at once. */
+  function syncPicks() {
+    for (const row of rows.values()) row.tr.querySelector(".pick").checked = picked.has(row.track.jid);
+  }
+
+  function renderBulk() {
+    const box = $("#bulk");
+    const all = $("#pick-all");
+    all.checked = rows.size > 0 && picked.size === rows.size;
+    all.indeterminate = picked.size > 0 && picked.size < rows.size;
+    if (!picked.size && !bulk.report) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const n = picked.size;
+    const jobs = (k) => `${k} job${k === 1 ? "" : "s"}`;
+    const parts = [];
+    if (bulk.report) {
+      const { name, done, refused } = bulk.report;
+      parts.push(h("span", { class: "bulk-report" }, `${name}: ${done} done, ${refused.length} refused`));
+      if (refused.length) parts.push(h("span", { class: "refused", title: refused.join("\n") }, refused.slice(0, 3).join("; ")));
+    }
+    if (n && bulk.confirming) {
+      const label = bulkActions().find(([name]) => name === bulk.confirming)[1];
+      parts.push(
+        h("span", {}, `${label} ${jobs(n)}?`),
+        h("button", { type: "button", class: "action a-confirm", disabled: bulk.running, onclick: () => runBulk(bulk.confirming) }, `Yes, ${label.toLowerCase()} ${jobs(n)}`),
+        h("button", { type: "button", class: "action", disabled: bulk.running, onclick: () => { bulk.confirming = ""; renderBulk(); } }, "No"),
+      );
+    } else if (n) {
+      parts.push(h("span", {}, `${jobs(n)} selected`));
+      for (const [name, label] of bulkActions()) {
+        parts.push(h("button", { type: "button", class: `action a-${name}`, "data-bulk": name, onclick: () => { bulk.confirming = name; bulk.report = null; renderBulk(); } }, label));
+      }
+      parts.push(h("button", { type: "button", class: "link", onclick: () => { picked.clear(); syncPicks(); renderBulk(); } }, "clear selection"));
+    }
+    box.replaceChildren(...parts);
+  }
+
+  /** One request per picked job, a few at a time; what was refused is listed, not lost. */
+  async function runBulk(name) {
+    bulk.running = true;
+    renderBulk();
+    const queue = [...picked];
+    const report = { name, done: 0, refused: [] };
+    const worker = async () => {
+      while (queue.length) {
+        const jid = queue.shift();
+        try {
+          apply(await post(`${jobPath(jid)}/${name}`));
+          report.done += 1;
+          picked.delete(jid);
+        } catch (error) {
+          report.refused.push(`${jid}: ${error.message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: BULK_AT_ONCE }, worker));
+    bulk.running = false;
+    bulk.confirming = "";
+    bulk.report = report;
+    syncPicks(); // what was done is unpicked; what was refused stays picked
+    renderBulk();
   }
 
   function addRows(tracks, { top = false } = {}) {
@@ -1058,6 +1162,14 @@
     });
     $("#clear").addEventListener("click", () => setFilter({ state: "", queue: "", label: "", parent: "" }));
     $("#more").addEventListener("click", () => loadList({ more: true }));
+    $("#pick-all").addEventListener("click", (e) => {
+      picked.clear();
+      if (e.target.checked) for (const jid of rows.keys()) picked.add(jid);
+      bulk.confirming = "";
+      bulk.report = null;
+      syncPicks();
+      renderBulk();
+    });
     $("#detail-close").addEventListener("click", closeDetail);
     document.addEventListener("keydown", (e) => e.key === "Escape" && detail.jid && closeDetail());
     window.addEventListener("hashchange", () => {

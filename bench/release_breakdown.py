@@ -55,7 +55,7 @@ from _common import (
 from fanout import PAYLOAD, tag
 
 from tracker import Settings, Tracker, scripts
-from tracker.dispatch import rq_handoff
+from tracker.handoff import rq_handoff
 
 BATCH = 1000
 Edit = Callable[[str], str]

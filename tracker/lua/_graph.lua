@@ -27,7 +27,7 @@ local function add_work(kind, set_key, root, reason, kept)
   end
 end
 
--- The queue hand-off, as registration stored it (see dispatch.py): one list element
+-- The queue hand-off, as registration stored it (see handoff.py): one list element
 -- per argument, each command preceded by its number of arguments, the first command
 -- the undo of the others. Stored split, since a fan-out replays thousands of them.
 -- Runs the undo (`undo` true) or every other command.

@@ -7,14 +7,18 @@ pipeline that is never sent, and store those commands with the track. The script
 that releases the job replays them in the same atomic call that moves its state.
 The first command stored undoes the push, for pause.
 
-They are stored ready to run, one list element per argument, each command preceded
-by its number of arguments: the release of a big fan-out replays thousands of them,
-and splitting an encoded command in Lua cost more than the rest of the hand-off.
-RQ's job hash (its HSETs, about 15 fields) is not replayed field by field: it is
-written at registration to a staged hash of tracker's, and the release copies it
-(``COPY ... REPLACE``, then ``PERSIST``: the staged hash expires with the job, RQ's
-must not): less than half the arguments to pass through Lua, and about 400 fewer
-bytes to append to an AOF, per released job.
+What is stored (the list ``{ns}:p:<jid>``, see keys.py) starts with the version of its
+format, ``HANDOFF_VERSION``; then the commands, ready to run, one list element per
+argument, each command preceded by its number of arguments: the release of a big
+fan-out replays thousands of them, and splitting an encoded command in Lua cost more
+than the rest of the hand-off. lua/_graph.lua reads only the version it names (the
+same ``HANDOFF_VERSION``, a test holds the two together): a hand-off stored in another
+format, or no longer stored at all, fails its job with error type ``HandoffUnreadable``
+when it is released, rather than leaving it in no queue. RQ's job hash (its HSETs, about
+15 fields) is not replayed field by field: it is written at registration to a staged
+hash of tracker's, and the release copies it (``COPY ... REPLACE``, then ``PERSIST``: the
+staged hash expires with the job, RQ's must not): fewer arguments to pass through Lua,
+and fewer bytes to append to an AOF, per released job.
 
 A hand-off can still be lost after it happened: a worker takes the job from its queue
 and dies before its ``start`` reaches the tracker. So registration also stores where
@@ -36,6 +40,10 @@ import redis
 from rq import Queue
 
 from .errors import InvalidInput
+
+#: The first element of every stored hand-off: the version of its format. lua/_graph.lua
+#: names the same one; a change to what is stored gets a new version.
+HANDOFF_VERSION = "v1"
 
 _RQ_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -75,7 +83,8 @@ def _flat(commands: list[tuple[Any, ...]]) -> list[bytes]:
 class Handoff:
     """What registration stores for a job with a payload (see above)."""
 
-    #: The commands, flat: a count, then that many arguments; the first undoes the push.
+    #: The version, then the commands, flat: a count, then that many arguments; the first
+    #: command undoes the push.
     commands: list[bytes]
     #: RQ's job hash as field/value pairs, for the staged hash (empty: nothing staged).
     staged: list[bytes]
@@ -112,4 +121,5 @@ def rq_handoff(jid: str, queue: str, payload: dict[str, Any], staged_key: str) -
             commands[n : n + 1] = [("COPY", staged_key, job.key, "REPLACE"), ("PERSIST", job.key)]
             break
     probe = (rq_queue.key, rq_queue.intermediate_queue_key, job.key)
-    return Handoff(_flat([("LREM", rq_queue.key, 0, jid), *commands]), staged, probe)
+    flat = _flat([("LREM", rq_queue.key, 0, jid), *commands])
+    return Handoff([HANDOFF_VERSION.encode(), *flat], staged, probe)

@@ -11,20 +11,25 @@ version first, and a job whose hand-off cannot be read fails with HandoffUnreada
 
 from __future__ import annotations
 
+import itertools
 import re
+import tomllib
 import uuid
 from collections.abc import Iterator
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import rq
 from conftest import FakeClock, MakeTracker
+from packaging.specifiers import SpecifierSet
 from rq.job import Job
 
 from tracker import State, Tracker
-from tracker.handoff import HANDOFF_VERSION
+from tracker.errors import UnsupportedRQ
+from tracker.handoff import HANDOFF_VERSION, RQ_TESTED, check_rq, rq_requirement
 from tracker.worker import TrackedSimpleWorker
 
 pytestmark = pytest.mark.rq
@@ -322,3 +327,36 @@ def test_a_retry_whose_hand_off_is_unreadable_replies_dead(tracker: Tracker, in_
     assert in_rq.held()["keys"] == []
     after = tracker.track_get("after")
     assert (after.state, after.blocked_by) == (State.WAITING, in_rq.jid)
+
+
+# --- the RQ releases tracker runs on -------------------------------------------------
+
+
+def test_the_rq_installed_is_a_tested_release() -> None:
+    check_rq(rq.__version__)
+
+
+@pytest.mark.parametrize("version", ["3.1.0", "2.12.0", "4.0.0b1"])
+def test_an_untested_rq_release_is_refused_by_name(version: str) -> None:
+    with pytest.raises(UnsupportedRQ, match=re.escape(f"rq {version} is installed")) as refused:
+        check_rq(version)
+    assert f"rq{rq_requirement()}" in str(refused.value)
+
+
+def test_pyproject_bounds_rq_to_the_tested_releases() -> None:
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    bounds = [dep for dep in pyproject["project"]["dependencies"] if re.match(r"rq\W", dep)]
+    assert bounds == [f"rq{rq_requirement()}"]
+    allowed = SpecifierSet(rq_requirement())
+    for major, minor in RQ_TESTED:
+        assert f"{major}.{minor}.0" in allowed
+    (low_major, low_minor), (high_major, high_minor) = min(RQ_TESTED), max(RQ_TESTED)
+    below = f"{low_major - 1}.99.0" if low_minor == 0 else f"{low_major}.{low_minor - 1}.0"
+    for untested in (below, f"{high_major}.{high_minor + 1}.0", f"{high_major + 1}.0.0"):
+        assert untested not in allowed
+
+
+def test_the_tested_releases_leave_no_gap_the_bound_would_admit() -> None:
+    assert list(RQ_TESTED) == sorted(set(RQ_TESTED))
+    for (major, minor), (next_major, next_minor) in itertools.pairwise(RQ_TESTED):
+        assert (next_major, next_minor) in ((major, minor + 1), (major + 1, 0))

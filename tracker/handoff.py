@@ -20,6 +20,12 @@ hash of tracker's, and the release copies it (``COPY ... REPLACE``, then ``PERSI
 staged hash expires with the job, RQ's must not): fewer arguments to pass through Lua,
 and fewer bytes to append to an AOF, per released job.
 
+Since what is replayed is RQ's own enqueue, recorded by the RQ installed, tracker runs
+only on the RQ releases listed in ``RQ_TESTED``: those tests/test_rq_contract.py (a job
+released by tracker lands in RQ as ``Queue.enqueue`` puts it) and the rest of the suite
+passed on. Importing this module with another RQ raises :class:`UnsupportedRQ`; how to
+add a release is in docs/development.md.
+
 A hand-off can still be lost after it happened: a worker takes the job from its queue
 and dies before its ``start`` reaches the tracker. So registration also stores where
 to look for the job in RQ (its queue, the queue's intermediate list where a worker's
@@ -37,13 +43,41 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import rq
 from rq import Queue
 
-from .errors import InvalidInput
+from .errors import InvalidInput, UnsupportedRQ
 
 #: The first element of every stored hand-off: the version of its format. lua/_graph.lua
 #: names the same one; a change to what is stored gets a new version.
 HANDOFF_VERSION = "v1"
+
+#: The RQ releases, as (major, minor), that the suite passed on. pyproject.toml's bound
+#: on rq admits these and no other (tests/test_rq_contract.py holds them together).
+RQ_TESTED: tuple[tuple[int, int], ...] = ((3, 0),)
+
+
+def check_rq(installed: str) -> None:
+    """Raise :class:`UnsupportedRQ` unless RQ ``installed`` (its version) is in a tested
+    release: the hand-off stores what that RQ's enqueue writes, and another may write
+    something else."""
+    release = tuple(int(part) for part in re.findall(r"\d+", installed)[:2])
+    if release not in RQ_TESTED:
+        tested = ", ".join(f"{major}.{minor}" for major, minor in RQ_TESTED)
+        raise UnsupportedRQ(
+            f"rq {installed} is installed, but tracker hands jobs to RQ only on the releases"
+            f" it was tested on: rq {tested} (install 'rq{rq_requirement()}')"
+        )
+
+
+def rq_requirement() -> str:
+    """The version bound on rq that admits exactly the releases of ``RQ_TESTED``, as
+    pyproject.toml states it."""
+    low, high = min(RQ_TESTED), max(RQ_TESTED)
+    return f">={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}"
+
+
+check_rq(rq.__version__)
 
 _RQ_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 

@@ -1,8 +1,9 @@
 """The RQ hand-off's contract (handoff.py): a job the tracker releases lands in RQ exactly
 as ``rq.Queue.enqueue`` would put it there at that moment: the same job hash (its
 timestamps aside), the same queue list, the same set of queues and the same registries,
-whatever released it. Each test releases a job through the tracker, reads what RQ holds,
-wipes it and lets RQ's own enqueue write the same job again, then compares.
+whatever released it. Each test releases a job through the tracker and reads what RQ
+holds; then it takes the job back out (its hash, its place in its queue), lets RQ's own
+enqueue write it again onto what is left, and compares.
 
 These tests, with the rest of the suite, are what admits an RQ release to ``RQ_TESTED``
 (docs/development.md). Then the format of what the tracker stores for the hand-off: its

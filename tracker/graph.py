@@ -2,7 +2,7 @@
 
 Dependencies and batches are declared at registration (lifecycle.py) and kept by the
 scripts (lua/_graph.lua): a job's success releases its dependents, a batch's children
-decide its state, and the hand-off of a released job to its RQ queue (dispatch.py)
+decide its state, and the hand-off of a released job to its RQ queue (handoff.py)
 happens in the same call. What is left to ask of the graph from Python is here.
 """
 

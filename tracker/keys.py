@@ -3,7 +3,7 @@
 Key layout for namespace ``ns``::
 
     {ns}:j:<jid>          hash    the track of one job (fields below)
-    {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see dispatch.py)
+    {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see handoff.py)
     {ns}:x:<jid>          hash    RQ's job hash for it, staged until it finishes (ditto)
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
@@ -28,7 +28,7 @@ Key layout for namespace ``ns``::
     {ns}:o:<batch>        set     job keys of a batch's unfinished children
     {ns}:sched            zset    job keys by the moment (ms) something is due: a delayed
                                   release or a backoff's hand-off (eligible_at), or the check
-                                  of a hand-off not started (``hd``, see dispatch.py)
+                                  of a hand-off not started (``hd``, see handoff.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
     {ns}:w                hash    worker name -> what it runs, its counts (msgpack; workers.py)
     {ns}:wb               zset    worker names by their last heartbeat (ms)

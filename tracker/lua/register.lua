@@ -15,7 +15,7 @@
 -- the stored hand-off  ARGV[21] length of the staged RQ job hash (fields and values)
 -- ARGV[22] seconds before a hand-off not started is checked, or '' for a job without one
 -- ARGV[23] where the check looks in RQ: queue, intermediate list, job hash (newline separated);
--- then the prerequisites' jids, the hand-off, the staged hash (see dispatch.py); last, the
+-- then the prerequisites' jids, the hand-off, the staged hash (see handoff.py); last, the
 -- payload as the track shows it (JSON, args hidden when asked) or ''.
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.

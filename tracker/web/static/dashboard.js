@@ -214,7 +214,8 @@
     if (view.queue && track.queue !== view.queue) return false;
     if (view.parent && track.parent !== view.parent) return false;
     if (view.label) {
-      const at = view.label.indexOf(":");
+      // KEY=VALUE (the first = splits), or KEY:VALUE where there is no =, as the API reads it
+      const at = view.label.includes("=") ? view.label.indexOf("=") : view.label.indexOf(":");
       const key = view.label.slice(0, at);
       if (!track.labels || track.labels[key] !== view.label.slice(at + 1)) return false;
     }

@@ -536,6 +536,27 @@ def test_picked_rows_are_cancelled_at_once_after_a_confirmation(
     assert [e for e in page.errors() if "409 (Conflict)" not in e] == []  # b-4's answer
 
 
+def test_a_job_s_timeline_tells_its_life_and_follows_it_live(tracker: Tracker, page: Page) -> None:
+    tracker.register("flaky-1")
+    tracker.start("flaky-1")
+    tracker.fail("flaky-1", "the disk is full", error_type="OSError")
+    tracker.register("next-2")
+    page.wait_for(f"{_query(row('next-2'))} !== null")
+    page.click(row("flaky-1"))
+    steps = "[...document.querySelectorAll('#detail .timeline li span')].map(s => s.textContent)"
+    assert page.wait_for(f"{steps}.length === 3 && {steps}") == [
+        "registered",
+        "attempt failed: OSError: the disk is full",
+        "failed (last change)",
+    ]
+    tracker.start("flaky-1")
+    tracker.success("flaky-1")
+    shown = page.wait_for(f"{steps}.includes('success') && {steps}")
+    assert shown[:2] == ["registered", "attempt failed: OSError: the disk is full"]
+    assert shown[-1] == "success" and "became working" in shown
+    assert page.errors() == []
+
+
 def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:
     tracker.register("job-1")
     page.wait_for(f"{_query(row('job-1'))} !== null")

@@ -684,6 +684,7 @@
       for (const tr of addRows([track], { top: true })) flash(tr);
     }
     if (detail.jid === track.jid) {
+      if (changedState && known) detail.seen.push({ at: track.updated_at, state: track.state });
       detail.track = withHeavy(track, detail.track);
       if (changedState) loadRelated(track.jid);
       renderDetail();
@@ -783,7 +784,7 @@
 
   // --- the detail view -------------------------------------------------------------------
 
-  const detail = { jid: "", track: null, related: null, missing: false, acting: "", refused: "" };
+  const detail = { jid: "", track: null, related: null, missing: false, acting: "", refused: "", seen: [] };
   const openTracebacks = new Set(); // errors (by time and message) whose traceback is open
 
   async function openDetail(jid) {
@@ -794,6 +795,7 @@
       detail.related = null;
       detail.missing = false;
       detail.acting = detail.refused = "";
+      detail.seen = [];
       $("#detail-body").scrollTop = 0;
     }
     for (const row of rows.values()) row.tr.classList.toggle("selected", row.track.jid === jid);
@@ -841,6 +843,39 @@
 
   function relatedHas(jid) {
     return Object.values(detail.related || {}).some((group) => group.some((node) => node.jid === jid));
+  }
+
+  /** What the track tells of the job's life (registered, each failed attempt, where it
+   * is now), with the changes this page saw while it was open: oldest first. */
+  function timeline(track) {
+    const moments = [];
+    if (track.created_at) moments.push({ at: track.created_at, what: "registered" });
+    const errors = [...(track.errors || [])].reverse();
+    errors.forEach((e, i) => {
+      if (e.at) moments.push({ at: e.at, what: `attempt failed: ${e.type ? `${e.type}: ` : ""}${e.message}`, bad: true });
+      else if (i === 0) moments.push({ at: track.updated_at, what: `failed: ${e.message}`, bad: true });
+    });
+    for (const { at, state } of detail.seen) moments.push({ at, what: TERMINAL.has(state) ? state : `became ${state}`, state });
+    if (track.eligible_at && Date.parse(track.eligible_at) > Date.now() + clockSkew) {
+      moments.push({ at: track.eligible_at, what: "goes back to its queue", later: true });
+    }
+    const last = detail.seen[detail.seen.length - 1];
+    if (track.updated_at && !(last && last.state === track.state && last.at === track.updated_at)) {
+      moments.push({ at: track.updated_at, what: TERMINAL.has(track.state) ? track.state : `${track.state} (last change)`, state: track.state });
+    }
+    moments.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    return h(
+      "ol",
+      { class: "timeline" },
+      moments.map((m) =>
+        h(
+          "li",
+          { class: m.bad ? "t-bad" : m.later ? "t-later" : m.state ? `t-state s-${m.state}` : "" },
+          h("time", { datetime: m.at, title: m.at }, localTime(m.at)),
+          h("span", {}, m.what),
+        ),
+      ),
+    );
   }
 
   function section(title, ...content) {
@@ -900,7 +935,7 @@
             labels.map(([key, value]) =>
               h(
                 "button",
-                { type: "button", class: "tag label", title: "Show jobs with this label", onclick: () => setFilter({ label: `${key}:${value}` }) },
+                { type: "button", class: "tag label", title: "Show jobs with this label", onclick: () => setFilter({ label: `${key}=${value}` }) },
                 h("span", { class: "key" }, key),
                 "=",
                 value,
@@ -939,6 +974,8 @@
         ),
       );
     }
+
+    parts.push(section("Timeline", timeline(track)));
 
     const errors = track.errors || (track.error ? [track.error] : []);
     if (errors.length) {

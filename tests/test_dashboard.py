@@ -557,6 +557,24 @@ def test_a_job_s_timeline_tells_its_life_and_follows_it_live(tracker: Tracker, p
     assert page.errors() == []
 
 
+def test_a_job_s_page_draws_its_whole_workflow(tracker: Tracker, page: Page) -> None:
+    tracker.register("extract")
+    tracker.register("clean", prerequisites=["extract"])
+    tracker.register("transform", prerequisites=["clean"])
+    tracker.register("load", prerequisites=["transform"])
+    tracker.register("report", prerequisites=["load", "extract"])
+    page.wait_for(f"{_query(row('report'))} !== null")
+    page.click(row("transform"))
+    nodes = "[...document.querySelectorAll('#detail .workflow .node')].map(n => n.dataset.jid)"
+    drawn = page.wait_for(f"{nodes}.length === 5 && {nodes}")
+    assert sorted(drawn) == ["clean", "extract", "load", "report", "transform"]
+    assert page.evaluate("document.querySelectorAll('#detail .workflow .edges path').length") == 5
+    page.screenshot(ARTIFACTS / "dashboard-workflow.png")
+    page.click("#detail .workflow .node[data-jid=extract]")  # two steps away
+    page.wait_for("document.querySelector('#detail-title')?.textContent === 'extract'")
+    assert page.errors() == []
+
+
 def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:
     tracker.register("job-1")
     page.wait_for(f"{_query(row('job-1'))} !== null")

@@ -15,7 +15,7 @@ import redis
 from bulk import register_each, register_many
 from conftest import FakeClock, MakeTracker, wait_until
 
-from tracker import Conflict, State, Tracker
+from tracker import Conflict, InvalidInput, NotFound, State, Tracker
 from tracker.calls import GRAPH_BUDGET, Plan
 from tracker.scripts import Library
 
@@ -782,3 +782,46 @@ def test_a_payload_job_that_succeeds_leaves_no_hand_off_behind(
     assert tracker.client.exists(keys.payload(waited), keys.staged(waited)) == 2
     for key in (keys.payload(waited), keys.staged(waited)):
         assert 0 < tracker.client.pttl(key) <= tracker.settings.ttl * 1000
+
+
+def test_a_workflow_is_every_job_linked_by_dependencies_either_way(tracker: Tracker) -> None:
+    #  a -> b -> d -> e,  a -> c -> d,  and c also waits for ghost (never registered)
+    tracker.register("a")
+    tracker.register("b", prerequisites=["a"])
+    tracker.register("c", prerequisites=["a", "ghost"])
+    tracker.register("d", prerequisites=["b", "c"])
+    tracker.register("e", prerequisites=["d"])
+    tracker.register("alone")
+    for jid in ("a", "c", "e"):
+        found = tracker.workflow(jid)
+        assert dict(found.jobs) == {
+            "a": State.ENQUEUED,
+            "b": State.WAITING,
+            "c": State.WAITING,
+            "d": State.WAITING,
+            "e": State.WAITING,
+            "ghost": State.UNKNOWN,
+        }
+        assert found.edges == [
+            ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("ghost", "c"),
+        ]  # fmt: skip
+        assert found.more is False
+    tracker.start("a")
+    tracker.success("a")  # released dependents stay linked
+    assert ("a", "b") in tracker.workflow("e").edges
+    assert tracker.workflow("alone").jobs == [("alone", State.ENQUEUED)]
+
+
+def test_a_workflow_stops_at_its_limit_and_says_so(tracker: Tracker) -> None:
+    tracker.register("root")
+    for n in range(12):
+        tracker.register(f"leaf-{n:02d}", prerequisites=["root"])
+    found = tracker.workflow("root", limit=5)
+    assert len(found.jobs) == 5 and found.more is True
+    assert all(a in dict(found.jobs) and b in dict(found.jobs) for a, b in found.edges)
+    whole = tracker.workflow("root")
+    assert len(whole.jobs) == 13 and whole.more is False
+    with pytest.raises(NotFound):
+        tracker.workflow("nobody")
+    with pytest.raises(InvalidInput, match="limit"):
+        tracker.workflow("root", limit=0)

@@ -489,6 +489,27 @@ def test_related_names_prerequisites_and_children_with_states(
     problem(http.get("/jobs/ghost/related"), 404)
 
 
+def test_workflow_shows_the_linked_jobs_and_their_dependencies(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("extract")
+    store.register("transform", prerequisites=["extract"])
+    store.register("load", prerequisites=["transform"])
+    shown = http.get("/jobs/load/workflow").json()
+    assert shown["jobs"] == [
+        {"jid": "extract", "state": "enqueued"},
+        {"jid": "load", "state": "waiting"},
+        {"jid": "transform", "state": "waiting"},
+    ]
+    assert shown["edges"] == [["extract", "transform"], ["transform", "load"]]
+    assert shown["more"] is False
+    assert http.get("/jobs/extract/workflow", params={"limit": "2"}).json()["more"] is True
+    problem(http.get("/jobs/ghost/workflow"), 404)
+    for bad in ("0", "1001", "x", "1" * 5000):
+        problem(http.get("/jobs/load/workflow", params={"limit": bad}), 400)
+    problem(http.get("/jobs/load/workflow", params={"depth": "2"}), 400)
+
+
 def test_related_still_names_the_dependents_a_success_released(
     http: TestClient, store: Tracker
 ) -> None:

@@ -112,6 +112,7 @@ class Client:
     # the graph (graph.py)
     seal = Operation(Plans.seal)
     related = Operation(Plans.related)
+    workflow = Operation(Plans.workflow)
     # reads (listing.py)
     track_get = Operation(Plans.track_get)
     track_get_many = Operation(Plans.track_get_many)

@@ -441,6 +441,19 @@ RELATED: dict[str, Any] = {
     },
     "required": ["prerequisites", "dependents", "children"],
 }
+WORKFLOW: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "jobs": {"type": "array", "items": RELATED_JOB},
+        "edges": {
+            "type": "array",
+            "description": "Each dependency as [prerequisite, dependent].",
+            "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+        },
+        "more": {"type": "boolean", "description": "The walk stopped before it saw them all."},
+    },
+    "required": ["jobs", "edges", "more"],
+}
 WORKER: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -478,6 +491,7 @@ COMPONENTS = {
     "Related": RELATED,
     "Health": HEALTH,
     "Workers": WORKERS,
+    "Workflow": WORKFLOW,
     **{
         body.name: body.schema()
         for body in (REGISTER, TRACK_SET, START, SUCCESS, FAIL, EMPTY, RETRY)

@@ -13,6 +13,7 @@
   const PAGE = 100; // jobs per fetch
   const MAX_ROWS = 1000; // live inserts beyond this drop the oldest rows
   const GRAPH_SIDE = 8; // nodes drawn per side of the graph
+  const WORKFLOW_COLUMN = 12; // jobs drawn per column of a workflow
   const STATS_EVERY = 500; // ms: counts are fetched at most this often while events flow
   const WORKERS_EVERY = 2000; // ms: workers say what they run in beats, not in events
   const SVG = "http://www.w3.org/2000/svg";
@@ -784,7 +785,7 @@
 
   // --- the detail view -------------------------------------------------------------------
 
-  const detail = { jid: "", track: null, related: null, missing: false, acting: "", refused: "", seen: [] };
+  const detail = { jid: "", track: null, related: null, workflow: null, missing: false, acting: "", refused: "", seen: [] };
   const openTracebacks = new Set(); // errors (by time and message) whose traceback is open
 
   async function openDetail(jid) {
@@ -792,7 +793,7 @@
     detail.jid = jid;
     if (fresh) {
       detail.track = rows.has(jid) ? rows.get(jid).track : null;
-      detail.related = null;
+      detail.related = detail.workflow = null;
       detail.missing = false;
       detail.acting = detail.refused = "";
       detail.seen = [];
@@ -825,9 +826,13 @@
       const related = await api(`${jobPath(jid)}/related`);
       if (detail.jid !== jid) return;
       detail.related = related;
+      // a job with neighbours may belong to a workflow wider than them
+      const linked = related.prerequisites.length + related.dependents.length;
+      detail.workflow = linked ? await api(`${jobPath(jid)}/workflow`) : null;
+      if (detail.jid !== jid) return;
     } catch {
       if (detail.jid !== jid) return;
-      detail.related = null;
+      detail.related = detail.workflow = null;
     }
     renderDetail();
   }
@@ -948,6 +953,16 @@
 
     if (related && (related.prerequisites.length || related.dependents.length)) {
       parts.push(section("Graph", graph(track, related)));
+    }
+    const workflow = detail.workflow;
+    if (related && workflow && workflow.jobs.length > 1 + related.prerequisites.length + related.dependents.length) {
+      parts.push(
+        section(
+          `Workflow (${workflow.jobs.length}${workflow.more ? "+" : ""} jobs)`,
+          workflowGraph(track, workflow),
+          workflow.more ? h("p", { class: "muted" }, `It has more jobs than the ${workflow.jobs.length} read.`) : null,
+        ),
+      );
     }
     if (related && related.prerequisites.length) {
       parts.push(section(`Prerequisites (${related.prerequisites.length})`, nodeList(related.prerequisites)));
@@ -1088,73 +1103,48 @@
   }
 
   // The job in the middle, what it waits for on the left, what waits for it on the right.
-  function graph(track, related) {
-    const W = 480;
-    const NW = 132;
-    const NH = 34;
-    const GAP = 10;
-    const TOP = 24;
-    const clip = (nodes) =>
-      nodes.length > GRAPH_SIDE ? [...nodes.slice(0, GRAPH_SIDE - 1), { more: nodes.length - GRAPH_SIDE + 1 }] : nodes;
-    const left = clip(related.prerequisites);
-    const right = clip(related.dependents);
-    const rowsShown = Math.max(left.length, right.length, 1);
-    const H = TOP + rowsShown * (NH + GAP) + 4;
-    const mid = TOP + (rowsShown * (NH + GAP) - GAP) / 2;
-    const columnY = (count, i) => mid - (count * (NH + GAP) - GAP) / 2 + i * (NH + GAP);
-    const xs = { left: 4, centre: (W - NW) / 2, right: W - NW - 4 };
+  const NODE_W = 132;
+  const NODE_H = 34;
 
-    const edges = svg("g", { class: "edges" });
-    const nodes = svg("g", { class: "nodes" });
-    const node = (n, x, y, main) => {
-      if (n.more) {
-        return svg(
-          "g",
-          { class: "node more" },
-          svg("rect", { x, y, width: NW, height: NH, rx: 7 }),
-          svg("text", { x: x + NW / 2, y: y + NH / 2 + 4, "text-anchor": "middle" }, `+${n.more} more`),
-        );
-      }
-      const label = n.jid.length > 17 ? `${n.jid.slice(0, 16)}…` : n.jid;
+  /** One job of a graph (``n.more``: a box saying how many more are not drawn). */
+  function graphNode(n, x, y, main) {
+    if (n.more) {
       return svg(
         "g",
-        {
-          class: `node s-${n.state}${main ? " main" : ""}`,
-          tabindex: main ? null : 0,
-          role: main ? null : "button",
-          onclick: main ? null : () => openDetail(n.jid),
-          onkeydown: main ? null : (e) => e.key === "Enter" && openDetail(n.jid),
-        },
-        svg("title", {}, `${n.jid} (${n.state})`),
-        svg("rect", { x, y, width: NW, height: NH, rx: 7 }),
-        svg("text", { x: x + 10, y: y + 15, class: "jid" }, label),
-        svg("text", { x: x + 10, y: y + 28, class: "state" }, n.state),
+        { class: "node more" },
+        svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 7 }),
+        svg("text", { x: x + NODE_W / 2, y: y + NODE_H / 2 + 4, "text-anchor": "middle" }, `+${n.more} more`),
       );
-    };
-    const edge = (x1, y1, x2, y2, done) => {
-      const dx = (x2 - x1) / 2;
-      edges.append(
-        svg("path", {
-          d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2 - 8},${y2}`,
-          class: done ? "done" : "pending",
-          "marker-end": `url(#arrow-${done ? "done" : "pending"})`,
-        }),
-      );
-    };
+    }
+    const label = n.jid.length > 17 ? `${n.jid.slice(0, 16)}…` : n.jid;
+    return svg(
+      "g",
+      {
+        class: `node s-${n.state}${main ? " main" : ""}`,
+        "data-jid": n.jid,
+        tabindex: main ? null : 0,
+        role: main ? null : "button",
+        onclick: main ? null : () => openDetail(n.jid),
+        onkeydown: main ? null : (e) => e.key === "Enter" && openDetail(n.jid),
+      },
+      svg("title", {}, `${n.jid} (${n.state})`),
+      svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 7 }),
+      svg("text", { x: x + 10, y: y + 15, class: "jid" }, label),
+      svg("text", { x: x + 10, y: y + 28, class: "state" }, n.state),
+    );
+  }
 
-    const centreY = mid - NH / 2;
-    left.forEach((n, i) => {
-      const y = columnY(left.length, i);
-      nodes.append(node(n, xs.left, y));
-      edge(xs.left + NW, y + NH / 2, xs.centre, mid, n.state === "success");
+  /** An arrow from (x1, y1) to (x2, y2), drawn as done once its prerequisite succeeded. */
+  function graphEdge(x1, y1, x2, y2, done) {
+    const dx = (x2 - x1) / 2;
+    return svg("path", {
+      d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2 - 8},${y2}`,
+      class: done ? "done" : "pending",
+      "marker-end": `url(#arrow-${done ? "done" : "pending"})`,
     });
-    right.forEach((n, i) => {
-      const y = columnY(right.length, i);
-      nodes.append(node(n, xs.right, y));
-      edge(xs.centre + NW, mid, xs.right, y + NH / 2, track.state === "success");
-    });
-    nodes.append(node({ jid: track.jid, state: track.state }, xs.centre, centreY, true));
+  }
 
+  function graphMarkers() {
     const marker = (name) =>
       svg(
         "marker",
@@ -1170,14 +1160,107 @@
         },
         svg("path", { d: "M0,0 L10,5 L0,10 z", class: `arrow ${name}` }),
       );
+    return svg("defs", {}, marker("done"), marker("pending"));
+  }
+
+  function graph(track, related) {
+    const W = 480;
+    const NW = NODE_W;
+    const NH = NODE_H;
+    const GAP = 10;
+    const TOP = 24;
+    const clip = (nodes) =>
+      nodes.length > GRAPH_SIDE ? [...nodes.slice(0, GRAPH_SIDE - 1), { more: nodes.length - GRAPH_SIDE + 1 }] : nodes;
+    const left = clip(related.prerequisites);
+    const right = clip(related.dependents);
+    const rowsShown = Math.max(left.length, right.length, 1);
+    const H = TOP + rowsShown * (NH + GAP) + 4;
+    const mid = TOP + (rowsShown * (NH + GAP) - GAP) / 2;
+    const columnY = (count, i) => mid - (count * (NH + GAP) - GAP) / 2 + i * (NH + GAP);
+    const xs = { left: 4, centre: (W - NW) / 2, right: W - NW - 4 };
+
+    const edges = svg("g", { class: "edges" });
+    const nodes = svg("g", { class: "nodes" });
+    const centreY = mid - NH / 2;
+    left.forEach((n, i) => {
+      const y = columnY(left.length, i);
+      nodes.append(graphNode(n, xs.left, y));
+      edges.append(graphEdge(xs.left + NW, y + NH / 2, xs.centre, mid, n.state === "success"));
+    });
+    right.forEach((n, i) => {
+      const y = columnY(right.length, i);
+      nodes.append(graphNode(n, xs.right, y));
+      edges.append(graphEdge(xs.centre + NW, mid, xs.right, y + NH / 2, track.state === "success"));
+    });
+    nodes.append(graphNode({ jid: track.jid, state: track.state }, xs.centre, centreY, true));
     return svg(
       "svg",
       { class: "graph", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `Prerequisites and dependents of ${track.jid}` },
-      svg("defs", {}, marker("done"), marker("pending")),
+      graphMarkers(),
       left.length ? svg("text", { x: xs.left, y: 12, class: "column" }, "waits for") : null,
       right.length ? svg("text", { x: xs.right + NW, y: 12, class: "column", "text-anchor": "end" }, "waited on by") : null,
       edges,
       nodes,
+    );
+  }
+
+  /** The whole workflow, in columns: each job one column right of its furthest
+   * prerequisite. A column shows WORKFLOW_COLUMN jobs at most, then "+N more". */
+  function workflowGraph(track, workflow) {
+    const state = new Map(workflow.jobs.map((j) => [j.jid, j.state]));
+    const prerequisites = new Map(workflow.jobs.map((j) => [j.jid, []]));
+    for (const [from, to] of workflow.edges) prerequisites.get(to).push(from);
+    const column = new Map();
+    const place = (jid, path = new Set()) => {
+      if (column.has(jid)) return column.get(jid);
+      path.add(jid); // a cycle cannot be registered, but a drawing must never hang on one
+      const before = prerequisites.get(jid).filter((p) => !path.has(p));
+      const at = before.length ? 1 + Math.max(...before.map((p) => place(p, path))) : 0;
+      path.delete(jid);
+      column.set(jid, at);
+      return at;
+    };
+    for (const jid of state.keys()) place(jid);
+    const columns = [];
+    for (const [jid, at] of column) (columns[at] ||= []).push(jid);
+    const HGAP = 40;
+    const VGAP = 8;
+    const shown = new Map(); // jid -> [x, y]
+    const nodes = svg("g", { class: "nodes" });
+    let tallest = 1;
+    columns.forEach((jids, i) => {
+      jids.sort((a, b) => (a === track.jid ? -1 : b === track.jid ? 1 : a.localeCompare(b)));
+      const drawn = jids.length > WORKFLOW_COLUMN ? jids.slice(0, WORKFLOW_COLUMN - 1) : jids;
+      const x = 4 + i * (NODE_W + HGAP);
+      drawn.forEach((jid, row) => {
+        const y = 4 + row * (NODE_H + VGAP);
+        shown.set(jid, [x, y]);
+        nodes.append(graphNode({ jid, state: state.get(jid) }, x, y, jid === track.jid));
+      });
+      if (drawn.length < jids.length) {
+        nodes.append(graphNode({ more: jids.length - drawn.length }, x, 4 + drawn.length * (NODE_H + VGAP)));
+      }
+      tallest = Math.max(tallest, Math.min(jids.length, WORKFLOW_COLUMN));
+    });
+    const edges = svg("g", { class: "edges" });
+    for (const [from, to] of workflow.edges) {
+      if (!shown.has(from) || !shown.has(to)) continue;
+      const [x1, y1] = shown.get(from);
+      const [x2, y2] = shown.get(to);
+      edges.append(graphEdge(x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2, state.get(from) === "success"));
+    }
+    const W = 8 + columns.length * (NODE_W + HGAP) - HGAP;
+    const H = 8 + tallest * (NODE_H + VGAP) - VGAP;
+    return h(
+      "div",
+      { class: "workflow" },
+      svg(
+        "svg",
+        { class: "graph", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `The workflow of ${track.jid}` },
+        graphMarkers(),
+        edges,
+        nodes,
+      ),
     );
   }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -389,11 +390,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve(directory: Path, port: int) -> subprocess.Popen[str]:
+def _serve(directory: Path, port: int, *options: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     script = Path(sys.executable).with_name("tracker")
     return subprocess.Popen(
-        [str(script), "serve", "--port", str(port)],
+        [str(script), "serve", "--port", str(port), *options],
         cwd=directory,
         env=env,
         stdout=subprocess.PIPE,
@@ -582,3 +583,43 @@ def test_delete_forgets_a_finished_job(cli: Run, store: Tracker) -> None:
     assert cli("delete", "job-1").exit_code == 1
     store.register("job-2")
     assert cli("delete", "job-2").exit_code == 3
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def test_serve_with_workers_runs_that_many_processes_and_replaces_one_that_dies(
+    directory: Path,
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(directory, port, "--workers", "2")
+    try:
+        wait_until(lambda: _ready(base, server), timeout=30)
+        serving = wait_until(lambda: len(_children(server.pid)) == 2 and _children(server.pid))
+        assert httpx.put(base + "/jobs/web-1", json={}).status_code == 201
+        # every process reads the same store
+        assert {httpx.get(base + "/jobs/web-1").json()["state"] for _ in range(8)} == {"enqueued"}
+        dead = min(serving)
+        os.kill(dead, signal.SIGKILL)
+        again = wait_until(
+            lambda: len(now := _children(server.pid)) == 2 and dead not in now and now, timeout=15
+        )
+        assert dead not in again
+        wait_until(lambda: _ready(base, server))
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+        assert server.returncode == 0, output
+        assert "2 processes" in output
+        assert not any(Path(f"/proc/{pid}").exists() for pid in again)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()

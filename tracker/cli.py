@@ -99,15 +99,19 @@ def main() -> None:
     is_flag=True,
     help="Serve beyond loopback without TRACKER_API_TOKEN (also TRACKER_INSECURE=1).",
 )
-def serve(host: str, port: int, insecure: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the same port (each with its own event hub).",
+)
+def serve(host: str, port: int, insecure: bool, workers: int) -> None:
     """The HTTP API and dashboard, with the reaper and the delay schedule.
 
     Without TRACKER_REDIS_URL it runs on this directory's embedded Valkey.
     """
-    import uvicorn
-
-    from .web import create_app
-    from .web.protocol import protocol
+    from .web.serving import serve_app, serve_processes
 
     settings = _settings()
     address = _address(host, port)
@@ -122,17 +126,15 @@ def serve(host: str, port: int, insecure: bool) -> None:
         settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host.strip("[]")))
     listener = _listen(host, port, address)
     shown_host = f"[{host}]" if ":" in host else host
+    processes = f", {workers} processes" if workers > 1 else ""
     click.echo(
         f"tracker: namespace {settings.namespace!r}, "
-        f"http://{shown_host}:{listener.getsockname()[1]}/"
+        f"http://{shown_host}:{listener.getsockname()[1]}/{processes}"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level="info",
-        http=protocol(settings.http_read_timeout),
-        timeout_graceful_shutdown=3,  # what an open response is given, besides streams
-    )
-    uvicorn.Server(config).run(sockets=[listener])
+    if workers == 1:
+        serve_app(settings, listener)
+    else:
+        sys.exit(serve_processes(workers, lambda: serve_app(settings, listener)))
 
 
 def _address(host: str, port: int) -> tuple[int, tuple[object, ...]]:

@@ -623,3 +623,59 @@ def test_serve_with_workers_runs_that_many_processes_and_replaces_one_that_dies(
         if server.poll() is None:
             server.kill()
             server.communicate()
+
+
+def _follow(valkey_url: str, namespace: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    env.update(TRACKER_REDIS_URL=valkey_url, TRACKER_NAMESPACE=namespace)
+    script = Path(sys.executable).with_name("tracker")
+    return subprocess.Popen(
+        [str(script), "events", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_events_of_a_job_follow_it_until_it_ends(
+    valkey_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("job-1")
+    follower = _follow(valkey_url, namespace, "job-1")
+    try:
+        assert follower.stdout is not None
+        assert json.loads(follower.stdout.readline())["state"] == "enqueued"  # its track now
+        store.start("job-1")
+        store.track_set("job-1", percent=40)
+        store.success("job-1")
+        output, _ = follower.communicate(timeout=20)
+        assert follower.returncode == 0
+        shown = [json.loads(line) for line in output.splitlines()]
+        assert [t["state"] for t in shown] == ["working", "working", "success"]
+        assert shown[1]["percent"] == 40
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    unknown = _follow(valkey_url, namespace, "nobody")
+    output, _ = unknown.communicate(timeout=20)
+    assert unknown.returncode == 1 and json.loads(output)["state"] == "unknown"
+
+
+def test_events_of_every_job_take_the_list_s_filters(
+    valkey_url: str, namespace: str, store: Tracker
+) -> None:
+    follower = _follow(valkey_url, namespace, "--state", "working", "--queue", "mail")
+    try:
+        assert follower.stdout is not None and follower.stderr is not None
+        assert "following the changes after event" in follower.stderr.readline()
+        store.register("other", queue="mail")
+        store.register("m-1", queue="mail")
+        store.register("p-1", queue="print")
+        store.start("p-1")
+        store.start("m-1")
+        assert json.loads(follower.stdout.readline())["jid"] == "m-1"
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=20)

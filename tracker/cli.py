@@ -517,6 +517,47 @@ def delete(jid: str) -> None:
 
 
 @main.command()
+@click.argument("jid", required=False)
+@click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
+@click.option("--queue")
+@click.option("--label", metavar="KEY=VALUE", help="Only jobs with this label.")
+def events(jid: str | None, state: str | None, queue: str | None, label: str | None) -> None:
+    """Follow changes as they happen, one JSON track a line, until Ctrl-C.
+
+    With JID: the job's track now, then each change of it, ending after a terminal
+    state (exit 1 when the job is unknown)."""
+    wanted = None if label is None else parse_label(label)
+    with connected() as tracker:
+        if jid is None:
+            after = tracker.newest_event()
+            click.echo(f"tracker: following the changes after event {after}", err=True)
+        else:
+            after, track = tracker.snapshot(jid)
+            _print_line(track)
+            if track.state is State.UNKNOWN:
+                sys.exit(EXIT_UNKNOWN)
+            if track.state.terminal:
+                return
+        while True:
+            for event in tracker.events(after, block_ms=5000):
+                after, track = event.id, event.track
+                if jid is not None and track.jid != jid:
+                    continue
+                if (state and track.state != state) or (queue and track.queue != queue):
+                    continue
+                if wanted and (track.labels or {}).get(wanted[0]) != wanted[1]:
+                    continue
+                _print_line(track)
+                if jid is not None and track.state.terminal:
+                    return
+
+
+def _print_line(track: Track) -> None:
+    click.echo(json.dumps(track.to_dict(), ensure_ascii=False), nl=True)
+    sys.stdout.flush()
+
+
+@main.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON worker per line.")
 def workers(as_json: bool) -> None:
     """The workers that beat lately: alive (idle or busy) or lost."""

@@ -18,7 +18,7 @@ from test_dependencies import RQQueue, rq_queue  # noqa: F401 (a fixture)
 from test_release_processes import count_script_calls
 from test_worker import work
 
-from tracker import Conflict, JobSuperseded, NotFound, State, Tracker
+from tracker import Conflict, JobSuperseded, NotFound, State, Tracker, context
 from tracker.model import MAX_TRACEBACK, Track
 from tracker.worker import TrackedSimpleWorker, _Watched, _Watcher
 
@@ -180,7 +180,10 @@ def test_a_reaped_attempt_still_running_when_its_job_is_retried_is_stopped(
         real_tracker.register(jid, queue=queue.name, payload=PAYLOAD, max_attempts=1)
         track = real_tracker.start(jid)
         assert track.attempts is not None and track.reserve_until is not None
-        watched = _Watched(jid, track.attempts, track.reserve_until, 60, time.monotonic() + 60)
+        running = context.Running(real_tracker, jid, track.attempts)
+        watched = _Watched(
+            jid, track.attempts, track.reserve_until, 60, time.monotonic() + 60, running
+        )
         real_tracker.fail(jid, "reservation expired", error_type="ReservationExpired")
         real_tracker.retry(jid)
         assert real_tracker.state_and_attempt(jid) == (State.ENQUEUED, 1)

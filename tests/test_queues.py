@@ -225,13 +225,8 @@ def test_a_round_with_nothing_due_reads_no_band_whatever_the_queues(
     tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
     for n in range(50):
         tracker.register(f"job-{n}", queue=f"queue-{n}")
-    keys = [
-        *tracker.keys.shared,
-        tracker.keys.bands_due,
-        tracker.keys.queues_recorded,
-        tracker.keys.free_queue_ids,
-    ]
-    reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.plans._head(), 20])
+    call = tracker.plans._call("prune", reads=20)
+    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
     assert reply[1:] == [0, 0]  # one call, nothing read: every band is due later
     assert len(queue_ids(tracker)) == 50
 

@@ -91,6 +91,7 @@ namespace therefore lives in one slot; separate namespaces spread out.
 
 from __future__ import annotations
 
+from .interface import SHARED_KEYS
 from .model import STORED_STATES, State, check_name
 
 QUEUE_BAND = 2**42
@@ -114,21 +115,8 @@ class Keys:
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}
-        #: The keys every script receives first, in this order (see lua/_common.lua).
-        self.shared: tuple[str, ...] = (
-            self.events,
-            self.reservations,
-            self.queues,
-            *self.states.values(),
-            self.schedule,
-            self.fanout,
-        )
-        #: The shorter shared keys of the hot path, TRACK SET (see lua/_common.lua).
-        self.hot: tuple[str, ...] = (
-            self.events,
-            self.reservations,
-            *(self.states[state] for state in STORED_STATES if not state.terminal),
-        )
+        #: The keys every script receives first, in the order of interface.SHARED_KEYS.
+        self.shared: tuple[str, ...] = tuple(self.named(name) for _, name in SHARED_KEYS)
         #: Length of a job key's prefix: scripts read a jid off a stored job key with it.
         self.job_prefix_len = len(self.job(""))
 
@@ -167,6 +155,44 @@ class Keys:
         text = job_key.decode() if isinstance(job_key, bytes) else job_key
         return text[self.job_prefix_len :]
 
-    def for_job(self, jid: str) -> list[str]:
-        """``KEYS`` of a script that changes one job: :attr:`shared`, then the job's own."""
-        return [*self.shared, self.prefix + "j:" + jid, self.prefix + "p:" + jid]
+    def named(self, name: str, jid: str | None = None) -> str:
+        """The key a script's declaration names (see interface.py): a key of the namespace
+        (``events``, ``state:working``, ``bands_due``...), or of job ``jid`` (``job``,
+        ``payload``, ``staged``, ``released``, ...)."""
+        if name in _JOB_KEYS:
+            if jid is None:
+                raise ValueError(f"the key {name!r} is a job's: a jid is needed")
+            return _JOB_KEYS[name](self, jid)
+        if name.startswith("state:"):
+            return self.states[State(name[len("state:") :])]
+        if name in _NAMESPACE_KEYS:
+            return str(getattr(self, name))
+        raise ValueError(f"no key is named {name!r}")
+
+
+#: Keys of one job, by the name a script's declaration gives them.
+_JOB_KEYS = {
+    "job": Keys.job,
+    "payload": Keys.payload,
+    "staged": Keys.staged,
+    "dependents": Keys.dependents,
+    "released": Keys.released,
+    "gate": Keys.gate,
+    "open_children": Keys.open_children,
+    "children": Keys.children,
+}
+#: Keys of the namespace, by the name a script's declaration gives them.
+_NAMESPACE_KEYS = frozenset(
+    {
+        "events",
+        "reservations",
+        "queues",
+        "free_queue_ids",
+        "bands_due",
+        "queues_recorded",
+        "labels_in_use",
+        "labels_in_use_unscored",
+        "schedule",
+        "fanout",
+    }
+)

@@ -418,8 +418,8 @@ end
 -- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
 -- later, only while working. A refusal applies nothing. It is the hot path, so it
 -- reads only the fields it needs and streams only what changed (with jid, state
--- and queue), rather than the whole track. Used by track_set(_many).lua, which run
--- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- and queue), rather than the whole track. Used by track_set(_many).lua: a child's
+-- TRACK SET may touch its batch, never finish it.
 -- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
 -- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.

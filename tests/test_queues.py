@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeClock, MakeTracker, wait_until
 
 from tracker import InvalidInput, State, Tracker
+from tracker.fields import stored
 from tracker.keys import MAX_QUEUES, QUEUE_BAND
 
 
@@ -187,7 +188,7 @@ def test_queue_ids_stay_distinct_while_queues_come_and_go_concurrently(
     live = tracker.list(limit=1000).jobs
     assert live
     for track in live:
-        qid = tracker.client.hget(tracker.keys.job(track.jid), "Q")
+        qid = tracker.client.hget(tracker.keys.job(track.jid), stored("qid"))
         assert int(qid) == ids[str(track.queue)], track.jid
 
 

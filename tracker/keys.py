@@ -31,32 +31,15 @@ Key layout for namespace ``ns``::
                                   of a hand-off not started (``hd``, see dispatch.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
 
-Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
-``u`` updated, ``p`` percent, ``d`` desc, ``r`` reserve_until, ``rf`` reserve_for
-(seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
-first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
-separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
-prerequisites, ``pq`` their job keys (newline separated; older
-versions stored jids), ``pp`` pending ones (a waiting
-batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``dr``
-the set of those released, ``bb``
-blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
-children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
-children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
-``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``), ``px`` the staged
-RQ job hash (``{ns}:x:<jid>``), ``pj`` the payload as the track shows it (JSON);
-``tb`` the tracebacks of the error history (a JSON list in step with ``e``). A dead
-or cancelled job keeps its hand-off (``p:`` and ``x:``) as long as its track, for a
-retry; a success drops it. For the check of its hand-off: ``ht`` the timeout (s),
-``hk`` RQ's keys it looks in (newline separated), ``hd`` when it is due (ms), ``hl`` when
-the job was first seen taken from its queue and not started, ``hn`` hand-offs made again.
+Fields of ``{ns}:j:<jid>``: one table, in fields.py, names every one with what it
+holds (docs/development.md lists it). A dead or cancelled job keeps its hand-off
+(``p:`` and ``x:``) as long as its track, for a retry; a success drops it.
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
-that make the track (those ``decode_track`` in records.py reads: ``TRACK_FIELDS`` in
-lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``, ``hd``,
-``hl``, ``hn``, and ``pj`` and ``tb``, which may be kilobytes); a TRACK SET carries no
+that make the track (those ``decode_track`` in records.py reads: the ``track`` fields
+of fields.py), never the scripts' ``own`` fields, nor the ``shown`` ones (``pj`` and
+``tb``, which may be kilobytes); a TRACK SET carries no
 ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release from ``waiting`` to
 ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last

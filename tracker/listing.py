@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from . import scripts
 from .calls import Plan, PlanBase, Read
 from .errors import InvalidInput
+from .fields import stored
 from .keys import QUEUE_BAND
 from .model import (
     MAX_DIGITS,
@@ -30,6 +31,7 @@ INDEX_BUDGET = 400
 INDEX_CALLS = 3
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
 LIST_BUDGET = 200
+F_STATE, F_ATTEMPTS = stored("state"), stored("attempts")
 
 
 class Listing(PlanBase):
@@ -51,14 +53,14 @@ class Listing(PlanBase):
     def state(self, jid: str) -> Plan[State]:
         """Only the job's state: what a worker polls to learn of a cancel."""
         check_name("jid", jid)
-        (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
+        (raw,) = yield Read([("hget", (self.keys.job(jid), F_STATE))])
         return State.UNKNOWN if raw is None else State(raw.decode())
 
     def state_and_attempt(self, jid: str) -> Plan[tuple[State, int]]:
         """The job's state and current attempt (0 before its first start): what a worker
         polls to learn that its job was cancelled, or reaped and started again."""
         check_name("jid", jid)
-        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), ["s", "a"]))])
+        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), [F_STATE, F_ATTEMPTS]))])
         if state is None:
             return State.UNKNOWN, 0
         return State(state.decode()), int(attempt or 0)

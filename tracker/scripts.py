@@ -27,7 +27,7 @@ from typing import Any
 
 import redis.exceptions
 
-from . import interface
+from . import fields, interface
 from .cluster import is_cluster
 from .errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from .times import format_time
@@ -46,8 +46,8 @@ def library() -> tuple[str, str]:
     folder = resources.files("tracker") / "lua"
     shared = [(folder / name).read_text(encoding="utf-8") for name in SHARED]
     bodies = {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in OPERATIONS}
-    top = "\n".join(shared)
-    parts = [*shared, _begin()]
+    top = "\n".join([fields.lua_constants(), *shared])
+    parts = [fields.lua_constants(), *shared, _begin()]
     for name, body in bodies.items():
         operation = interface.OPERATIONS[name]
         check_body(name, body, operation, top)

@@ -21,13 +21,12 @@ local BAND = 4398046511104 -- 2^42: one queue's range of scores in a state zset
 local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is no queue's)
 local MAX_ERRORS = 10
 
--- The fields of a job's hash that its events and replies carry: those the track is
--- decoded from (decode_track() in records.py), always in this order. The rest (key names,
--- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
--- own, and streaming it for every change cost a release as much as its own writes;
--- and entries sharing their fields in order keep the names once in the stream.
-local TRACK_FIELDS = {'s', 'u', 'c', 'q', 'a', 'm', 'p', 'd', 'r', 'l', 'e', 'P', 'bb', 'ea',
-                      'pt', 'pp', 'gh', 'B', 'bt', 'bs', 'bd', 'sl'}
+-- TRACK_FIELDS (generated from fields.py, above this file): the fields of a job's hash
+-- that its events and replies carry, those the track is decoded from (decode_track() in
+-- records.py), always in this order. The rest (key names, the fingerprint, the sets a
+-- job waits in, its prerequisites' jids) is the scripts' own, and streaming it for every
+-- change cost a release as much as its own writes; and entries sharing their fields in
+-- order keep the names once in the stream.
 
 local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT
 local STATE_KEY = {}
@@ -222,10 +221,11 @@ local function load(key)
   if #flat == 0 then return nil end
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  if not h.Q then return nil end -- every track has a queue id, even mid-registration
-  return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h.Q),
-          reserve_until = tonumber(h.r), label_keys = h.lk, parent = h.P,
-          pending = tonumber(h.pp) or 0, dependents = h.dk, released = h.dr, batch = h.B == '1',
+  if not h[F_QID] then return nil end -- every track has a queue id, even mid-registration
+  return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h[F_QID]),
+          reserve_until = tonumber(h.r), label_keys = h.lk, parent = h[F_PARENT],
+          pending = tonumber(h.pp) or 0, dependents = h.dk, released = h.dr,
+          batch = h[F_BATCH] == '1',
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}

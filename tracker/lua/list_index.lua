@@ -28,7 +28,7 @@ while read < budget do
   local page = redis.call('ZREVRANGE', index, rank, rank + size - 1, 'WITHSCORES')
   for i = 1, #page, 2 do
     local key = page[i]
-    local got = redis.call('HMGET', key, 's', 'Q')
+    local got = redis.call('HMGET', key, 's', F_QID)
     read, stop = read + 1, {page[i + 1], key}
     if got[1] and wanted[got[1]] and (not qid or got[2] == qid) then
       found[#found + 1] = jid_of(key)

@@ -25,7 +25,7 @@ end
 local n_prereqs, n_handoff, n_staged = #PREREQUISITES, #HANDOFF, #STAGED_FIELDS
 local parent = PARENT[1]
 if parent then
-  local got = redis.call('HMGET', parent.key, 's', 'B', 'sl', 'bb')
+  local got = redis.call('HMGET', parent.key, 's', F_BATCH, 'sl', 'bb')
   parent.state, parent.blocked_by = got[1], got[4]
   if not got[1] then return {2, 'unknown', 'parent_unknown'} end
   if got[2] ~= '1' then return {2, 'unknown', 'parent_not_batch'} end
@@ -97,7 +97,7 @@ if held then
   redis.call('PEXPIRE', parent.gate, int(PENDING_TTL))
 end
 
-local fields = {'q', queue_name, 'Q', qid, 'c', int(NOW), 'a', 0, 'm', MAX_ATTEMPTS,
+local fields = {'q', queue_name, F_QID, qid, 'c', int(NOW), 'a', 0, 'm', MAX_ATTEMPTS,
                 'rf', RESERVE_FOR, 'h', FINGERPRINT}
 if LABELS ~= '' then append(fields, 'l', LABELS) end
 if SHOWN ~= '' then append(fields, 'pj', SHOWN) end
@@ -111,11 +111,11 @@ if n_prereqs > 0 then
   append(fields, 'pt', n_prereqs, 'pq', table.concat(prerequisite_keys, '\n'))
 end
 if n_prereqs > 0 or parent then append(fields, 'pp', pending) end
-if parent then append(fields, 'P', parent.key) end
+if parent then append(fields, F_PARENT, parent.key) end
 if held then append(fields, 'gh', 1) end
 if #waits_on > 0 then append(fields, 'pl', table.concat(waits_on, '\n')) end
 if redis.call('EXISTS', DEPENDENTS) == 1 then append(fields, 'dk', DEPENDENTS, 'dr', RELEASED) end
-if BATCH == '1' then append(fields, 'B', '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0, 'p', 0,
+if BATCH == '1' then append(fields, F_BATCH, '1', 'bt', 0, 'bs', 0, 'bd', 0, 'bp', 0, 'p', 0,
                             'gk', GATE, 'ok', OPEN_CHILDREN) end
 if tonumber(DELAY) > 0 then append(fields, 'dl', DELAY) end
 if n_handoff > 0 then

@@ -48,6 +48,12 @@ def test_a_name_that_would_hide_one_of_the_library_is_refused() -> None:
         scripts.check_body("x", "return BUDGET", Operation(args=("budget",)), "local BUDGET")
 
 
+def test_a_misspelt_name_is_refused() -> None:
+    operation = Operation(keys=("job",), args=("attempt",))
+    with pytest.raises(InterfaceError, match=r"\['ATTEMP'\] are not declared"):
+        scripts.check_body("x", "-- JOB, ATTEMPT\nreturn {JOB, ATTEMPT, ATTEMP}", operation, "")
+
+
 def test_a_name_declared_twice_is_refused_at_import() -> None:
     with pytest.raises(InterfaceError, match="twice"):
         Operation(keys=("job",), args=("job",))

@@ -118,15 +118,26 @@ def prelude(operation: interface.Operation) -> str:
 
 def check_body(name: str, body: str, operation: interface.Operation, top: str) -> None:
     """Refuse a script that reads KEYS or ARGV by position, leaves a declared name unused,
-    or binds a name the library's top already has (it would hide it)."""
+    binds a name the library's top already has (it would hide it), or uses an upper-case
+    name that neither its declaration nor the library's top defines (a misspelt one)."""
     if "KEYS[" in body or "ARGV[" in body:
         raise interface.InterfaceError(f"{name}.lua: reads KEYS or ARGV by position")
-    for declared in operation.names:
-        lua = declared.upper()
-        if not re.search(rf"\b{lua}\b", body):
+    code, defined = _capitals(body), _capitals(top)
+    declared = {declared.upper() for declared in operation.names}
+    for lua in declared:
+        if lua not in code:
             raise interface.InterfaceError(f"{name}.lua: {lua} is declared but never used")
-        if re.search(rf"\b{lua}\b", top):
+        if lua in defined:
             raise interface.InterfaceError(f"{name}.lua: {lua} hides a name of the library")
+    unknown = code - defined - declared
+    if unknown:
+        raise interface.InterfaceError(f"{name}.lua: {sorted(unknown)} are not declared")
+
+
+def _capitals(lua: str) -> set[str]:
+    """The upper-case names Lua code uses, comments and strings left out."""
+    code = re.sub(r"'(?:[^'\\\n]|\\.)*'", "''", re.sub(r"--[^\n]*", "", lua))
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]*\b", code))
 
 
 def missing_function(exc: redis.exceptions.ResponseError) -> bool:

@@ -21,7 +21,7 @@ it is. Variants:
 
 Then two micro measurements, in a small library of this script's own: the cost
 of one ``redis.call`` from Lua (HINCRBY, against the command's own time), and of
-reading one job's stored hand-off (LRANGE of its 4 commands and the undo, 21
+reading one job's stored hand-off (LRANGE of its version, 4 commands and the undo, 22
 elements). The source edits assert that what they remove is there:
 when tracker's Lua changes, this script says so.
 
@@ -55,7 +55,7 @@ from _common import (
 from fanout import PAYLOAD, tag
 
 from tracker import Settings, Tracker, scripts
-from tracker.dispatch import rq_handoff
+from tracker.handoff import rq_handoff
 
 BATCH = 1000
 Edit = Callable[[str], str]
@@ -70,11 +70,19 @@ def remove(text: str, replacement: str = "") -> Edit:
 
 
 VARIANTS: dict[str, Edit] = {
-    "hand-off read, not run": remove(
-        "replay(redis.call('LRANGE', job.payload, 0, -1), false)",
-        "redis.call('LRANGE', job.payload, 0, -1)",
+    "hand-off read, not run": remove("  replay(stored, false)\n"),
+    "no hand-off": remove(
+        "  local stored = redis.call('LRANGE', job.payload, 0, -1)\n"
+        "  local wrong = unreadable(stored)\n"
+        "  if wrong then\n"
+        "    fail_job(job, 'the hand-off to queue ' .. job.h.q .. ' is unreadable: ' .. wrong,\n"
+        "      'HandoffUnreadable', false)\n"
+        "    return false\n"
+        "  end\n"
+        "  SPENT = SPENT + HANDOFF_COST\n"
+        "  replay(stored, false)\n",
+        "  SPENT = SPENT + HANDOFF_COST\n",
     ),
-    "no hand-off": remove("replay(redis.call('LRANGE', job.payload, 0, -1), false)"),
     "no event": remove(
         "  local track, size = track_of(h)\n"
         "  if streamed then\n"

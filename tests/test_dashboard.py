@@ -19,11 +19,13 @@ import select
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +168,21 @@ class Page:
         return reply["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = UPDATE_TIMEOUT) -> Any:
-        """The value of ``expression`` once it is truthy in the page."""
-        return wait_until(lambda: self.evaluate(expression), timeout=timeout, interval=0.05)
+        """The value of ``expression`` once it is truthy in the page. While the tab moves
+        to another page (a redirect, a form sent) there is no page to ask: not yet."""
+        last: list[ProtocolError] = []
+
+        def value() -> Any:
+            try:
+                return self.evaluate(expression)
+            except ProtocolError as exc:
+                last[:] = [exc]
+                return None
+
+        try:
+            return wait_until(value, timeout=timeout, interval=0.05)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; the page last said: {last}") from None
 
     def attribute(self, selector: str, name: str) -> Any:
         return self.evaluate(f"{_query(selector)}?.getAttribute({json.dumps(name)})")
@@ -236,12 +251,11 @@ def tracker(valkey_url: str) -> Iterator[Tracker]:
     client.close()
 
 
-@pytest.fixture
-def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
-    """The app on ``tracker``'s namespace, listening on a loopback port; the page's URL."""
+@contextlib.contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """``app`` listening on a loopback port; the page's URL."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
-    app = create_app(tracker.settings, url=valkey_url, maintenance=False)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
@@ -251,6 +265,13 @@ def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
     server.should_exit = True
     thread.join(10)
     listener.close()
+
+
+@pytest.fixture
+def dashboard(tracker: Tracker, valkey_url: str) -> Iterator[str]:
+    """The app on ``tracker``'s namespace; the page's URL."""
+    with _served(create_app(tracker.settings, url=valkey_url, maintenance=False)) as url:
+        yield url
 
 
 @pytest.fixture
@@ -418,6 +439,140 @@ def test_the_retry_button_brings_a_dead_job_back(tracker: Tracker, page: Page) -
     finally:
         tracker.client.delete(f"rq:queue:{queue}", "rq:job:resize-1")
         tracker.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+@pytest.mark.rq
+def test_the_workers_list_shows_a_live_worker_and_its_job(
+    tracker: Tracker, valkey_url: str, page: Page
+) -> None:
+    import jobs as job_functions  # tests/jobs.py, importable by the worker too
+
+    queue = "q-" + uuid.uuid4().hex[:12]
+    jid = tracker.enqueue(job_functions.sleep_then_succeed, (6,), queue=queue)
+    env = {
+        **os.environ,
+        "TRACKER_REDIS_URL": valkey_url,
+        "TRACKER_NAMESPACE": tracker.settings.namespace,
+        "PYTHONPATH": str(Path(__file__).parent),
+    }
+    tracker_cli = Path(sys.executable).with_name("tracker")
+    worker = subprocess.Popen(
+        [str(tracker_cli), "worker", queue], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        busy = "#workers .w-busy"
+        page.wait_for(f"{_query(busy)} !== null", timeout=20)
+        assert page.text(f"{busy} .job-link") == jid
+        assert queue in page.text(f"{busy} .worker-queues")
+        page.screenshot(ARTIFACTS / "dashboard-workers.png")
+        page.click(f"{busy} .job-link")
+        page.wait_for(f"document.querySelector('#detail-title')?.textContent === {json.dumps(jid)}")
+        assert page.errors() == []
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        tracker.client.delete(f"rq:queue:{queue}")
+        tracker.client.srem("rq:queues", f"rq:queue:{queue}")
+
+
+def test_a_guarded_dashboard_asks_for_its_token_and_keeps_it_for_the_tab(
+    tracker: Tracker, valkey_url: str, browser: Browser
+) -> None:
+    tracker.register("job-1")
+    settings = replace(tracker.settings, read_token="r3ad", api_token="wr1te")
+    submit = (
+        "document.querySelector('input[name=token]').value = {}; "
+        "document.querySelector('form').submit()"
+    )
+    title = "document.querySelector('#token-title')?.textContent"
+    live = "document.querySelector('#connection')?.dataset.status === 'live'"
+    with _served(create_app(settings, url=valkey_url, maintenance=False)) as url:
+        tab = Page(browser)
+        try:
+            tab.open(url)
+            assert tab.wait_for(title) == "This dashboard needs a token"
+            tab.screenshot(ARTIFACTS / "dashboard-token.png")
+            tab.evaluate(submit.format(json.dumps("nope")))
+            tab.wait_for(f"{title} === 'That token was refused'")
+            tab.evaluate(submit.format(json.dumps("r3ad")))
+            tab.wait_for(f"{live} && {_query(row('job-1'))} !== null")
+            assert tab.evaluate("location.search") == ""  # the token is in no URL
+            tab.open(url)  # opened again in this tab: the kept token is sent at once
+            tab.wait_for(f"{live} && {_query(row('job-1'))} !== null")
+            assert tab.evaluate("location.search") == ""
+        finally:
+            tab.close()
+
+
+def test_picked_rows_are_cancelled_at_once_after_a_confirmation(
+    tracker: Tracker, page: Page
+) -> None:
+    for jid in ("a-1", "a-2", "a-3", "b-4"):
+        tracker.register(jid)
+    tracker.start("b-4")
+    tracker.success("b-4")  # finished: its cancel is refused, and listed as such
+    page.wait_for(f"{_query(row('b-4'))}?.dataset.state === 'success'")
+    for jid in ("a-1", "a-2", "b-4"):
+        page.click(row(jid) + " .pick")
+    assert page.text("#bulk").startswith("3 jobs selected")
+    assert page.evaluate("document.querySelector('#detail').hidden")  # picking opens nothing
+
+    page.click("#bulk [data-bulk=cancel]")
+    assert "Cancel 3 jobs?" in page.text("#bulk")
+    assert tracker.track_get("a-1").state.value == "enqueued"  # nothing before the yes
+    page.click("#bulk .a-confirm")
+
+    report = page.wait_for(f"{_query('#bulk .bulk-report')}?.textContent")
+    assert report == "cancel: 2 done, 1 refused"
+    assert "b-4" in page.text("#bulk .refused")
+    states = {jid: tracker.track_get(jid).state.value for jid in ("a-1", "a-2", "a-3", "b-4")}
+    assert states == {"a-1": "cancelled", "a-2": "cancelled", "a-3": "enqueued", "b-4": "success"}
+    page.wait_for(f"{_query(row('a-2'))}?.dataset.state === 'cancelled'")
+    # the refused one stays picked; the done ones are not
+    picked = "[...document.querySelectorAll('#jobs tbody .pick:checked')]"
+    assert page.evaluate(f"{picked}.map(box => box.closest('tr').dataset.jid).join()") == "b-4"
+    page.screenshot(ARTIFACTS / "dashboard-bulk.png")
+    assert [e for e in page.errors() if "409 (Conflict)" not in e] == []  # b-4's answer
+
+
+def test_a_job_s_timeline_tells_its_life_and_follows_it_live(tracker: Tracker, page: Page) -> None:
+    tracker.register("flaky-1")
+    tracker.start("flaky-1")
+    tracker.fail("flaky-1", "the disk is full", error_type="OSError")
+    tracker.register("next-2")
+    page.wait_for(f"{_query(row('next-2'))} !== null")
+    page.click(row("flaky-1"))
+    steps = "[...document.querySelectorAll('#detail .timeline li span')].map(s => s.textContent)"
+    assert page.wait_for(f"{steps}.length === 3 && {steps}") == [
+        "registered",
+        "attempt failed: OSError: the disk is full",
+        "failed (last change)",
+    ]
+    tracker.start("flaky-1")
+    tracker.success("flaky-1")
+    shown = page.wait_for(f"{steps}.includes('success') && {steps}")
+    assert shown[:2] == ["registered", "attempt failed: OSError: the disk is full"]
+    assert shown[-1] == "success" and "became working" in shown
+    assert page.errors() == []
+
+
+def test_a_job_s_page_draws_its_whole_workflow(tracker: Tracker, page: Page) -> None:
+    tracker.register("extract")
+    tracker.register("clean", prerequisites=["extract"])
+    tracker.register("transform", prerequisites=["clean"])
+    tracker.register("load", prerequisites=["transform"])
+    tracker.register("report", prerequisites=["load", "extract"])
+    page.wait_for(f"{_query(row('report'))} !== null")
+    page.click(row("transform"))
+    nodes = "[...document.querySelectorAll('#detail .workflow .node')].map(n => n.dataset.jid)"
+    drawn = page.wait_for(f"{nodes}.length === 5 && {nodes}")
+    assert sorted(drawn) == ["clean", "extract", "load", "report", "transform"]
+    assert page.evaluate("document.querySelectorAll('#detail .workflow .edges path').length") == 5
+    page.screenshot(ARTIFACTS / "dashboard-workflow.png")
+    page.click("#detail .workflow .node[data-jid=extract]")  # two steps away
+    page.wait_for("document.querySelector('#detail-title')?.textContent === 'extract'")
+    assert page.errors() == []
 
 
 def test_a_refused_action_shows_the_problem_detail(tracker: Tracker, page: Page) -> None:

@@ -14,10 +14,8 @@ import pytest
 import redis
 from bulk import register_each, register_many
 from conftest import FakeClock, MakeTracker, wait_until
-from rq import Queue
-from rq.job import Job
 
-from tracker import Conflict, State, Tracker
+from tracker import Conflict, InvalidInput, NotFound, State, Tracker
 from tracker.calls import GRAPH_BUDGET, Plan
 from tracker.scripts import Library
 
@@ -645,7 +643,7 @@ def test_resuming_a_job_whose_prerequisites_are_pending_makes_it_wait_again(
     assert tracker.track_get("deploy").state is State.ENQUEUED
 
 
-# --- the RQ hand-off of a payload ---------------------------------------------------
+# --- the RQ hand-off of a payload (what RQ gets: test_rq_contract.py) ---------------
 
 
 class RQQueue:
@@ -693,20 +691,6 @@ def rq_queue(make_tracker: MakeTracker) -> Iterator[Callable[[Tracker], RQQueue]
     yield make
     for queue in made:
         queue.cleanup()
-
-
-@pytest.mark.rq
-def test_a_payload_job_is_handed_to_rq_only_when_released(
-    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
-) -> None:
-    rq = rq_queue(tracker)
-    jid = rq.deploy_after_build(tracker)
-    assert rq.pushed() == []
-    assert not rq.saved(jid)
-    tracker.success("build")
-    assert rq.pushed() == [jid]
-    job = Job.fetch(jid, connection=tracker.client)
-    assert (job.func_name, job.args, job.origin) == ("os.path.join", ("a",), rq.name)
 
 
 @pytest.mark.rq
@@ -772,62 +756,6 @@ def test_a_payload_job_killed_by_propagation_is_never_pushed(
 
 
 @pytest.mark.rq
-def test_a_released_job_gets_the_rq_job_hash_rq_itself_writes(
-    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
-) -> None:
-    rq = rq_queue(tracker)
-    ours, theirs = rq.jid("ours"), rq.jid("theirs")
-    tracker.register(ours, queue=rq.name, payload=PAYLOAD)
-    Queue(rq.name, connection=tracker.client).enqueue(
-        PAYLOAD["func"], *PAYLOAD["args"], job_id=theirs, job_timeout=-1
-    )
-    written = {jid: tracker.client.hgetall("rq:job:" + jid) for jid in (ours, theirs)}
-    stamps = {b"created_at", b"enqueued_at"}
-    for fields in written.values():
-        assert stamps <= set(fields)
-        for stamp in stamps:
-            del fields[stamp]
-    assert written[ours] == written[theirs]
-    assert tracker.client.ttl("rq:job:" + ours) == -1  # the staged hash's expiry stays behind
-
-
-def stored_by_0_1_0(tracker: Tracker, jid: str) -> None:
-    """Rewrite ``jid``'s hand-off as tracker 0.1.0 stored it: one element per command,
-    each a run of netstrings, RQ's job hash written by its HSET, nothing staged."""
-    client, key, staged = tracker.client, tracker.keys.payload(jid), tracker.keys.staged(jid)
-    stored, fields = client.lrange(key, 0, -1), client.hgetall(staged)
-    commands, i = [], 0
-    while i < len(stored):
-        count = int(stored[i])
-        commands.append(stored[i + 1 : i + 1 + count])
-        i += count + 1
-    old = []
-    for args in commands:
-        if args[0] == b"COPY":
-            args = [b"HSET", args[2], *(item for pair in fields.items() for item in pair)]
-        if args[0] != b"PERSIST":
-            old.append(b"".join(b"%d:%s," % (len(a), a) for a in args))
-    client.delete(key, staged)
-    client.hdel(tracker.keys.job(jid), "px")
-    client.rpush(key, *old)
-
-
-@pytest.mark.rq
-def test_a_hand_off_stored_by_0_1_0_is_still_replayed(
-    tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
-) -> None:
-    rq = rq_queue(tracker)
-    jid = rq.deploy_after_build(tracker)
-    stored_by_0_1_0(tracker, jid)
-    tracker.success("build")
-    assert rq.pushed() == [jid]
-    job = Job.fetch(jid, connection=tracker.client)
-    assert (job.func_name, job.args, job.origin) == ("os.path.join", ("a",), rq.name)
-    tracker.pause(jid)
-    assert rq.pushed() == []
-
-
-@pytest.mark.rq
 def test_a_payload_job_that_succeeds_leaves_no_hand_off_behind(
     tracker: Tracker, rq_queue: Callable[[Tracker], RQQueue]
 ) -> None:
@@ -848,16 +776,44 @@ def test_a_payload_job_that_succeeds_leaves_no_hand_off_behind(
         assert 0 < tracker.client.pttl(key) <= tracker.settings.ttl * 1000
 
 
-@pytest.mark.rq
-def test_a_delayed_payload_job_is_pushed_when_promoted(
-    make_tracker: MakeTracker, rq_queue: Callable[[Tracker], RQQueue]
-) -> None:
-    clock = FakeClock()
-    tracker = make_tracker(clock=clock)
-    rq = rq_queue(tracker)
-    jid = rq.jid("report")
-    tracker.register(jid, queue=rq.name, payload=PAYLOAD, delay=10)
-    assert rq.pushed() == []
-    clock.advance(10)
-    tracker.promote()
-    assert rq.pushed() == [jid]
+def test_a_workflow_is_every_job_linked_by_dependencies_either_way(tracker: Tracker) -> None:
+    #  a -> b -> d -> e,  a -> c -> d,  and c also waits for ghost (never registered)
+    tracker.register("a")
+    tracker.register("b", prerequisites=["a"])
+    tracker.register("c", prerequisites=["a", "ghost"])
+    tracker.register("d", prerequisites=["b", "c"])
+    tracker.register("e", prerequisites=["d"])
+    tracker.register("alone")
+    for jid in ("a", "c", "e"):
+        found = tracker.workflow(jid)
+        assert dict(found.jobs) == {
+            "a": State.ENQUEUED,
+            "b": State.WAITING,
+            "c": State.WAITING,
+            "d": State.WAITING,
+            "e": State.WAITING,
+            "ghost": State.UNKNOWN,
+        }
+        assert found.edges == [
+            ("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("d", "e"), ("ghost", "c"),
+        ]  # fmt: skip
+        assert found.more is False
+    tracker.start("a")
+    tracker.success("a")  # released dependents stay linked
+    assert ("a", "b") in tracker.workflow("e").edges
+    assert tracker.workflow("alone").jobs == [("alone", State.ENQUEUED)]
+
+
+def test_a_workflow_stops_at_its_limit_and_says_so(tracker: Tracker) -> None:
+    tracker.register("root")
+    for n in range(12):
+        tracker.register(f"leaf-{n:02d}", prerequisites=["root"])
+    found = tracker.workflow("root", limit=5)
+    assert len(found.jobs) == 5 and found.more is True
+    assert all(a in dict(found.jobs) and b in dict(found.jobs) for a, b in found.edges)
+    whole = tracker.workflow("root")
+    assert len(whole.jobs) == 13 and whole.more is False
+    with pytest.raises(NotFound):
+        tracker.workflow("nobody")
+    with pytest.raises(InvalidInput, match="limit"):
+        tracker.workflow("root", limit=0)

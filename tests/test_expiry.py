@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 from bulk import register_many
 from conftest import FakeClock, MakeTracker, wait_until
 
@@ -176,3 +179,26 @@ def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_t
     assert len(due) == 10 * 7  # every queue's bands of the states that expire (all but working)
     assert min(score for _, score in due) > clock() * 1000  # none due: a round reads none
     assert once() == (0, 0)
+
+
+@pytest.mark.rq
+def test_what_a_job_needs_until_it_ends_lives_as_long_as_its_track(
+    make_real_tracker: MakeTracker,
+) -> None:
+    """Its hand-off (payload list, staged RQ hash) and its dependents set follow the
+    track's expiry when a change renews it, not only the one set at registration."""
+    tracker = make_real_tracker(ttl=2, pending_ttl=5)
+    queue, pre = "q-" + uuid.uuid4().hex[:12], "pre-" + uuid.uuid4().hex[:12]
+    try:
+        payload = {"func": "jobs.noop", "args": [], "kwargs": {}}
+        tracker.register(pre, queue=queue, payload=payload)
+        tracker.register("dep", prerequisites=[pre])
+        keys = tracker.keys
+        needed = [keys.payload(pre), keys.staged(pre), keys.dependents(pre)]
+        assert all(0 < tracker.client.pttl(key) <= 5_000 for key in needed)
+        tracker.start(pre, reserve_for=60)
+        for key in [keys.job(pre), *needed]:
+            assert 61_000 < tracker.client.pttl(key) <= 62_000, key
+    finally:
+        tracker.client.delete(f"rq:queue:{queue}", f"rq:job:{pre}")
+        tracker.client.srem("rq:queues", f"rq:queue:{queue}")

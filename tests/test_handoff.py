@@ -163,6 +163,22 @@ def test_the_last_attempt_lost_in_hand_off_is_dead_and_propagation_follows(
     assert (queued(tracker, queue), taken(tracker, queue), due(tracker)) == ([], [], 0)
 
 
+def test_a_job_whose_hand_off_became_unreadable_fails_when_it_would_be_handed_again(
+    tracker: Tracker, queue: str, clock: FakeClock
+) -> None:
+    """Not handed again, nor left enqueued: dead with HandoffUnreadable (see
+    test_rq_contract.py)."""
+    jid = tracker.enqueue(jobs.add, (1, 2), queue=queue)
+    dequeue_and_die(tracker, queue)
+    tracker.client.delete(tracker.keys.payload(jid))
+    look(tracker, clock)
+    assert look(tracker, clock) == 0
+    track = tracker.track_get(jid)
+    assert (track.state, track.attempts) == (State.DEAD, 0)
+    assert track.error is not None and track.error["type"] == "HandoffUnreadable"
+    assert (queued(tracker, queue), taken(tracker, queue), due(tracker)) == ([], [], 0)
+
+
 @pytest.mark.parametrize("leave", ["start", "cancel", "pause", "success"])
 def test_a_job_that_leaves_enqueued_leaves_the_due_index(
     tracker: Tracker, queue: str, leave: str

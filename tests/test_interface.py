@@ -155,6 +155,7 @@ def test_every_plan_builds_calls_its_scripts_accept(valkey_store: Tracker) -> No
     tracker.start("late")
     tracker.client.zadd(tracker.keys.reservations, {"late": 0})  # looks due: reap reads it
     tracker.maintain()
+    tracker.worker_beat("worker-1", {"pid": 1}, interval=5.0)
     assert set(called) == set(OPERATIONS)
 
 

@@ -489,6 +489,27 @@ def test_related_names_prerequisites_and_children_with_states(
     problem(http.get("/jobs/ghost/related"), 404)
 
 
+def test_workflow_shows_the_linked_jobs_and_their_dependencies(
+    http: TestClient, store: Tracker
+) -> None:
+    store.register("extract")
+    store.register("transform", prerequisites=["extract"])
+    store.register("load", prerequisites=["transform"])
+    shown = http.get("/jobs/load/workflow").json()
+    assert shown["jobs"] == [
+        {"jid": "extract", "state": "enqueued"},
+        {"jid": "load", "state": "waiting"},
+        {"jid": "transform", "state": "waiting"},
+    ]
+    assert shown["edges"] == [["extract", "transform"], ["transform", "load"]]
+    assert shown["more"] is False
+    assert http.get("/jobs/extract/workflow", params={"limit": "2"}).json()["more"] is True
+    problem(http.get("/jobs/ghost/workflow"), 404)
+    for bad in ("0", "1001", "x", "1" * 5000):
+        problem(http.get("/jobs/load/workflow", params={"limit": bad}), 400)
+    problem(http.get("/jobs/load/workflow", params={"depth": "2"}), 400)
+
+
 def test_related_still_names_the_dependents_a_success_released(
     http: TestClient, store: Tracker
 ) -> None:
@@ -709,6 +730,25 @@ def test_reads_need_the_read_or_api_token_when_one_is_set(real_url: str, namespa
         for header in ("Basic r", "Bearer nope"):
             refused = http.get("/stats", params={"token": "r"}, headers={"Authorization": header})
             problem(refused, 403)
+
+
+def test_a_browser_opening_a_guarded_dashboard_gets_a_token_form(
+    real_url: str, namespace: str
+) -> None:
+    html = {"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}
+    with _app(real_url, namespace, api_token="w", read_token="r") as http:
+        asked = http.get("/", headers=html)
+        assert asked.status_code == 401
+        assert asked.headers["content-type"].startswith("text/html")
+        assert "This dashboard needs a token" in asked.text
+        assert '<input name="token" type="password"' in asked.text
+        refused = http.get("/", params={"token": "nope"}, headers=html)
+        assert refused.status_code == 403 and "That token was refused" in refused.text
+        opened = http.get("/", params={"token": "r"}, headers=html)
+        assert opened.status_code == 200 and 'id="jobs"' in opened.text
+        # an API client still gets problem+json, also on the dashboard's path
+        problem(http.get("/stats", headers=html), 401)
+        problem(http.get("/"), 401)
 
 
 # --- operations ----------------------------------------------------------------------

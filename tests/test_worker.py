@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jobs
 import pytest
@@ -294,3 +295,44 @@ def test_a_killed_workers_job_is_reaped_and_retried(real_tracker: Tracker, queue
     assert reaped[0].error["message"] == "reservation expired"  # type: ignore[index]
     wait_until(lambda: real_tracker.promote() == 1, timeout=10, interval=0.1)
     assert rq_jobs(real_tracker, queue) == [jid]
+
+
+def test_a_worker_beats_with_its_job_and_counts_and_leaves_the_registry(
+    real_tracker: Tracker, queue: str
+) -> None:
+    real_tracker.enqueue(jobs.broken, queue=queue, max_attempts=1)
+    slow = real_tracker.enqueue(jobs.sleep_then_succeed, (1.0,), queue=queue)
+    worker = TrackedSimpleWorker(
+        [rq.Queue(queue, connection=real_tracker.client)],
+        connection=real_tracker.client,
+        tracker=real_tracker,
+        beat_interval=0.1,
+    )
+    seen: list[Any] = []
+
+    def watch() -> None:  # RQ's work loop wants the main thread (signal handlers)
+        seen.extend(wait_until(lambda: [w for w in real_tracker.workers() if w.job == slow]))
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    worker.work(burst=True, logging_level="WARNING")
+    watcher.join(timeout=10)
+    (busy,) = seen
+    assert (busy.name, busy.state, busy.queues) == (worker.name, "busy", [queue])
+    assert (busy.pid, busy.done, busy.failed) == (os.getpid(), 0, 1)
+    assert real_tracker.state(slow) is State.SUCCESS
+    assert real_tracker.workers() == []  # a worker leaving says so at once
+
+
+def test_the_cli_worker_is_listed_until_it_stops(real_tracker: Tracker, queue: str) -> None:
+    process = _run_cli_worker(real_tracker, queue)
+    try:
+        (listed,) = wait_until(real_tracker.workers, timeout=30)
+        assert (listed.pid, listed.queues, listed.state) == (process.pid, [queue], "idle")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        assert real_tracker.workers() == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -5,8 +5,8 @@ A plan is a generator that yields :class:`Call` (run one script) or :class:`Read
 (run plain read commands in one pipeline), receives each reply, and returns the
 operation's result. The clients in client.py drive every plan, :class:`Tracker`
 with a blocking Redis client and :class:`AsyncTracker` with an asyncio one, so each
-operation is written once: in lifecycle.py, graph.py, listing.py, events.py and
-upkeep.py, by what it does.
+operation is written once: in lifecycle.py, graph.py, listing.py, events.py, upkeep.py and
+workers.py, by what it does.
 """
 
 from __future__ import annotations

@@ -12,11 +12,11 @@ import ipaddress
 import json
 import socket
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 import rq
@@ -403,16 +403,30 @@ def ls(
                 track.state.value,
                 track.queue or "",
                 "" if track.percent is None else f"{track.percent}%",
-                f"{max(age, 0):.0f}s ago",
+                _ago(age),
                 _printable((track.desc or "")[:40]),
             )
         )
+    _table(rows)
+    if page.next:
+        click.echo(f"more: add --cursor {page.next}", err=True)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> None:
+    """Columns padded to their widest cell; the last one as it is."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
         click.echo("  ".join([*cells, row[-1]]).rstrip())
-    if page.next:
-        click.echo(f"more: add --cursor {page.next}", err=True)
+
+
+def _ago(seconds: float) -> str:
+    """An age as people say it: ``12 s ago``, ``4 min ago``, ``3 h ago``, ``2 d ago``."""
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
 
 
 def _printable(text: str) -> str:
@@ -452,10 +466,34 @@ def success(jid: str, attempt: int | None) -> None:
 @click.argument("error")
 @click.option("--no-retry", is_flag=True, help="Fail for good: the job becomes dead.")
 @click.option("--attempt", type=int, metavar="N", help=_ATTEMPT_HELP)
-def fail(jid: str, error: str, no_retry: bool, attempt: int | None) -> None:
+@click.option("--type", "error_type", metavar="NAME", help="The error's type, e.g. ValueError.")
+@click.option(
+    "--traceback",
+    type=click.File("r"),
+    metavar="FILE",
+    help="Keep this file's text (- for standard input) as the error's traceback.",
+)
+def fail(
+    jid: str,
+    error: str,
+    no_retry: bool,
+    attempt: int | None,
+    error_type: str | None,
+    traceback: TextIO | None,
+) -> None:
     """Report a failed attempt (as a worker would)."""
+    text = None if traceback is None else traceback.read()
     with connected() as tracker:
-        _print_track(tracker.fail(jid, error, retry=not no_retry, attempt=attempt))
+        _print_track(
+            tracker.fail(
+                jid,
+                error,
+                retry=not no_retry,
+                attempt=attempt,
+                error_type=error_type,
+                traceback=text,
+            )
+        )
 
 
 @main.command()
@@ -474,6 +512,37 @@ def delete(jid: str) -> None:
     with connected() as tracker:
         was = tracker.delete(jid)
     click.echo(f"tracker: deleted {jid} (it was {was.value})")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON worker per line.")
+def workers(as_json: bool) -> None:
+    """The workers that beat lately: alive (idle or busy) or lost."""
+    with connected() as tracker:
+        found = tracker.workers()
+    if as_json:
+        for worker in found:
+            click.echo(json.dumps(worker.to_dict(), ensure_ascii=False))
+        return
+    if not found:
+        click.echo("no worker has beaten lately", err=True)
+        return
+    now = datetime.now(UTC).timestamp() * 1000
+    rows = [("NAME", "STATE", "QUEUES", "JOB", "DONE", "FAILED", "BEAT", "HOST:PID")]
+    for worker in found:
+        rows.append(
+            (
+                worker.name,
+                worker.state,
+                ",".join(worker.queues),
+                worker.job or "-",
+                str(worker.done),
+                str(worker.failed),
+                _ago((now - worker.heartbeat_at) / 1000),
+                f"{worker.host}:{worker.pid}",
+            )
+        )
+    _table(rows)
 
 
 @main.command()

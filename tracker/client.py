@@ -31,6 +31,7 @@ from .listing import Listing
 from .pipelining import AutoPipeline
 from .settings import Settings
 from .upkeep import Upkeep
+from .workers import Workers
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -45,7 +46,7 @@ UNAVAILABLE = (
 )
 
 
-class Plans(Lifecycle, Graph, Listing, Events, Upkeep):
+class Plans(Lifecycle, Graph, Listing, Events, Upkeep, Workers):
     """Every plan of one namespace, with one set of settings."""
 
 
@@ -111,6 +112,7 @@ class Client:
     # the graph (graph.py)
     seal = Operation(Plans.seal)
     related = Operation(Plans.related)
+    workflow = Operation(Plans.workflow)
     # reads (listing.py)
     track_get = Operation(Plans.track_get)
     track_get_many = Operation(Plans.track_get_many)
@@ -129,6 +131,9 @@ class Client:
     promote = Operation(Plans.promote)
     reap = Operation(Plans.reap)
     prune = Operation(Plans.prune)
+    # the workers' registry (workers.py)
+    worker_beat = Operation(Plans.worker_beat)
+    workers = Operation(Plans.workers)
     # last: in this class's body, the name shadows the builtin
     list = Operation(Plans.list_jobs)
 

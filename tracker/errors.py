@@ -68,3 +68,9 @@ class SettingsError(TrackerError):
         super().__init__(f"{variable}: {detail}")
         self.variable = variable
         self.detail = detail
+
+
+class UnsupportedRQ(TrackerError, ImportError):
+    """The installed RQ is not a release tracker was tested on (``RQ_TESTED`` in
+    handoff.py): raised when tracker is imported, since the hand-off replays what that
+    RQ's enqueue writes."""

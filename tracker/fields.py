@@ -74,7 +74,7 @@ FIELDS: tuple[Field, ...] = (
     _own("children_percent", "bp", "int", "a batch's sum of unfinished children's percent"),
     _own("gate_key", "gk", "key", "a batch's gate set (children held while it waits)"),
     _own("open_children_key", "ok", "key", "a batch's set of unfinished children"),
-    _own("payload_key", "pk", "key", "its queue hand-off (see dispatch.py)"),
+    _own("payload_key", "pk", "key", "its queue hand-off (see handoff.py)"),
     _own("staged_key", "px", "key", "RQ's job hash for it, staged until it finishes"),
     _own("handoff_timeout", "ht", "int", "seconds before a hand-off not started is checked"),
     _own("handoff_probe", "hk", "keys", "RQ's keys that check looks in"),

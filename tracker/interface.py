@@ -175,7 +175,7 @@ OPERATIONS: dict[str, Operation] = {
             "delay",  # s
             "missing_satisfied",  # unknown prerequisites count as done
             "handoff_timeout",  # s before a hand-off not started is checked, '' for none
-            "handoff_probe",  # where that check looks in RQ (see dispatch.py)
+            "handoff_probe",  # where that check looks in RQ (see handoff.py)
             "shown",  # the payload as the track shows it (JSON), or ''
         ),
         key_lists=(
@@ -185,7 +185,7 @@ OPERATIONS: dict[str, Operation] = {
         ),
         arg_lists=(
             Many("prerequisite_jids"),  # in step with prerequisites
-            Many("handoff"),  # the stored commands (see dispatch.py)
+            Many("handoff"),  # the stored commands (see handoff.py)
             Many("staged_fields"),  # RQ's job hash, fields and values
         ),
     ),
@@ -220,4 +220,7 @@ OPERATIONS: dict[str, Operation] = {
     ),
     "prune": Operation(keys=("bands_due", "queues_recorded", "free_queue_ids"), args=("reads",)),
     "prune_labels": Operation(keys=("labels_in_use", "labels_in_use_unscored"), args=("reads",)),
+    "worker_beat": Operation(
+        keys=("workers", "worker_beats"), args=("name", "record", "forget_after", "leaving")
+    ),
 }

@@ -3,7 +3,7 @@
 Key layout for namespace ``ns``::
 
     {ns}:j:<jid>          hash    the track of one job (fields below)
-    {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see dispatch.py)
+    {ns}:p:<jid>          list    the job's queue hand-off, until it finishes (see handoff.py)
     {ns}:x:<jid>          hash    RQ's job hash for it, staged until it finishes (ditto)
     {ns}:s:<state>        zset    jobs in that state; score = queue band + updated_at (ms)
     {ns}:r                zset    working jobs by reserve_until (ms): the reaper's list
@@ -28,8 +28,10 @@ Key layout for namespace ``ns``::
     {ns}:o:<batch>        set     job keys of a batch's unfinished children
     {ns}:sched            zset    job keys by the moment (ms) something is due: a delayed
                                   release or a backoff's hand-off (eligible_at), or the check
-                                  of a hand-off not started (``hd``, see dispatch.py)
+                                  of a hand-off not started (``hd``, see handoff.py)
     {ns}:fan              list    fan-out work left for the next call (see lua/_graph.lua)
+    {ns}:w                hash    worker name -> what it runs, its counts (msgpack; workers.py)
+    {ns}:wb               zset    worker names by their last heartbeat (ms)
 
 Fields of ``{ns}:j:<jid>``: one table, in fields.py, names every one with what it
 holds (docs/development.md lists it). A dead or cancelled job keeps its hand-off
@@ -97,6 +99,8 @@ class Keys:
         self.labels_in_use_unscored = self.prefix + "lx"
         self.schedule = self.prefix + "sched"
         self.fanout = self.prefix + "fan"
+        self.workers = self.prefix + "w"
+        self.worker_beats = self.prefix + "wb"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}
         #: The keys every script receives first, in the order of interface.SHARED_KEYS.
         self.shared: tuple[str, ...] = tuple(self.named(name) for _, name in SHARED_KEYS)
@@ -177,5 +181,7 @@ _NAMESPACE_KEYS = frozenset(
         "labels_in_use_unscored",
         "schedule",
         "fanout",
+        "workers",
+        "worker_beats",
     }
 )

@@ -12,8 +12,8 @@ import msgpack
 
 from . import scripts
 from .calls import Plan, PlanBase
-from .dispatch import Handoff, rq_handoff
 from .errors import InvalidInput, TrackerError
+from .handoff import Handoff, rq_handoff
 from .model import (
     MAX_ERROR,
     MAX_RESERVE_FOR,

@@ -60,6 +60,17 @@ class Related:
 
 
 @dataclass(frozen=True, slots=True)
+class Workflow:
+    """The jobs linked to one job by dependencies, either way and at any distance
+    (see ``Graph.workflow`` in graph.py): each with its state, and each dependency as
+    (prerequisite, dependent). ``more``: the walk stopped before it saw them all."""
+
+    jobs: list[tuple[str, State]]
+    edges: list[tuple[str, str]]
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Event:
     """One entry of the event stream (see the key layout in keys.py).
 

@@ -39,8 +39,8 @@ from typing import Any
 
 import rq
 from rq.command import send_stop_job_command
-from rq.exceptions import StopRequested
-from rq.job import Job
+from rq.exceptions import InvalidJobOperation, StopRequested
+from rq.job import Job, JobStatus
 
 from . import context
 from .client import UNAVAILABLE, Tracker
@@ -55,6 +55,7 @@ from .errors import (
 from .model import State
 from .outage import OutageRetry
 from .times import format_time
+from .workers import BEAT_INTERVAL, Heartbeat
 
 log = logging.getLogger("tracker.worker")
 
@@ -182,9 +183,16 @@ class TrackedMixin:
     tracker: Tracker
 
     def __init__(
-        self, *args: Any, tracker: Tracker, outage_grace: float | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        tracker: Tracker,
+        outage_grace: float | None = None,
+        beat_interval: float = BEAT_INTERVAL,
+        **kwargs: Any,
     ) -> None:
         self.tracker = tracker
+        self.beat_interval = beat_interval
+        self._heartbeat: Heartbeat | None = None
         self._job_lock = threading.Lock()
         self._job_thread: int | None = None  # the thread running a tracked job, if any
         self._job_id: str | None = None
@@ -218,6 +226,32 @@ class TrackedMixin:
         if self._gave_up():
             raise StopRequested()
         super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[misc]
+        worker: Any = self
+        self._heartbeat = Heartbeat(
+            self.tracker, worker.name, list(worker.queue_names()), self.beat_interval
+        )
+        self._heartbeat.start()
+
+    def register_death(self) -> None:
+        if self._heartbeat is not None and not self._gave_up():
+            self._heartbeat.stop()
+        super().register_death()  # type: ignore[misc]
+
+    def execute_job(self, job: Job, queue: rq.Queue) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.running(job.id)
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.ended(self._succeeded(job))
+
+    def _succeeded(self, job: Job) -> bool:
+        """Whether the job just executed succeeded, as RQ recorded it."""
+        raise NotImplementedError
 
     def _gave_up(self) -> bool:
         return self.outage is not None and self.outage.gave_up
@@ -317,6 +351,14 @@ class TrackedMixin:
 class TrackedWorker(TrackedMixin, rq.Worker):
     """A forking RQ worker that reports every tracked job's lifecycle."""
 
+    def _succeeded(self, job: Job) -> bool:
+        try:  # the horse recorded it: read it back
+            return job.get_status() == JobStatus.FINISHED
+        except InvalidJobOperation:  # RQ deletes a job at once only for a success kept 0 s
+            return True
+        except UNAVAILABLE:
+            return False
+
     def stop_running_job(self, jid: str) -> None:
         send_stop_job_command(self.connection, jid)
 
@@ -327,6 +369,9 @@ class TrackedWorker(TrackedMixin, rq.Worker):
 
 class TrackedSimpleWorker(TrackedMixin, rq.SimpleWorker):
     """An in-process RQ worker (no fork) that reports every tracked job's lifecycle."""
+
+    def _succeeded(self, job: Job) -> bool:
+        return job.get_status(refresh=False) == JobStatus.FINISHED  # set in this process
 
     def abandon_job(self) -> None:
         with self._job_lock:

@@ -300,7 +300,15 @@ local function commit(job, new_state, fields, streamed)
     end
     expiry = TERMINAL[new_state] and TTL or PENDING_TTL
   end
-  if expiry then redis.call('PEXPIRE', job.key, int(expiry)) end
+  if expiry then
+    redis.call('PEXPIRE', job.key, int(expiry))
+    if not TERMINAL[new_state] then
+      -- what it will need until it ends lives as long as it (settle() sees to the rest)
+      if job.payload then redis.call('PEXPIRE', job.payload, int(expiry)) end
+      if job.staged then redis.call('PEXPIRE', job.staged, int(expiry)) end
+      if job.dependents then redis.call('PEXPIRE', job.dependents, int(expiry)) end
+    end
+  end
   if job.label_keys then
     for _, label_key in ipairs(split_lines(job.label_keys)) do
       redis.call('ZADD', label_key, NOW_TEXT, job.key)

@@ -27,16 +27,28 @@ local function add_work(kind, set_key, root, reason, kept)
   end
 end
 
--- The queue hand-off, as registration stored it (see dispatch.py): one list element
--- per argument, each command preceded by its number of arguments, the first command
--- the undo of the others. Stored split, since a fan-out replays thousands of them.
--- Runs the undo (`undo` true) or every other command.
-local run_netstrings
+-- The queue hand-off, as registration stored it (see handoff.py): the version of its
+-- format, then one list element per argument, each command preceded by its number of
+-- arguments, the first command the undo of the others. Stored split, since a fan-out
+-- replays thousands of them. HANDOFF_VERSION is handoff.py's too (a test holds them
+-- together): a hand-off stored in another format is not read.
+local HANDOFF_VERSION = 'v1'
+
+-- Why the stored hand-off `stored` (its list) cannot be replayed, or nil when it can.
+local function unreadable(stored)
+  if #stored == 0 then return 'none is stored (its list expired or was deleted)' end
+  if stored[1] ~= HANDOFF_VERSION then
+    return "it is stored in format '" .. string.sub(stored[1], 1, 32)
+      .. "', and this tracker reads " .. HANDOFF_VERSION
+  end
+  return nil
+end
+
+-- Runs the undo (`undo` true) or every other command of a readable hand-off.
 local function replay(stored, undo)
-  local count = tonumber(stored[1])
-  if not count then return run_netstrings(stored, undo) end
-  if undo then return redis.call(unpack(stored, 2, count + 1)) end
-  local i = count + 2
+  local count = tonumber(stored[2])
+  if undo then return redis.call(unpack(stored, 3, count + 2)) end
+  local i = count + 3
   while i <= #stored do
     count = tonumber(stored[i])
     redis.call(unpack(stored, i + 1, i + count))
@@ -44,49 +56,47 @@ local function replay(stored, undo)
   end
 end
 
--- Hand-offs stored by tracker 0.1.0 hold one command per element, a run of netstrings
--- ("5:RPUSH,"): jobs registered before an upgrade still reach their queue.
-run_netstrings = function(stored, undo)
-  local first, last = 2, #stored
-  if undo then first, last = 1, 1 end
-  for i = first, last do
-    local encoded, args, pos = stored[i], {}, 1
-    while pos <= #encoded do
-      local colon = string.find(encoded, ':', pos, true)
-      local size = tonumber(string.sub(encoded, pos, colon - 1))
-      args[#args + 1] = string.sub(encoded, colon + 1, colon + size)
-      pos = colon + size + 2
-    end
-    redis.call(unpack(args))
-  end
-end
-
 -- Budget units of replaying a hand-off: it costs about half a release without one
--- (8 us against 15.5 on Redis 7, bench/release_breakdown.py), counted whole.
+-- (bench/release_breakdown.py), counted whole.
 local HANDOFF_COST = 1
 -- What releasing a member of a set costs at most in the common case: its commit and
 -- its hand-off (a batch's release or a kill may cost more; work() then gives back).
 local RELEASE_COST = 1 + HANDOFF_COST
 
+local fail_job
+
 -- A job handed to its queue is due for a look (check_handoff) `ht` seconds later, in
 -- the schedule: one entry per job, its next due moment. commit() takes it out once the
 -- job leaves the state it was handed in (started, paused, cancelled, finished).
+-- Returns true, or false when the job's hand-off is unreadable: then the job is failed
+-- instead, dead with error type HandoffUnreadable (no retry, which would replay the same
+-- hand-off; no attempt counted, none ran), and what depends on it follows as on any
+-- failure. It never waits `enqueued` in no queue.
 local function dispatch(job)
-  if not job.payload then return end
+  if not job.payload then return true end
+  local stored = redis.call('LRANGE', job.payload, 0, -1)
+  local wrong = unreadable(stored)
+  if wrong then
+    fail_job(job, 'the hand-off to queue ' .. job.h.q .. ' is unreadable: ' .. wrong,
+      'HandoffUnreadable', false)
+    return false
+  end
   SPENT = SPENT + HANDOFF_COST
-  replay(redis.call('LRANGE', job.payload, 0, -1), false)
+  replay(stored, false)
   if job.h.ht then
     local at = int(NOW + tonumber(job.h.ht) * 1000)
     redis.call('HSET', job.key, 'hd', at)
     job.h.hd = at
     redis.call('ZADD', SCHEDULE, at, job.key)
   end
+  return true
 end
 
+-- An unreadable hand-off has nothing to undo that can be known (its release fails the job).
 local function undispatch(job)
   if not job.payload then return end
   local stored = redis.call('LRANGE', job.payload, 0, -1)
-  if #stored > 0 then replay(stored, true) end
+  if not unreadable(stored) then replay(stored, true) end
 end
 
 local settle, release
@@ -474,7 +484,7 @@ end
 -- attempts remain, else `dead`. Used by fail.lua and by the reaper.
 -- A job with a payload goes back to its queue after `backoff` ms, doubling with each
 -- attempt up to 32 times (the schedule, see promote.lua); others wait for their worker.
-local function fail_job(job, message, error_type, retry, backoff, traceback)
+fail_job = function(job, message, error_type, retry, backoff, traceback)
   local attempts = tonumber(job.h.a) or 0
   local max_attempts = tonumber(job.h.m) or 25
   local new_state = 'dead'
@@ -505,7 +515,8 @@ local MAX_REHANDS, HANDOFF_CONFIRM_MS, HANDOFF_SCAN = 3, 5000, 1000
 -- runs twice at once), at most MAX_REHANDS times; then it fails with HandoffLost, as a
 -- failed attempt (it counts as one, so that hand-offs that keep getting lost end dead).
 -- Beyond the first HANDOFF_SCAN entries of a queue, RQ's own status of the job says
--- whether it is still queued. Returns 'waiting', 'looked', 'rehanded' or 'lost'.
+-- whether it is still queued. Returns 'waiting', 'looked', 'rehanded', 'lost', or
+-- 'unreadable' (its hand-off, see dispatch).
 local function check_handoff(job, backoff)
   local timeout = tonumber(job.h.ht) * 1000
   local probe = split_lines(job.h.hk)
@@ -537,7 +548,7 @@ local function check_handoff(job, backoff)
     end
     undispatch(job) -- no second copy, wherever in its queue a stale one may sit
     commit(job, job.state, {'hn', handed}) -- the event says it was handed again
-    dispatch(job)
+    if not dispatch(job) then return 'unreadable' end
     return 'rehanded'
   end
   redis.call('HSET', job.key, 'hd', int(at))

@@ -14,12 +14,10 @@ for _, key in ipairs(due) do
       forget(job, 'ea')
       forget(job, 'dl') -- the delay is served: a pause and resume later does not restart it
       commit(job, 'enqueued', {}, {'rl', int(NOW - job.eligible_at)})
-      dispatch(job)
-      handed = handed + 1
+      if dispatch(job) then handed = handed + 1 end
     elseif job.state == 'failed' then
       forget(job, 'ea')
-      dispatch(job)
-      handed = handed + 1
+      if dispatch(job) then handed = handed + 1 end
     end
   elseif job and job.h.hd and tonumber(job.h.hd) <= NOW
       and (job.state == 'enqueued' or job.state == 'failed') then

@@ -12,7 +12,7 @@
 -- job without one  HANDOFF_PROBE where the check looks in RQ: queue, intermediate list,
 -- job hash (newline separated)  SHOWN the payload as the track shows it (JSON, args
 -- hidden when asked) or ''  PREREQUISITE_JIDS in step with PREREQUISITES  HANDOFF the
--- stored hand-off and STAGED_FIELDS the staged hash (see dispatch.py)
+-- stored hand-off and STAGED_FIELDS the staged hash (see handoff.py)
 -- Returns {0, created (1 or 0), track, more fan-out work (1 or 0)},
 -- {2, state, reason}, or {3, 'queue', 'too_many'}.
 local key, jid = JOB, JID

@@ -28,7 +28,9 @@ if job.staged then redis.call('PEXPIRE', job.staged, int(PENDING_TTL)) end
 local track = commit(job, 'enqueued', fields)
 -- after the commit, which drops a check from before: this hand-off is checked as any other
 -- (hd and its schedule entry, see check_handoff), and the next start is a new attempt
-dispatch(job)
+if not dispatch(job) then -- its hand-off is unreadable: dead again, and what it blocks stays so
+  return {0, redis.call('HGETALL', job.key), work()}
+end
 if was ~= 'failed' then
   add_work('unmark', job.dependents, root)
   if REVIVE == '1' then add_work('revive', job.released, root) end

@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from ..client import AsyncTracker, connect_async
 from ..embedded import EmbeddedValkey, Keeper
 from ..errors import InvalidInput, NotFound
+from ..graph import MAX_WORKFLOW_JOBS, WORKFLOW_JOBS
 from ..model import (
     MAX_LIST_LIMIT,
     State,
@@ -48,6 +49,7 @@ STATIC = resources.files("tracker") / "web" / "static"
 _LIST_PARAMS = frozenset({"state", "queue", "label", "parent", "limit", "cursor", "token"})
 _EVENT_PARAMS = frozenset({"state", "queue", "label", "token"})
 _TOKEN_ONLY = frozenset({"token"})
+_LIMIT_ONLY = frozenset({"limit", "token"})
 
 
 def _tracker(request: Request) -> AsyncTracker:
@@ -163,10 +165,31 @@ async def related(request: Request) -> Response:
     )
 
 
+async def workflow(request: Request) -> Response:
+    params = _query(request, _LIMIT_ONLY)
+    limit = WORKFLOW_JOBS
+    if "limit" in params:
+        limit = parse_int("limit", params["limit"], 1, MAX_WORKFLOW_JOBS)
+    found = await _tracker(request).workflow(_jid(request), limit)
+    return JSONResponse(
+        {
+            "jobs": [{"jid": j, "state": s.value} for j, s in found.jobs],
+            "edges": [list(edge) for edge in found.edges],
+            "more": found.more,
+        }
+    )
+
+
 async def stats(request: Request) -> Response:
     _query(request, _TOKEN_ONLY)
     counts = await _tracker(request).stats()
     return JSONResponse({"states": counts.states, "queues": counts.queues})
+
+
+async def workers(request: Request) -> Response:
+    _query(request, _TOKEN_ONLY)
+    found = await _tracker(request).workers()
+    return JSONResponse({"workers": [worker.to_dict() for worker in found]})
 
 
 # --- events ------------------------------------------------------------------
@@ -270,6 +293,9 @@ _WRITE = (400, 401, 413, 503)
 _JOB_WRITE = (*_WRITE, 404, 409)
 _READ = (400, 401, 503)
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT, "default": 50}
+_WORKFLOW_LIMIT = {
+    "type": "integer", "minimum": 1, "maximum": MAX_WORKFLOW_JOBS, "default": WORKFLOW_JOBS,
+}  # fmt: skip
 _STATE_QUERY = ("state", schema.STORED_STATE, "Only jobs in this state.")
 _QUEUE_QUERY = ("queue", schema.NAME, "Only jobs of this queue.")
 _LABEL_QUERY = (
@@ -310,6 +336,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/jobs/{jid}/related", related,
              "The job's prerequisites, dependents and children, with their states",
              result="Related", errors=(*_READ, 404)),
+    Endpoint("GET", "/jobs/{jid}/workflow", workflow,
+             "Every job linked to this one by dependencies, at any distance",
+             query=(("limit", _WORKFLOW_LIMIT, "Jobs shown at most."),), result="Workflow",
+             errors=(*_READ, 404)),
     Endpoint("GET", "/jobs/{jid}/events", job_events,
              "Server-Sent Events of one job: its track now, then one per change, "
              "closing after a terminal state", result="text/event-stream",
@@ -318,6 +348,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              query=(_STATE_QUERY, _QUEUE_QUERY, _LABEL_QUERY), result="text/event-stream",
              errors=_READ),
     Endpoint("GET", "/stats", stats, "Counts by state, overall and per queue", result="Stats",
+             errors=_READ),
+    Endpoint("GET", "/workers", workers, "The workers that beat lately", result="Workers",
              errors=_READ),
     Endpoint("GET", "/livez", livez, "The process is up (touches no Redis)", result="Health"),
     Endpoint("GET", "/heartbeat", livez, "The same as /livez", result="Health", name="heartbeat"),

@@ -2,18 +2,23 @@
 
 An ASGI middleware, so no endpoint can forget it. Health probes and the dashboard's
 static assets (code, no data) stay open. A browser's EventSource cannot send a
-header, so reads also take the token as ``?token=``.
+header, so reads also take the token as ``?token=``; a browser opening the dashboard
+without a good one gets a page with a form asking for it (static/token.html).
 """
 
 from __future__ import annotations
 
 import hmac
+from importlib import resources
+from string import Template
 from urllib.parse import parse_qs
 
+from starlette.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .problems import problem
 
+STATIC = resources.files("tracker") / "web" / "static"
 OPEN_PATHS = frozenset({"/livez", "/heartbeat", "/readyz"})
 OPEN_PREFIXES = ("/static/",)
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,21 +49,37 @@ class TokenAuth:
         if given is None and what == "reading":
             given = _query_token(scope)
         if given is None:
-            response = problem(
-                401,
-                f"{what} needs a token: send 'Authorization: Bearer <token>'",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            status, detail = 401, f"{what} needs a token: send 'Authorization: Bearer <token>'"
         elif not any(hmac.compare_digest(given, token) for token in accepted):
-            response = problem(403, f"the token given does not allow {what}")
+            status, detail = 403, f"the token given does not allow {what}"
         else:
             await self.app(scope, receive, send)
             return
+        if scope["path"] == "/" and _wants_html(scope):
+            response: Response = _token_page(status)
+        else:
+            challenge = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+            response = problem(status, detail, headers=challenge)
         await response(scope, receive, send)
 
     @staticmethod
     def _open(path: str) -> bool:
         return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def _wants_html(scope: Scope) -> bool:
+    """A browser opening the dashboard, rather than a client reading the API."""
+    return any(name == b"accept" and b"text/html" in value for name, value in scope["headers"])
+
+
+def _token_page(status: int) -> HTMLResponse:
+    """The dashboard's door: a form asking for the token, saying why it is asked."""
+    if status == 401:
+        title, detail = "This dashboard needs a token", "Enter the token its server was given."
+    else:
+        title, detail = "That token was refused", "It does not allow reading: try another."
+    page = Template((STATIC / "token.html").read_text(encoding="utf-8"))
+    return HTMLResponse(page.substitute(title=title, detail=detail), status_code=status)
 
 
 def _bearer(scope: Scope) -> bytes | None:

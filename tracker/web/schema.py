@@ -441,6 +441,43 @@ RELATED: dict[str, Any] = {
     },
     "required": ["prerequisites", "dependents", "children"],
 }
+WORKFLOW: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "jobs": {"type": "array", "items": RELATED_JOB},
+        "edges": {
+            "type": "array",
+            "description": "Each dependency as [prerequisite, dependent].",
+            "items": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+        },
+        "more": {"type": "boolean", "description": "The walk stopped before it saw them all."},
+    },
+    "required": ["jobs", "edges", "more"],
+}
+WORKER: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "pid": {"type": "integer"},
+        "host": {"type": "string"},
+        "queues": {"type": "array", "items": {"type": "string"}},
+        "state": {"type": "string", "enum": ["idle", "busy", "lost"]},
+        "job": {"type": ["string", "null"]},
+        "started_at": TIME,
+        "heartbeat_at": TIME,
+        "done": {"type": "integer", "minimum": 0},
+        "failed": {"type": "integer", "minimum": 0},
+    },
+    "required": [
+        "name", "pid", "host", "queues", "state", "job", "started_at", "heartbeat_at", "done",
+        "failed",
+    ],
+}  # fmt: skip
+WORKERS: dict[str, Any] = {
+    "type": "object",
+    "properties": {"workers": {"type": "array", "items": WORKER}},
+    "required": ["workers"],
+}
 HEALTH: dict[str, Any] = {
     "type": "object",
     "properties": {"status": {"type": "string"}, "detail": {"type": "string"}},
@@ -453,6 +490,8 @@ COMPONENTS = {
     "Stats": STATS,
     "Related": RELATED,
     "Health": HEALTH,
+    "Workers": WORKERS,
+    "Workflow": WORKFLOW,
     **{
         body.name: body.schema()
         for body in (REGISTER, TRACK_SET, START, SUCCESS, FAIL, EMPTY, RETRY)

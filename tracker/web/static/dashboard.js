@@ -13,9 +13,32 @@
   const PAGE = 100; // jobs per fetch
   const MAX_ROWS = 1000; // live inserts beyond this drop the oldest rows
   const GRAPH_SIDE = 8; // nodes drawn per side of the graph
+  const WORKFLOW_COLUMN = 12; // jobs drawn per column of a workflow
   const STATS_EVERY = 500; // ms: counts are fetched at most this often while events flow
+  const WORKERS_EVERY = 2000; // ms: workers say what they run in beats, not in events
   const SVG = "http://www.w3.org/2000/svg";
-  const token = new URLSearchParams(location.search).get("token");
+  const TOKEN_KEY = "tracker-token"; // this tab's token, kept until the tab closes
+  const token = keepToken();
+
+  /** The token the token page sent (?token=), or the one this tab kept. It is kept in
+   * sessionStorage and taken out of the address bar, so it is in no history or link. */
+  function keepToken() {
+    const params = new URLSearchParams(location.search);
+    const given = params.get("token");
+    if (given === null) return sessionStorage.getItem(TOKEN_KEY);
+    sessionStorage.setItem(TOKEN_KEY, given);
+    params.delete("token");
+    const search = params.toString();
+    history.replaceState(null, "", location.pathname + (search ? `?${search}` : "") + location.hash);
+    return given;
+  }
+
+  /** A read was refused (401, or 403: a token changed since): back to the token page,
+   * which says which and asks again. */
+  function askForToken() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.replace(`./${token ? `?token=${encodeURIComponent(token)}` : ""}${location.hash}`);
+  }
 
   // --- DOM helpers -----------------------------------------------------------
 
@@ -67,6 +90,7 @@
       const skew = date - Date.now();
       clockSkew = Math.abs(skew) > 2000 ? skew : 0;
     }
+    if (response.status === 401 || response.status === 403) askForToken();
     if (!response.ok) throw await problemOf(response);
     return response.json();
   }
@@ -191,7 +215,8 @@
     if (view.queue && track.queue !== view.queue) return false;
     if (view.parent && track.parent !== view.parent) return false;
     if (view.label) {
-      const at = view.label.indexOf(":");
+      // KEY=VALUE (the first = splits), or KEY:VALUE where there is no =, as the API reads it
+      const at = view.label.includes("=") ? view.label.indexOf("=") : view.label.indexOf(":");
       const key = view.label.slice(0, at);
       if (!track.labels || track.labels[key] !== view.label.slice(at + 1)) return false;
     }
@@ -300,6 +325,41 @@
 
   let statsTimer = null;
 
+  // --- workers -----------------------------------------------------------------------
+
+  async function loadWorkers() {
+    let found;
+    try {
+      ({ workers: found } = await api("workers"));
+    } catch (error) {
+      $("#workers").replaceChildren(h("p", { class: "muted" }, `Workers unavailable: ${error.message}`));
+      return;
+    }
+    const box = $("#workers");
+    if (!found.length) {
+      box.replaceChildren(h("p", { class: "muted" }, "No worker has beaten lately."));
+      return;
+    }
+    box.replaceChildren(
+      ...found.map((w) =>
+        h(
+          "div",
+          { class: `worker w-${w.state}`, title: `${w.host}, pid ${w.pid}, up since ${localTime(w.started_at)}` },
+          h("span", { class: "worker-state" }, h("span", { class: "dot", "aria-hidden": "true" }), w.state),
+          h("span", { class: "worker-name mono" }, w.name),
+          h("span", { class: "worker-job" }, w.job ? jobLink(w.job) : h("span", { class: "muted" }, "no job")),
+          h(
+            "span",
+            { class: "worker-meta muted" },
+            h("span", { class: "worker-queues" }, w.queues.join(", ")),
+            ` · ${w.done} done, ${w.failed} failed · beat `,
+            timeAgo(w.heartbeat_at),
+          ),
+        ),
+      ),
+    );
+  }
+
   async function loadStats() {
     try {
       stats = await api("stats");
@@ -343,15 +403,25 @@
       attempts: h("td", { class: "c-attempts num" }),
       updated: h("td", { class: "c-updated" }),
     };
+    const pick = h("input", {
+      type: "checkbox",
+      class: "pick",
+      "aria-label": `Select ${track.jid}`,
+      checked: picked.has(track.jid),
+      onclick: (e) => {
+        e.stopPropagation(); // picking a row does not open it
+        setPicked(track.jid, e.target.checked);
+      },
+    });
     const tr = h(
       "tr",
       {
         "data-jid": track.jid,
         tabindex: 0,
         onclick: () => openDetail(track.jid),
-        onkeydown: (e) => e.key === "Enter" && openDetail(track.jid),
+        onkeydown: (e) => e.key === "Enter" && e.target === tr && openDetail(track.jid),
       },
-      h("td", { class: "c-jid" }, jid, meta),
+      h("td", { class: "c-jid" }, pick, jid, meta),
       cells.state,
       cells.queue,
       h("td", { class: "c-progress" }, p.el),
@@ -413,6 +483,100 @@
     }
     $("#shown").textContent = `${rows.size} shown`;
     $("#more").hidden = !cursor;
+    prunePicked(); // rows that left the table leave the selection
+  }
+
+  // --- acting on many jobs at once --------------------------------------------------
+
+  const picked = new Set(); // jids of the rows picked for a bulk action
+  const BULK_AT_ONCE = 4; // requests in flight at once
+  const bulk = { confirming: "", running: false, report: null };
+  const bulkActions = () => ACTIONS.filter(([name]) => name !== "seal"); // seal is a batch's own
+
+  function setPicked(jid, on) {
+    if (on) picked.add(jid);
+    else picked.delete(jid);
+    bulk.confirming = "";
+    bulk.report = null;
+    renderBulk();
+  }
+
+  /** Rows that left the table leave the selection (cheap when nothing is picked). */
+  function prunePicked() {
+    if (!picked.size) {
+      const all = $("#pick-all");
+      all.checked = all.indeterminate = false;
+      return;
+    }
+    const before = picked.size;
+    for (const jid of picked) if (!rows.has(jid)) picked.delete(jid);
+    if (picked.size !== before) renderBulk();
+  }
+
+  /** Each row's box as the selection says: after a change of many at once. */
+  function syncPicks() {
+    for (const row of rows.values()) row.tr.querySelector(".pick").checked = picked.has(row.track.jid);
+  }
+
+  function renderBulk() {
+    const box = $("#bulk");
+    const all = $("#pick-all");
+    all.checked = rows.size > 0 && picked.size === rows.size;
+    all.indeterminate = picked.size > 0 && picked.size < rows.size;
+    if (!picked.size && !bulk.report) {
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const n = picked.size;
+    const jobs = (k) => `${k} job${k === 1 ? "" : "s"}`;
+    const parts = [];
+    if (bulk.report) {
+      const { name, done, refused } = bulk.report;
+      parts.push(h("span", { class: "bulk-report" }, `${name}: ${done} done, ${refused.length} refused`));
+      if (refused.length) parts.push(h("span", { class: "refused", title: refused.join("\n") }, refused.slice(0, 3).join("; ")));
+    }
+    if (n && bulk.confirming) {
+      const label = bulkActions().find(([name]) => name === bulk.confirming)[1];
+      parts.push(
+        h("span", {}, `${label} ${jobs(n)}?`),
+        h("button", { type: "button", class: "action a-confirm", disabled: bulk.running, onclick: () => runBulk(bulk.confirming) }, `Yes, ${label.toLowerCase()} ${jobs(n)}`),
+        h("button", { type: "button", class: "action", disabled: bulk.running, onclick: () => { bulk.confirming = ""; renderBulk(); } }, "No"),
+      );
+    } else if (n) {
+      parts.push(h("span", {}, `${jobs(n)} selected`));
+      for (const [name, label] of bulkActions()) {
+        parts.push(h("button", { type: "button", class: `action a-${name}`, "data-bulk": name, onclick: () => { bulk.confirming = name; bulk.report = null; renderBulk(); } }, label));
+      }
+      parts.push(h("button", { type: "button", class: "link", onclick: () => { picked.clear(); syncPicks(); renderBulk(); } }, "clear selection"));
+    }
+    box.replaceChildren(...parts);
+  }
+
+  /** One request per picked job, a few at a time; what was refused is listed, not lost. */
+  async function runBulk(name) {
+    bulk.running = true;
+    renderBulk();
+    const queue = [...picked];
+    const report = { name, done: 0, refused: [] };
+    const worker = async () => {
+      while (queue.length) {
+        const jid = queue.shift();
+        try {
+          apply(await post(`${jobPath(jid)}/${name}`));
+          report.done += 1;
+          picked.delete(jid);
+        } catch (error) {
+          report.refused.push(`${jid}: ${error.message}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: BULK_AT_ONCE }, worker));
+    bulk.running = false;
+    bulk.confirming = "";
+    bulk.report = report;
+    syncPicks(); // what was done is unpicked; what was refused stays picked
+    renderBulk();
   }
 
   function addRows(tracks, { top = false } = {}) {
@@ -521,6 +685,7 @@
       for (const tr of addRows([track], { top: true })) flash(tr);
     }
     if (detail.jid === track.jid) {
+      if (changedState && known) detail.seen.push({ at: track.updated_at, state: track.state });
       detail.track = withHeavy(track, detail.track);
       if (changedState) loadRelated(track.jid);
       renderDetail();
@@ -620,7 +785,7 @@
 
   // --- the detail view -------------------------------------------------------------------
 
-  const detail = { jid: "", track: null, related: null, missing: false, acting: "", refused: "" };
+  const detail = { jid: "", track: null, related: null, workflow: null, missing: false, acting: "", refused: "", seen: [] };
   const openTracebacks = new Set(); // errors (by time and message) whose traceback is open
 
   async function openDetail(jid) {
@@ -628,9 +793,10 @@
     detail.jid = jid;
     if (fresh) {
       detail.track = rows.has(jid) ? rows.get(jid).track : null;
-      detail.related = null;
+      detail.related = detail.workflow = null;
       detail.missing = false;
       detail.acting = detail.refused = "";
+      detail.seen = [];
       $("#detail-body").scrollTop = 0;
     }
     for (const row of rows.values()) row.tr.classList.toggle("selected", row.track.jid === jid);
@@ -639,9 +805,12 @@
     writeHash();
     renderDetail();
     try {
-      const track = await api(jobPath(jid));
+      const fetched = merge(null, await api(jobPath(jid)));
       if (detail.jid !== jid) return;
-      detail.track = merge(null, track);
+      // an event may have brought a newer state while this was on its way
+      const shown = detail.track;
+      const newer = shown && shown.jid === jid && Date.parse(shown.updated_at) > Date.parse(fetched.updated_at);
+      detail.track = newer ? withHeavy(shown, fetched) : fetched;
       detail.missing = false;
     } catch (error) {
       if (detail.jid !== jid) return;
@@ -657,9 +826,13 @@
       const related = await api(`${jobPath(jid)}/related`);
       if (detail.jid !== jid) return;
       detail.related = related;
+      // a job with neighbours may belong to a workflow wider than them
+      const linked = related.prerequisites.length + related.dependents.length;
+      detail.workflow = linked ? await api(`${jobPath(jid)}/workflow`) : null;
+      if (detail.jid !== jid) return;
     } catch {
       if (detail.jid !== jid) return;
-      detail.related = null;
+      detail.related = detail.workflow = null;
     }
     renderDetail();
   }
@@ -675,6 +848,39 @@
 
   function relatedHas(jid) {
     return Object.values(detail.related || {}).some((group) => group.some((node) => node.jid === jid));
+  }
+
+  /** What the track tells of the job's life (registered, each failed attempt, where it
+   * is now), with the changes this page saw while it was open: oldest first. */
+  function timeline(track) {
+    const moments = [];
+    if (track.created_at) moments.push({ at: track.created_at, what: "registered" });
+    const errors = [...(track.errors || [])].reverse();
+    errors.forEach((e, i) => {
+      if (e.at) moments.push({ at: e.at, what: `attempt failed: ${e.type ? `${e.type}: ` : ""}${e.message}`, bad: true });
+      else if (i === 0) moments.push({ at: track.updated_at, what: `failed: ${e.message}`, bad: true });
+    });
+    for (const { at, state } of detail.seen) moments.push({ at, what: TERMINAL.has(state) ? state : `became ${state}`, state });
+    if (track.eligible_at && Date.parse(track.eligible_at) > Date.now() + clockSkew) {
+      moments.push({ at: track.eligible_at, what: "goes back to its queue", later: true });
+    }
+    const last = detail.seen[detail.seen.length - 1];
+    if (track.updated_at && !(last && last.state === track.state && last.at === track.updated_at)) {
+      moments.push({ at: track.updated_at, what: TERMINAL.has(track.state) ? track.state : `${track.state} (last change)`, state: track.state });
+    }
+    moments.sort((a, b) => Date.parse(a.at) - Date.parse(b.at));
+    return h(
+      "ol",
+      { class: "timeline" },
+      moments.map((m) =>
+        h(
+          "li",
+          { class: m.bad ? "t-bad" : m.later ? "t-later" : m.state ? `t-state s-${m.state}` : "" },
+          h("time", { datetime: m.at, title: m.at }, localTime(m.at)),
+          h("span", {}, m.what),
+        ),
+      ),
+    );
   }
 
   function section(title, ...content) {
@@ -734,7 +940,7 @@
             labels.map(([key, value]) =>
               h(
                 "button",
-                { type: "button", class: "tag label", title: "Show jobs with this label", onclick: () => setFilter({ label: `${key}:${value}` }) },
+                { type: "button", class: "tag label", title: "Show jobs with this label", onclick: () => setFilter({ label: `${key}=${value}` }) },
                 h("span", { class: "key" }, key),
                 "=",
                 value,
@@ -747,6 +953,16 @@
 
     if (related && (related.prerequisites.length || related.dependents.length)) {
       parts.push(section("Graph", graph(track, related)));
+    }
+    const workflow = detail.workflow;
+    if (related && workflow && workflow.jobs.length > 1 + related.prerequisites.length + related.dependents.length) {
+      parts.push(
+        section(
+          `Workflow (${workflow.jobs.length}${workflow.more ? "+" : ""} jobs)`,
+          workflowGraph(track, workflow),
+          workflow.more ? h("p", { class: "muted" }, `It has more jobs than the ${workflow.jobs.length} read.`) : null,
+        ),
+      );
     }
     if (related && related.prerequisites.length) {
       parts.push(section(`Prerequisites (${related.prerequisites.length})`, nodeList(related.prerequisites)));
@@ -773,6 +989,8 @@
         ),
       );
     }
+
+    parts.push(section("Timeline", timeline(track)));
 
     const errors = track.errors || (track.error ? [track.error] : []);
     if (errors.length) {
@@ -885,73 +1103,48 @@
   }
 
   // The job in the middle, what it waits for on the left, what waits for it on the right.
-  function graph(track, related) {
-    const W = 480;
-    const NW = 132;
-    const NH = 34;
-    const GAP = 10;
-    const TOP = 24;
-    const clip = (nodes) =>
-      nodes.length > GRAPH_SIDE ? [...nodes.slice(0, GRAPH_SIDE - 1), { more: nodes.length - GRAPH_SIDE + 1 }] : nodes;
-    const left = clip(related.prerequisites);
-    const right = clip(related.dependents);
-    const rowsShown = Math.max(left.length, right.length, 1);
-    const H = TOP + rowsShown * (NH + GAP) + 4;
-    const mid = TOP + (rowsShown * (NH + GAP) - GAP) / 2;
-    const columnY = (count, i) => mid - (count * (NH + GAP) - GAP) / 2 + i * (NH + GAP);
-    const xs = { left: 4, centre: (W - NW) / 2, right: W - NW - 4 };
+  const NODE_W = 132;
+  const NODE_H = 34;
 
-    const edges = svg("g", { class: "edges" });
-    const nodes = svg("g", { class: "nodes" });
-    const node = (n, x, y, main) => {
-      if (n.more) {
-        return svg(
-          "g",
-          { class: "node more" },
-          svg("rect", { x, y, width: NW, height: NH, rx: 7 }),
-          svg("text", { x: x + NW / 2, y: y + NH / 2 + 4, "text-anchor": "middle" }, `+${n.more} more`),
-        );
-      }
-      const label = n.jid.length > 17 ? `${n.jid.slice(0, 16)}…` : n.jid;
+  /** One job of a graph (``n.more``: a box saying how many more are not drawn). */
+  function graphNode(n, x, y, main) {
+    if (n.more) {
       return svg(
         "g",
-        {
-          class: `node s-${n.state}${main ? " main" : ""}`,
-          tabindex: main ? null : 0,
-          role: main ? null : "button",
-          onclick: main ? null : () => openDetail(n.jid),
-          onkeydown: main ? null : (e) => e.key === "Enter" && openDetail(n.jid),
-        },
-        svg("title", {}, `${n.jid} (${n.state})`),
-        svg("rect", { x, y, width: NW, height: NH, rx: 7 }),
-        svg("text", { x: x + 10, y: y + 15, class: "jid" }, label),
-        svg("text", { x: x + 10, y: y + 28, class: "state" }, n.state),
+        { class: "node more" },
+        svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 7 }),
+        svg("text", { x: x + NODE_W / 2, y: y + NODE_H / 2 + 4, "text-anchor": "middle" }, `+${n.more} more`),
       );
-    };
-    const edge = (x1, y1, x2, y2, done) => {
-      const dx = (x2 - x1) / 2;
-      edges.append(
-        svg("path", {
-          d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2 - 8},${y2}`,
-          class: done ? "done" : "pending",
-          "marker-end": `url(#arrow-${done ? "done" : "pending"})`,
-        }),
-      );
-    };
+    }
+    const label = n.jid.length > 17 ? `${n.jid.slice(0, 16)}…` : n.jid;
+    return svg(
+      "g",
+      {
+        class: `node s-${n.state}${main ? " main" : ""}`,
+        "data-jid": n.jid,
+        tabindex: main ? null : 0,
+        role: main ? null : "button",
+        onclick: main ? null : () => openDetail(n.jid),
+        onkeydown: main ? null : (e) => e.key === "Enter" && openDetail(n.jid),
+      },
+      svg("title", {}, `${n.jid} (${n.state})`),
+      svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 7 }),
+      svg("text", { x: x + 10, y: y + 15, class: "jid" }, label),
+      svg("text", { x: x + 10, y: y + 28, class: "state" }, n.state),
+    );
+  }
 
-    const centreY = mid - NH / 2;
-    left.forEach((n, i) => {
-      const y = columnY(left.length, i);
-      nodes.append(node(n, xs.left, y));
-      edge(xs.left + NW, y + NH / 2, xs.centre, mid, n.state === "success");
+  /** An arrow from (x1, y1) to (x2, y2), drawn as done once its prerequisite succeeded. */
+  function graphEdge(x1, y1, x2, y2, done) {
+    const dx = (x2 - x1) / 2;
+    return svg("path", {
+      d: `M${x1},${y1} C${x1 + dx},${y1} ${x2 - dx},${y2} ${x2 - 8},${y2}`,
+      class: done ? "done" : "pending",
+      "marker-end": `url(#arrow-${done ? "done" : "pending"})`,
     });
-    right.forEach((n, i) => {
-      const y = columnY(right.length, i);
-      nodes.append(node(n, xs.right, y));
-      edge(xs.centre + NW, mid, xs.right, y + NH / 2, track.state === "success");
-    });
-    nodes.append(node({ jid: track.jid, state: track.state }, xs.centre, centreY, true));
+  }
 
+  function graphMarkers() {
     const marker = (name) =>
       svg(
         "marker",
@@ -967,14 +1160,107 @@
         },
         svg("path", { d: "M0,0 L10,5 L0,10 z", class: `arrow ${name}` }),
       );
+    return svg("defs", {}, marker("done"), marker("pending"));
+  }
+
+  function graph(track, related) {
+    const W = 480;
+    const NW = NODE_W;
+    const NH = NODE_H;
+    const GAP = 10;
+    const TOP = 24;
+    const clip = (nodes) =>
+      nodes.length > GRAPH_SIDE ? [...nodes.slice(0, GRAPH_SIDE - 1), { more: nodes.length - GRAPH_SIDE + 1 }] : nodes;
+    const left = clip(related.prerequisites);
+    const right = clip(related.dependents);
+    const rowsShown = Math.max(left.length, right.length, 1);
+    const H = TOP + rowsShown * (NH + GAP) + 4;
+    const mid = TOP + (rowsShown * (NH + GAP) - GAP) / 2;
+    const columnY = (count, i) => mid - (count * (NH + GAP) - GAP) / 2 + i * (NH + GAP);
+    const xs = { left: 4, centre: (W - NW) / 2, right: W - NW - 4 };
+
+    const edges = svg("g", { class: "edges" });
+    const nodes = svg("g", { class: "nodes" });
+    const centreY = mid - NH / 2;
+    left.forEach((n, i) => {
+      const y = columnY(left.length, i);
+      nodes.append(graphNode(n, xs.left, y));
+      edges.append(graphEdge(xs.left + NW, y + NH / 2, xs.centre, mid, n.state === "success"));
+    });
+    right.forEach((n, i) => {
+      const y = columnY(right.length, i);
+      nodes.append(graphNode(n, xs.right, y));
+      edges.append(graphEdge(xs.centre + NW, mid, xs.right, y + NH / 2, track.state === "success"));
+    });
+    nodes.append(graphNode({ jid: track.jid, state: track.state }, xs.centre, centreY, true));
     return svg(
       "svg",
       { class: "graph", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `Prerequisites and dependents of ${track.jid}` },
-      svg("defs", {}, marker("done"), marker("pending")),
+      graphMarkers(),
       left.length ? svg("text", { x: xs.left, y: 12, class: "column" }, "waits for") : null,
       right.length ? svg("text", { x: xs.right + NW, y: 12, class: "column", "text-anchor": "end" }, "waited on by") : null,
       edges,
       nodes,
+    );
+  }
+
+  /** The whole workflow, in columns: each job one column right of its furthest
+   * prerequisite. A column shows WORKFLOW_COLUMN jobs at most, then "+N more". */
+  function workflowGraph(track, workflow) {
+    const state = new Map(workflow.jobs.map((j) => [j.jid, j.state]));
+    const prerequisites = new Map(workflow.jobs.map((j) => [j.jid, []]));
+    for (const [from, to] of workflow.edges) prerequisites.get(to).push(from);
+    const column = new Map();
+    const place = (jid, path = new Set()) => {
+      if (column.has(jid)) return column.get(jid);
+      path.add(jid); // a cycle cannot be registered, but a drawing must never hang on one
+      const before = prerequisites.get(jid).filter((p) => !path.has(p));
+      const at = before.length ? 1 + Math.max(...before.map((p) => place(p, path))) : 0;
+      path.delete(jid);
+      column.set(jid, at);
+      return at;
+    };
+    for (const jid of state.keys()) place(jid);
+    const columns = [];
+    for (const [jid, at] of column) (columns[at] ||= []).push(jid);
+    const HGAP = 40;
+    const VGAP = 8;
+    const shown = new Map(); // jid -> [x, y]
+    const nodes = svg("g", { class: "nodes" });
+    let tallest = 1;
+    columns.forEach((jids, i) => {
+      jids.sort((a, b) => (a === track.jid ? -1 : b === track.jid ? 1 : a.localeCompare(b)));
+      const drawn = jids.length > WORKFLOW_COLUMN ? jids.slice(0, WORKFLOW_COLUMN - 1) : jids;
+      const x = 4 + i * (NODE_W + HGAP);
+      drawn.forEach((jid, row) => {
+        const y = 4 + row * (NODE_H + VGAP);
+        shown.set(jid, [x, y]);
+        nodes.append(graphNode({ jid, state: state.get(jid) }, x, y, jid === track.jid));
+      });
+      if (drawn.length < jids.length) {
+        nodes.append(graphNode({ more: jids.length - drawn.length }, x, 4 + drawn.length * (NODE_H + VGAP)));
+      }
+      tallest = Math.max(tallest, Math.min(jids.length, WORKFLOW_COLUMN));
+    });
+    const edges = svg("g", { class: "edges" });
+    for (const [from, to] of workflow.edges) {
+      if (!shown.has(from) || !shown.has(to)) continue;
+      const [x1, y1] = shown.get(from);
+      const [x2, y2] = shown.get(to);
+      edges.append(graphEdge(x1 + NODE_W, y1 + NODE_H / 2, x2, y2 + NODE_H / 2, state.get(from) === "success"));
+    }
+    const W = 8 + columns.length * (NODE_W + HGAP) - HGAP;
+    const H = 8 + tallest * (NODE_H + VGAP) - VGAP;
+    return h(
+      "div",
+      { class: "workflow" },
+      svg(
+        "svg",
+        { class: "graph", width: W, height: H, viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `The workflow of ${track.jid}` },
+        graphMarkers(),
+        edges,
+        nodes,
+      ),
     );
   }
 
@@ -997,6 +1283,14 @@
     });
     $("#clear").addEventListener("click", () => setFilter({ state: "", queue: "", label: "", parent: "" }));
     $("#more").addEventListener("click", () => loadList({ more: true }));
+    $("#pick-all").addEventListener("click", (e) => {
+      picked.clear();
+      if (e.target.checked) for (const jid of rows.keys()) picked.add(jid);
+      bulk.confirming = "";
+      bulk.report = null;
+      syncPicks();
+      renderBulk();
+    });
     $("#detail-close").addEventListener("click", closeDetail);
     document.addEventListener("keydown", (e) => e.key === "Escape" && detail.jid && closeDetail());
     window.addEventListener("hashchange", () => {
@@ -1010,9 +1304,11 @@
 
     loadStats();
     loadList();
+    loadWorkers();
     if (job) openDetail(job);
     connect();
     setInterval(tick, 1000);
+    setInterval(loadWorkers, WORKERS_EVERY);
   }
 
   init();

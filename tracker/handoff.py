@@ -7,14 +7,24 @@ pipeline that is never sent, and store those commands with the track. The script
 that releases the job replays them in the same atomic call that moves its state.
 The first command stored undoes the push, for pause.
 
-They are stored ready to run, one list element per argument, each command preceded
-by its number of arguments: the release of a big fan-out replays thousands of them,
-and splitting an encoded command in Lua cost more than the rest of the hand-off.
-RQ's job hash (its HSETs, about 15 fields) is not replayed field by field: it is
-written at registration to a staged hash of tracker's, and the release copies it
-(``COPY ... REPLACE``, then ``PERSIST``: the staged hash expires with the job, RQ's
-must not): less than half the arguments to pass through Lua, and about 400 fewer
-bytes to append to an AOF, per released job.
+What is stored (the list ``{ns}:p:<jid>``, see keys.py) starts with the version of its
+format, ``HANDOFF_VERSION``; then the commands, ready to run, one list element per
+argument, each command preceded by its number of arguments: the release of a big
+fan-out replays thousands of them, and splitting an encoded command in Lua cost more
+than the rest of the hand-off. lua/_graph.lua reads only the version it names (the
+same ``HANDOFF_VERSION``, a test holds the two together): a hand-off stored in another
+format, or no longer stored at all, fails its job with error type ``HandoffUnreadable``
+when it is released, rather than leaving it in no queue. RQ's job hash (its HSETs, about
+15 fields) is not replayed field by field: it is written at registration to a staged
+hash of tracker's, and the release copies it (``COPY ... REPLACE``, then ``PERSIST``: the
+staged hash expires with the job, RQ's must not): fewer arguments to pass through Lua,
+and fewer bytes to append to an AOF, per released job.
+
+Since what is replayed is RQ's own enqueue, recorded by the RQ installed, tracker runs
+only on the RQ releases listed in ``RQ_TESTED``: those tests/test_rq_contract.py (a job
+released by tracker lands in RQ as ``Queue.enqueue`` puts it) and the rest of the suite
+passed on. Importing this module with another RQ raises :class:`UnsupportedRQ`; how to
+add a release is in docs/development.md.
 
 A hand-off can still be lost after it happened: a worker takes the job from its queue
 and dies before its ``start`` reaches the tracker. So registration also stores where
@@ -33,9 +43,41 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import rq
 from rq import Queue
 
-from .errors import InvalidInput
+from .errors import InvalidInput, UnsupportedRQ
+
+#: The first element of every stored hand-off: the version of its format. lua/_graph.lua
+#: names the same one; a change to what is stored gets a new version.
+HANDOFF_VERSION = "v1"
+
+#: The RQ releases, as (major, minor), that the suite passed on. pyproject.toml's bound
+#: on rq admits these and no other (tests/test_rq_contract.py holds them together).
+RQ_TESTED: tuple[tuple[int, int], ...] = ((3, 0),)
+
+
+def check_rq(installed: str) -> None:
+    """Raise :class:`UnsupportedRQ` unless RQ ``installed`` (its version) is in a tested
+    release: the hand-off stores what that RQ's enqueue writes, and another may write
+    something else."""
+    release = tuple(int(part) for part in re.findall(r"\d+", installed)[:2])
+    if release not in RQ_TESTED:
+        tested = ", ".join(f"{major}.{minor}" for major, minor in RQ_TESTED)
+        raise UnsupportedRQ(
+            f"rq {installed} is installed, but tracker hands jobs to RQ only on the releases"
+            f" it was tested on: rq {tested} (install 'rq{rq_requirement()}')"
+        )
+
+
+def rq_requirement() -> str:
+    """The version bound on rq that admits exactly the releases of ``RQ_TESTED``, as
+    pyproject.toml states it."""
+    low, high = min(RQ_TESTED), max(RQ_TESTED)
+    return f">={low[0]}.{low[1]},<{high[0]}.{high[1] + 1}"
+
+
+check_rq(rq.__version__)
 
 _RQ_JOB_ID = re.compile(r"[A-Za-z0-9_-]+")
 
@@ -75,7 +117,8 @@ def _flat(commands: list[tuple[Any, ...]]) -> list[bytes]:
 class Handoff:
     """What registration stores for a job with a payload (see above)."""
 
-    #: The commands, flat: a count, then that many arguments; the first undoes the push.
+    #: The version, then the commands, flat: a count, then that many arguments; the first
+    #: command undoes the push.
     commands: list[bytes]
     #: RQ's job hash as field/value pairs, for the staged hash (empty: nothing staged).
     staged: list[bytes]
@@ -112,4 +155,5 @@ def rq_handoff(jid: str, queue: str, payload: dict[str, Any], staged_key: str) -
             commands[n : n + 1] = [("COPY", staged_key, job.key, "REPLACE"), ("PERSIST", job.key)]
             break
     probe = (rq_queue.key, rq_queue.intermediate_queue_key, job.key)
-    return Handoff(_flat([("LREM", rq_queue.key, 0, jid), *commands]), staged, probe)
+    flat = _flat([("LREM", rq_queue.key, 0, jid), *commands])
+    return Handoff([HANDOFF_VERSION.encode(), *flat], staged, probe)

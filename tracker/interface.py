@@ -65,6 +65,10 @@ class Many:
 
     name: str
     members: tuple[str, ...] = ()
+    member_set: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "member_set", frozenset(self.members))
 
     @property
     def width(self) -> int:
@@ -105,8 +109,11 @@ class Operation:
             given = set(values)
             missing, unknown = sorted(self.names - given), sorted(given - self.names)
             raise InterfaceError(f"missing {missing}, unknown {unknown}")
-        keys = [*head_keys, *(values[name] for name in self.keys)]
-        args = [*head_args, *(_arg(values[name]) for name in self.args)]
+        keys = [*head_keys, *[values[name] for name in self.keys]]
+        args = [*head_args]
+        _convert([values[name] for name in self.args], args)
+        if not (self.key_lists or self.arg_lists):  # most calls: a job's, TRACK SET's
+            return keys, args
         lists: list[Any] = []
         for many in self.key_lists:
             entries = values[many.name]
@@ -116,19 +123,20 @@ class Operation:
             entries = values[many.name]
             args.append(len(entries))
             _flatten(many, entries, lists)
-        args += [_arg(value) for value in lists]
+        _convert(lists, args)
         return keys, args
 
 
-def _arg(value: Any) -> Any:
-    """An argument as a script reads it: None is '' (not given), a bool '1' or '0'."""
-    if value is None:
-        return ""
-    if value is True:
-        return "1"
-    if value is False:
-        return "0"
-    return value
+def _convert(values: list[Any], into: list[Any]) -> None:
+    """Arguments as a script reads them: None is '' (not given), a bool '1' or '0'."""
+    for value in values:
+        if value is None:
+            value = ""
+        elif value is True:
+            value = "1"
+        elif value is False:
+            value = "0"
+        into.append(value)
 
 
 def _flatten(many: Many, entries: Iterable[Any], into: list[Any]) -> None:
@@ -137,7 +145,7 @@ def _flatten(many: Many, entries: Iterable[Any], into: list[Any]) -> None:
         return
     for entry in entries:
         if isinstance(entry, Mapping):
-            if entry.keys() != set(many.members):
+            if entry.keys() != many.member_set:
                 raise InterfaceError(f"{many.name}: expected {many.members}, got {sorted(entry)}")
             into.extend(entry[member] for member in many.members)
         elif len(entry) == len(many.members):

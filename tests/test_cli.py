@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -389,11 +390,11 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve(directory: Path, port: int) -> subprocess.Popen[str]:
+def _serve(directory: Path, port: int, *options: str) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     script = Path(sys.executable).with_name("tracker")
     return subprocess.Popen(
-        [str(script), "serve", "--port", str(port)],
+        [str(script), "serve", "--port", str(port), *options],
         cwd=directory,
         env=env,
         stdout=subprocess.PIPE,
@@ -582,3 +583,99 @@ def test_delete_forgets_a_finished_job(cli: Run, store: Tracker) -> None:
     assert cli("delete", "job-1").exit_code == 1
     store.register("job-2")
     assert cli("delete", "job-2").exit_code == 3
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.add(int(stat.parent.name))
+    return found
+
+
+def test_serve_with_workers_runs_that_many_processes_and_replaces_one_that_dies(
+    directory: Path,
+) -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve(directory, port, "--workers", "2")
+    try:
+        wait_until(lambda: _ready(base, server), timeout=30)
+        serving = wait_until(lambda: len(_children(server.pid)) == 2 and _children(server.pid))
+        assert httpx.put(base + "/jobs/web-1", json={}).status_code == 201
+        # every process reads the same store
+        assert {httpx.get(base + "/jobs/web-1").json()["state"] for _ in range(8)} == {"enqueued"}
+        dead = min(serving)
+        os.kill(dead, signal.SIGKILL)
+        again = wait_until(
+            lambda: len(now := _children(server.pid)) == 2 and dead not in now and now, timeout=15
+        )
+        assert dead not in again
+        wait_until(lambda: _ready(base, server))
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=30)
+        assert server.returncode == 0, output
+        assert "2 processes" in output
+        assert not any(Path(f"/proc/{pid}").exists() for pid in again)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.communicate()
+
+
+def _follow(valkey_url: str, namespace: str, *args: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    env.update(TRACKER_REDIS_URL=valkey_url, TRACKER_NAMESPACE=namespace)
+    script = Path(sys.executable).with_name("tracker")
+    return subprocess.Popen(
+        [str(script), "events", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_events_of_a_job_follow_it_until_it_ends(
+    valkey_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("job-1")
+    follower = _follow(valkey_url, namespace, "job-1")
+    try:
+        assert follower.stdout is not None
+        assert json.loads(follower.stdout.readline())["state"] == "enqueued"  # its track now
+        store.start("job-1")
+        store.track_set("job-1", percent=40)
+        store.success("job-1")
+        output, _ = follower.communicate(timeout=20)
+        assert follower.returncode == 0
+        shown = [json.loads(line) for line in output.splitlines()]
+        assert [t["state"] for t in shown] == ["working", "working", "success"]
+        assert shown[1]["percent"] == 40
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.communicate()
+    unknown = _follow(valkey_url, namespace, "nobody")
+    output, _ = unknown.communicate(timeout=20)
+    assert unknown.returncode == 1 and json.loads(output)["state"] == "unknown"
+
+
+def test_events_of_every_job_take_the_list_s_filters(
+    valkey_url: str, namespace: str, store: Tracker
+) -> None:
+    follower = _follow(valkey_url, namespace, "--state", "working", "--queue", "mail")
+    try:
+        assert follower.stdout is not None and follower.stderr is not None
+        assert "following the changes after event" in follower.stderr.readline()
+        store.register("other", queue="mail")
+        store.register("m-1", queue="mail")
+        store.register("p-1", queue="print")
+        store.start("p-1")
+        store.start("m-1")
+        assert json.loads(follower.stdout.readline())["jid"] == "m-1"
+    finally:
+        follower.terminate()
+        follower.communicate(timeout=20)

@@ -99,15 +99,19 @@ def main() -> None:
     is_flag=True,
     help="Serve beyond loopback without TRACKER_API_TOKEN (also TRACKER_INSECURE=1).",
 )
-def serve(host: str, port: int, insecure: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Processes serving the same port (each with its own event hub).",
+)
+def serve(host: str, port: int, insecure: bool, workers: int) -> None:
     """The HTTP API and dashboard, with the reaper and the delay schedule.
 
     Without TRACKER_REDIS_URL it runs on this directory's embedded Valkey.
     """
-    import uvicorn
-
-    from .web import create_app
-    from .web.protocol import protocol
+    from .web.serving import serve_app, serve_processes
 
     settings = _settings()
     address = _address(host, port)
@@ -122,17 +126,15 @@ def serve(host: str, port: int, insecure: bool) -> None:
         settings = replace(settings, allowed_hosts=(*settings.allowed_hosts, host.strip("[]")))
     listener = _listen(host, port, address)
     shown_host = f"[{host}]" if ":" in host else host
+    processes = f", {workers} processes" if workers > 1 else ""
     click.echo(
         f"tracker: namespace {settings.namespace!r}, "
-        f"http://{shown_host}:{listener.getsockname()[1]}/"
+        f"http://{shown_host}:{listener.getsockname()[1]}/{processes}"
     )
-    config = uvicorn.Config(
-        create_app(settings),
-        log_level="info",
-        http=protocol(settings.http_read_timeout),
-        timeout_graceful_shutdown=3,  # what an open response is given, besides streams
-    )
-    uvicorn.Server(config).run(sockets=[listener])
+    if workers == 1:
+        serve_app(settings, listener)
+    else:
+        sys.exit(serve_processes(workers, lambda: serve_app(settings, listener)))
 
 
 def _address(host: str, port: int) -> tuple[int, tuple[object, ...]]:
@@ -512,6 +514,47 @@ def delete(jid: str) -> None:
     with connected() as tracker:
         was = tracker.delete(jid)
     click.echo(f"tracker: deleted {jid} (it was {was.value})")
+
+
+@main.command()
+@click.argument("jid", required=False)
+@click.option("--state", type=click.Choice([s.value for s in STORED_STATES]))
+@click.option("--queue")
+@click.option("--label", metavar="KEY=VALUE", help="Only jobs with this label.")
+def events(jid: str | None, state: str | None, queue: str | None, label: str | None) -> None:
+    """Follow changes as they happen, one JSON track a line, until Ctrl-C.
+
+    With JID: the job's track now, then each change of it, ending after a terminal
+    state (exit 1 when the job is unknown)."""
+    wanted = None if label is None else parse_label(label)
+    with connected() as tracker:
+        if jid is None:
+            after = tracker.newest_event()
+            click.echo(f"tracker: following the changes after event {after}", err=True)
+        else:
+            after, track = tracker.snapshot(jid)
+            _print_line(track)
+            if track.state is State.UNKNOWN:
+                sys.exit(EXIT_UNKNOWN)
+            if track.state.terminal:
+                return
+        while True:
+            for event in tracker.events(after, block_ms=5000):
+                after, track = event.id, event.track
+                if jid is not None and track.jid != jid:
+                    continue
+                if (state and track.state != state) or (queue and track.queue != queue):
+                    continue
+                if wanted and (track.labels or {}).get(wanted[0]) != wanted[1]:
+                    continue
+                _print_line(track)
+                if jid is not None and track.state.terminal:
+                    return
+
+
+def _print_line(track: Track) -> None:
+    click.echo(json.dumps(track.to_dict(), ensure_ascii=False), nl=True)
+    sys.stdout.flush()
 
 
 @main.command()

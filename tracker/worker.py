@@ -28,6 +28,7 @@ refused, logged and dropped). An outage longer than the grace stops the worker:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -101,6 +102,7 @@ class _Watched:
     reserve_until: int
     every: float  # seconds between extensions: a third of the reservation
     next_extension: float
+    running: context.Running  # what the job's progress() calls see
     cancelled_at: float | None = None
     done: bool = False
 
@@ -119,9 +121,13 @@ class _Watcher(threading.Thread):
         self._changed = threading.Condition()
         self._job: _Watched | None = None
 
-    def watch(self, jid: str, attempt: int, reserve_until: int, reserve_ms: int) -> None:
+    def watch(
+        self, running: context.Running, attempt: int, reserve_until: int, reserve_ms: int
+    ) -> None:
         every = max(reserve_ms / 3000, WATCH_INTERVAL)
-        job = _Watched(jid, attempt, reserve_until, every, time.monotonic() + every)
+        job = _Watched(
+            running.jid, attempt, reserve_until, every, time.monotonic() + every, running
+        )
         with self._changed:
             self._job = job
             self._changed.notify()
@@ -152,6 +158,7 @@ class _Watcher(threading.Thread):
             # reaped (its reservation ended), perhaps retried or started again elsewhere
             self._stop_superseded(job, f"its attempt {job.attempt} is not running")
         elif state is State.CANCELLED:
+            job.running.ended = JobCancelled(job.jid)  # its next progress() raises it
             job.cancelled_at = job.cancelled_at or time.monotonic()
             grace = tracker.settings.cancel_grace
             if time.monotonic() - job.cancelled_at >= grace:
@@ -173,6 +180,7 @@ class _Watcher(threading.Thread):
 
     def _stop_superseded(self, job: _Watched, why: str) -> None:
         log.warning("job %s: %s; stopping it", job.jid, why)
+        job.running.ended = JobSuperseded(job.jid, "superseded", why)
         job.done = True
         self.worker.stop_running_job(job.jid)
 
@@ -227,13 +235,16 @@ class TrackedMixin:
             raise StopRequested()
         super().heartbeat(*args, **kwargs)  # type: ignore[misc]
 
-    def register_birth(self) -> None:
-        super().register_birth()  # type: ignore[misc]
-        worker: Any = self
-        self._heartbeat = Heartbeat(
-            self.tracker, worker.name, list(worker.queue_names()), self.beat_interval
-        )
-        self._heartbeat.start()
+    def dequeue_job_and_maintain_ttl(self, *args: Any, **kwargs: Any) -> Any:
+        if self._heartbeat is None:
+            # it beats from its first wait for a job: by then RQ's signal handlers are in
+            # place, so a worker listed as alive is one a SIGTERM stops cleanly
+            worker: Any = self
+            self._heartbeat = Heartbeat(
+                self.tracker, worker.name, list(worker.queue_names()), self.beat_interval
+            )
+            self._heartbeat.start()
+        return super().dequeue_job_and_maintain_ttl(*args, **kwargs)  # type: ignore[misc]
 
     def register_death(self) -> None:
         if self._heartbeat is not None and not self._gave_up():
@@ -301,16 +312,22 @@ class TrackedMixin:
         assert track.attempts is not None
         watcher = self._watching()
         reserve_ms = track.reserve_until - track.updated_at
-        watcher.watch(job.id, track.attempts, track.reserve_until, reserve_ms)
         token = context.enter(self.tracker, job.id, track.attempts)
+        running = context.current()
+        watcher.watch(running, track.attempts, track.reserve_until, reserve_ms)
         try:
             try:
                 job.func  # noqa: B018 - import it now, to name it if that fails
             except Exception as exc:
                 raise ImportError(f"cannot import {job.func_name}: {exc}") from exc
-            return original()
+            result = original()
+            running.flush_pending()  # its last progress, before its success
+            return result
         except BaseException as exc:
             outcome.error = exc
+            if not isinstance(exc, TrackerError):
+                with contextlib.suppress(TrackerError):
+                    running.flush_pending()  # where it got to, before its failure
             raise
         finally:
             with self._job_lock:

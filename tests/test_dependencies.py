@@ -452,14 +452,6 @@ def test_a_graph_large_on_both_sides_is_refused_for_its_size_and_changes_nothing
     assert tracker.register("new", prerequisites=["elsewhere"]).created
 
 
-def test_a_cycle_through_a_job_registered_by_an_older_version_is_refused(tracker: Tracker) -> None:
-    tracker.register("a", prerequisites=["b"])
-    tracker.client.hset(tracker.keys.job("a"), "pq", "b")  # before job keys, jids were kept
-    with pytest.raises(Conflict, match="cycle"):
-        tracker.register("b", prerequisites=["a"])
-    assert tracker._drive(tracker.plans.related("a")).prerequisites == [("b", State.UNKNOWN)]
-
-
 # --- failure propagation ---------------------------------------------------------
 
 

@@ -106,10 +106,8 @@ def _rfc3339(ms: int) -> str:
 
 def _prune_labels_once(tracker: Tracker, budget: int) -> tuple[int, int]:
     """One call of prune_labels: (entries removed, 1 when more is due)."""
-    keys = [*tracker.keys.shared, tracker.keys.labels_in_use, tracker.keys.labels_in_use_unscored]
-    reply = tracker._library.call(
-        tracker.client, "prune_labels", keys, [*tracker.plans._head(), budget]
-    )
+    call = tracker.plans._call("prune_labels", reads=budget)
+    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
     removed, more = scripts.outcome(reply, "")
     return int(removed), int(more)
 
@@ -163,15 +161,10 @@ def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_t
     for n in range(10):  # a live job keeps each queue (and its bands) from being forgotten
         tracker.register(f"live-{n}", queue=f"q{n}")
     clock.advance(3)
-    keys = [
-        *tracker.keys.shared,
-        tracker.keys.bands_due,
-        tracker.keys.queues_recorded,
-        tracker.keys.free_queue_ids,
-    ]
 
     def once() -> tuple[int, int]:
-        reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.plans._head(), 20])
+        call = tracker.plans._call("prune", reads=20)
+        reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
         dropped, more = scripts.outcome(reply, "")
         return int(dropped), int(more)
 

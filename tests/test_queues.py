@@ -10,6 +10,7 @@ import pytest
 from conftest import FakeClock, MakeTracker, wait_until
 
 from tracker import InvalidInput, State, Tracker
+from tracker.fields import stored
 from tracker.keys import MAX_QUEUES, QUEUE_BAND
 
 
@@ -187,7 +188,7 @@ def test_queue_ids_stay_distinct_while_queues_come_and_go_concurrently(
     live = tracker.list(limit=1000).jobs
     assert live
     for track in live:
-        qid = tracker.client.hget(tracker.keys.job(track.jid), "Q")
+        qid = tracker.client.hget(tracker.keys.job(track.jid), stored("qid"))
         assert int(qid) == ids[str(track.queue)], track.jid
 
 
@@ -225,13 +226,8 @@ def test_a_round_with_nothing_due_reads_no_band_whatever_the_queues(
     tracker = make_tracker(clock=clock, ttl=10, pending_ttl=10)
     for n in range(50):
         tracker.register(f"job-{n}", queue=f"queue-{n}")
-    keys = [
-        *tracker.keys.shared,
-        tracker.keys.bands_due,
-        tracker.keys.queues_recorded,
-        tracker.keys.free_queue_ids,
-    ]
-    reply = tracker._library.call(tracker.client, "prune", keys, [*tracker.plans._head(), 20])
+    call = tracker.plans._call("prune", reads=20)
+    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
     assert reply[1:] == [0, 0]  # one call, nothing read: every band is due later
     assert len(queue_ids(tracker)) == 50
 

@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 
 from tracker import AsyncTracker, Settings, State, Tracker
 from tracker.embedded import EmbeddedValkey
+from tracker.fields import stored
 from tracker.web import create_app
 from tracker.web import sse as sse_module
 from tracker.web.sse import EventHub, Rendered, Subscriber
@@ -328,7 +329,7 @@ def test_a_track_set_of_a_job_this_version_cannot_read_passes_as_it_is(
         next(events)
         track_set = {"s": "working", "q": "default", "u": "1", "p": "5"}
         store.client.xadd(store.keys.events, {"jid": "bad jid", **track_set})
-        store.client.hset(store.keys.job("zz"), mapping={"s": "sleeping", "Q": "0"})
+        store.client.hset(store.keys.job("zz"), mapping={"s": "sleeping", stored("qid"): "0"})
         store.client.xadd(store.keys.events, {"jid": "zz", **track_set})
         store.start("j1")
         jids = [track_of(next(events))["jid"] for _ in range(3)]

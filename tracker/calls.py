@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import records, scripts
+from .interface import HEAD, OPERATIONS
 from .keys import Keys
 from .model import Track
 from .settings import Settings
@@ -50,36 +51,42 @@ class PlanBase:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.clock = clock
-        self._fixed = [
-            str(settings.ttl * 1000),
-            str(settings.pending_ttl * 1000),
-            str(settings.done_ttl * 1000),
-            EVENTS_KEPT,
-            self.keys.job_prefix_len,
-            "1" if settings.propagate_failures else "0",
-            GRAPH_BUDGET,
-        ]
+        head = {
+            "TTL": str(settings.ttl * 1000),
+            "PENDING_TTL": str(settings.pending_ttl * 1000),
+            "DONE_TTL": str(settings.done_ttl * 1000),
+            "EVENTS_KEPT": EVENTS_KEPT,
+            "JOB_PREFIX_LEN": self.keys.job_prefix_len,
+            "PROPAGATE": "1" if settings.propagate_failures else "0",
+            "BUDGET": GRAPH_BUDGET,
+        }
+        self._fixed = [head[name] for name in HEAD[1:]]  # NOW comes first, per call
 
     def _head(self) -> list[Any]:
-        """The ARGV every script starts with (see lua/_common.lua)."""
+        """The ARGV every script starts with (interface.HEAD)."""
         now = "" if self.clock is None else str(int(self.clock() * 1000))
         return [now, *self._fixed]
 
-    def _hot_head(self) -> list[Any]:
-        """The ARGV of the hot layout (TRACK SET), shorter than :meth:`_head`."""
-        now = "" if self.clock is None else str(int(self.clock() * 1000))
-        return [now, *self._fixed[:2], EVENTS_KEPT, self.keys.job_prefix_len]
+    def _call(self, script: str, jid: str | None = None, /, **values: Any) -> Call:
+        """The call of ``script`` with its declared keys and arguments (interface.py) by
+        name. Keys not given are built from their names, a job's for ``jid``; so is the
+        argument ``jid``. A name missing or unknown raises InterfaceError."""
+        operation = OPERATIONS[script]
+        for name in operation.keys:
+            if name not in values:
+                values[name] = self.keys.named(name, jid)
+        if jid is not None and "jid" in operation.names and "jid" not in values:
+            values["jid"] = jid
+        keys, args = operation.bind(self.keys.shared, self._head(), values)
+        return Call(script, keys, args)
 
     def _now_ms(self, server_time: tuple[int, int]) -> int:
         if self.clock is not None:
             return int(self.clock() * 1000)
         return int(server_time[0]) * 1000 + int(server_time[1]) // 1000
 
-    def _job_call(self, script: str, jid: str, *args: Any) -> Call:
-        return Call(script, self.keys.for_job(jid), [*self._head(), jid, *args])
-
-    def _transition(self, script: str, jid: str, *args: Any) -> Plan[Track]:
-        reply = yield self._job_call(script, jid, *args)
+    def _transition(self, script: str, jid: str, **values: Any) -> Plan[Track]:
+        reply = yield self._call(script, jid, **values)
         flat, more = scripts.outcome(reply, jid)
         if more:
             yield from self.drain()

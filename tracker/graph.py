@@ -12,6 +12,7 @@ from typing import Any
 
 from .calls import Plan, PlanBase, Read
 from .errors import NotFound
+from .fields import stored
 from .model import MAX_LIST_LIMIT, State, Track, check_int, check_name
 from .records import Related, Workflow
 
@@ -21,6 +22,8 @@ MAX_WORKFLOW_JOBS = 1000
 #: Jobs whose links one round trip of the walk reads, and members it reads of each set.
 _WALK_BATCH = 50
 _WALK_READ = 100
+
+F_STATE, F_PREREQUISITE_KEYS = stored("state"), stored("prerequisite_keys")
 
 
 class Graph(PlanBase):
@@ -40,7 +43,7 @@ class Graph(PlanBase):
         keys = self.keys
         (own, waiting, released, children) = yield Read(
             [
-                ("hmget", (keys.job(jid), ["s", "pq"])),
+                ("hmget", (keys.job(jid), [F_STATE, F_PREREQUISITE_KEYS])),
                 ("srandmember", (keys.dependents(jid), limit)),
                 ("srandmember", (keys.released(jid), limit)),
                 ("zrevrange", (keys.children(jid), 0, limit - 1)),
@@ -51,16 +54,13 @@ class Graph(PlanBase):
             raise NotFound(jid)
         groups = {
             "prerequisites": [
-                # job keys; jids where an older version registered the job
-                keys.jid_of(line) if line.startswith(keys.prefix) else line
-                for line in (prerequisites or b"").decode().split("\n")
-                if line
+                keys.jid_of(line) for line in (prerequisites or b"").decode().split("\n") if line
             ],
             "dependents": sorted({keys.jid_of(k) for k in [*waiting, *released]}),
             "children": [keys.jid_of(k) for k in children],
         }
         jids = [j for group in groups.values() for j in group[:limit]]
-        states = (yield Read([("hget", (keys.job(j), "s")) for j in jids])) if jids else []
+        states = (yield Read([("hget", (keys.job(j), F_STATE)) for j in jids])) if jids else []
         state_of = {
             j: State.UNKNOWN if raw is None else State(raw.decode())
             for j, raw in zip(jids, states, strict=True)

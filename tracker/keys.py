@@ -33,32 +33,15 @@ Key layout for namespace ``ns``::
     {ns}:w                hash    worker name -> what it runs, its counts (msgpack; workers.py)
     {ns}:wb               zset    worker names by their last heartbeat (ms)
 
-Fields of ``{ns}:j:<jid>``: ``s`` state, ``q`` queue, ``Q`` queue id, ``c`` created,
-``u`` updated, ``p`` percent, ``d`` desc, ``r`` reserve_until, ``rf`` reserve_for
-(seconds), ``a`` attempts, ``m`` max_attempts, ``e`` error history (JSON, newest
-first), ``l`` labels (msgpack), ``lk`` the job's label and children zsets (newline
-separated), ``h`` the fingerprint of the registration body; for dependencies ``pt``
-prerequisites, ``pq`` their job keys (newline separated; older
-versions stored jids), ``pp`` pending ones (a waiting
-batch counts as one), ``pl`` the sets it waits in, ``dk`` its dependents set, ``dr``
-the set of those released, ``bb``
-blocked_by, ``dl`` delay (s), ``ea`` eligible_at; for batches ``B`` 1, ``bt``
-children, ``bs`` succeeded, ``bd`` dead or cancelled, ``bp`` the sum of unfinished
-children's percent, ``sl`` sealed, ``gk`` and ``ok`` its gate and open-children sets;
-``P`` the parent's key; ``pk`` the payload key (``{ns}:p:<jid>``), ``px`` the staged
-RQ job hash (``{ns}:x:<jid>``), ``pj`` the payload as the track shows it (JSON);
-``tb`` the tracebacks of the error history (a JSON list in step with ``e``). A dead
-or cancelled job keeps its hand-off (``p:`` and ``x:``) as long as its track, for a
-retry; a success drops it. For the check of its hand-off: ``ht`` the timeout (s),
-``hk`` RQ's keys it looks in (newline separated), ``hd`` when it is due (ms), ``hl`` when
-the job was first seen taken from its queue and not started, ``hn`` hand-offs made again.
+Fields of ``{ns}:j:<jid>``: one table, in fields.py, names every one with what it
+holds (docs/development.md lists it). A dead or cancelled job keeps its hand-off
+(``p:`` and ``x:``) as long as its track, for a retry; a success drops it.
 
 Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
 carries ``w`` (the state it left, empty for a new job) and the fields of the hash
-that make the track (those ``decode_track`` in records.py reads: ``TRACK_FIELDS`` in
-lua/_common.lua), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``, ``pq``,
-``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``, ``hd``,
-``hl``, ``hn``, and ``pj`` and ``tb``, which may be kilobytes); a TRACK SET carries no
+that make the track (those ``decode_track`` in records.py reads: the ``track`` fields
+of fields.py), never the scripts' ``own`` fields, nor the ``shown`` ones (``pj`` and
+``tb``, which may be kilobytes); a TRACK SET carries no
 ``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release from ``waiting`` to
 ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
@@ -93,6 +76,7 @@ namespace therefore lives in one slot; separate namespaces spread out.
 
 from __future__ import annotations
 
+from .interface import SHARED_KEYS
 from .model import STORED_STATES, State, check_name
 
 QUEUE_BAND = 2**42
@@ -118,21 +102,8 @@ class Keys:
         self.workers = self.prefix + "w"
         self.worker_beats = self.prefix + "wb"
         self.states = {state: self.prefix + "s:" + state.value for state in STORED_STATES}
-        #: The keys every script receives first, in this order (see lua/_common.lua).
-        self.shared: tuple[str, ...] = (
-            self.events,
-            self.reservations,
-            self.queues,
-            *self.states.values(),
-            self.schedule,
-            self.fanout,
-        )
-        #: The shorter shared keys of the hot path, TRACK SET (see lua/_common.lua).
-        self.hot: tuple[str, ...] = (
-            self.events,
-            self.reservations,
-            *(self.states[state] for state in STORED_STATES if not state.terminal),
-        )
+        #: The keys every script receives first, in the order of interface.SHARED_KEYS.
+        self.shared: tuple[str, ...] = tuple(self.named(name) for _, name in SHARED_KEYS)
         #: Length of a job key's prefix: scripts read a jid off a stored job key with it.
         self.job_prefix_len = len(self.job(""))
 
@@ -171,6 +142,46 @@ class Keys:
         text = job_key.decode() if isinstance(job_key, bytes) else job_key
         return text[self.job_prefix_len :]
 
-    def for_job(self, jid: str) -> list[str]:
-        """``KEYS`` of a script that changes one job: :attr:`shared`, then the job's own."""
-        return [*self.shared, self.prefix + "j:" + jid, self.prefix + "p:" + jid]
+    def named(self, name: str, jid: str | None = None) -> str:
+        """The key a script's declaration names (see interface.py): a key of the namespace
+        (``events``, ``state:working``, ``bands_due``...), or of job ``jid`` (``job``,
+        ``payload``, ``staged``, ``released``, ...)."""
+        if name in _JOB_KEYS:
+            if jid is None:
+                raise ValueError(f"the key {name!r} is a job's: a jid is needed")
+            return _JOB_KEYS[name](self, jid)
+        if name.startswith("state:"):
+            return self.states[State(name[len("state:") :])]
+        if name in _NAMESPACE_KEYS:
+            return str(getattr(self, name))
+        raise ValueError(f"no key is named {name!r}")
+
+
+#: Keys of one job, by the name a script's declaration gives them.
+_JOB_KEYS = {
+    "job": Keys.job,
+    "payload": Keys.payload,
+    "staged": Keys.staged,
+    "dependents": Keys.dependents,
+    "released": Keys.released,
+    "gate": Keys.gate,
+    "open_children": Keys.open_children,
+    "children": Keys.children,
+}
+#: Keys of the namespace, by the name a script's declaration gives them.
+_NAMESPACE_KEYS = frozenset(
+    {
+        "events",
+        "reservations",
+        "queues",
+        "free_queue_ids",
+        "bands_due",
+        "queues_recorded",
+        "labels_in_use",
+        "labels_in_use_unscored",
+        "schedule",
+        "fanout",
+        "workers",
+        "worker_beats",
+    }
+)

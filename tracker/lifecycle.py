@@ -11,7 +11,7 @@ from typing import Any, Unpack
 import msgpack
 
 from . import scripts
-from .calls import Call, Plan, PlanBase
+from .calls import Plan, PlanBase
 from .errors import InvalidInput, TrackerError
 from .handoff import Handoff, rq_handoff
 from .model import (
@@ -60,47 +60,43 @@ class Lifecycle(PlanBase):
 
     def _register(self, reg: Registration) -> Plan[Registered]:
         keys = self.keys
-        own = [keys.labels_in_use, keys.dependents(reg.jid), keys.gate(reg.jid)]
-        own += [keys.open_children(reg.jid), keys.staged(reg.jid), keys.released(reg.jid)]
-        own += [keys.free_queue_ids, keys.bands_due, keys.queues_recorded]
-        if reg.parent is not None:
-            parent = reg.parent
-            own += [keys.job(parent), keys.gate(parent), keys.open_children(parent)]
-            own.append(keys.children(parent))
-        for prerequisite in reg.prerequisites:
-            own += [keys.job(prerequisite), keys.dependents(prerequisite)]
-            own.append(keys.released(prerequisite))
-        own += [keys.label(k, v) for k, v in reg.labels.items()]
+        parent = reg.parent
         handoff = (
             rq_handoff(reg.jid, reg.queue, reg.payload, keys.staged(reg.jid))
             if reg.payload
             else Handoff([], [])
         )
-        reply = yield Call(
+        reply = yield self._call(
             "register",
-            [*keys.for_job(reg.jid), *own],
-            [
-                *self._head(),
-                reg.jid,
-                reg.queue,
-                reg.fingerprint(),
-                reg.reserve_for,
-                reg.max_attempts,
-                msgpack.packb(reg.labels) if reg.labels else "",
-                "1" if reg.batch else "0",
-                reg.delay,
-                "1" if reg.missing_prerequisites == "satisfied" else "0",
-                "1" if reg.parent is not None else "0",
-                len(reg.prerequisites),
-                len(handoff.commands),
-                len(handoff.staged),
-                self.settings.handoff_timeout if reg.payload else "",
-                "\n".join(handoff.probe),
-                *reg.prerequisites,
-                *handoff.commands,
-                *handoff.staged,
-                _shown(reg),
+            reg.jid,
+            queue=reg.queue,
+            fingerprint=reg.fingerprint(),
+            reserve_for=reg.reserve_for,
+            max_attempts=reg.max_attempts,
+            labels=msgpack.packb(reg.labels) if reg.labels else "",
+            batch=reg.batch,
+            delay=reg.delay,
+            missing_satisfied=reg.missing_prerequisites == "satisfied",
+            handoff_timeout=self.settings.handoff_timeout if reg.payload else None,
+            handoff_probe="\n".join(handoff.probe),
+            shown=_shown(reg),
+            parent=[]
+            if parent is None
+            else [
+                (
+                    keys.job(parent),
+                    keys.gate(parent),
+                    keys.open_children(parent),
+                    keys.children(parent),
+                )
             ],
+            prerequisites=[
+                (keys.job(p), keys.dependents(p), keys.released(p)) for p in reg.prerequisites
+            ],
+            label_keys=[keys.label(k, v) for k, v in reg.labels.items()],
+            prerequisite_jids=reg.prerequisites,
+            handoff=handoff.commands,
+            staged_fields=handoff.staged,
         )
         created, flat, more = scripts.outcome(reply, reg.jid)
         if more:
@@ -139,7 +135,7 @@ class Lifecycle(PlanBase):
         check_name("jid", jid)
         if reserve_for is not None:
             check_int("reserve_for", reserve_for, 1, MAX_RESERVE_FOR)
-        return self._transition("start", jid, "" if reserve_for is None else reserve_for)
+        return self._transition("start", jid, reserve_for=reserve_for)
 
     def track_set(
         self,
@@ -179,11 +175,7 @@ class Lifecycle(PlanBase):
 
     def _track_set(self, update: TrackUpdate, *, returning: bool) -> Plan[Any]:
         jid = update.jid
-        reply = yield Call(
-            "track_set",
-            [*self.keys.hot, self.keys.job(jid)],
-            [*self._hot_head(), *_update_args(update), "1" if returning else ""],
-        )
+        reply = yield self._call("track_set", jid, **_update_args(update), returning=returning)
         if reply[0] != scripts.OK:
             raise scripts.error(reply, jid)
         return self.decode(jid, reply[2]) if returning else None
@@ -205,11 +197,10 @@ class Lifecycle(PlanBase):
         results: list[TrackerError | None] = []
         for start in range(0, len(updates), MAX_BATCH):
             chunk = updates[start : start + MAX_BATCH]
-            args = self._hot_head()
-            for update in chunk:
-                args.extend(_update_args(update))
-            reply = yield Call(
-                "track_set_many", [*self.keys.hot, *(self.keys.job(u.jid) for u in chunk)], args
+            reply = yield self._call(
+                "track_set_many",
+                jobs=[self.keys.job(u.jid) for u in chunk],
+                updates=[_update_args(u) for u in chunk],
             )
             for update, one in zip(chunk, scripts.outcome(reply, ""), strict=True):
                 ok = one[0] == scripts.OK
@@ -219,7 +210,7 @@ class Lifecycle(PlanBase):
     def success(self, jid: str, *, attempt: object = None) -> Plan[Track]:
         """The job finished well; with ``attempt``, only if that is its current attempt."""
         check_name("jid", jid)
-        return self._transition("success", jid, _attempt_arg(check_attempt(attempt)))
+        return self._transition("success", jid, attempt=check_attempt(attempt))
 
     def fail(
         self,
@@ -240,17 +231,15 @@ class Lifecycle(PlanBase):
             check_text("error_type", error_type, 256)
         if not isinstance(retry, bool):
             raise InvalidInput("retry", f"expected true or false, got {type(retry).__name__}")
-        fence = _attempt_arg(check_attempt(attempt))
-        shown = "" if traceback is None else cut_traceback(traceback)
         return self._transition(
             "fail",
             jid,
-            error,
-            error_type or "",
-            "1" if retry else "0",
-            RETRY_BACKOFF_MS,
-            fence,
-            shown,
+            error=error,
+            error_type=error_type,
+            retry=retry,
+            backoff=RETRY_BACKOFF_MS,
+            attempt=check_attempt(attempt),
+            traceback=None if traceback is None else cut_traceback(traceback),
         )
 
     def retry(self, jid: str, *, dependents: bool = False) -> Plan[Track]:
@@ -260,15 +249,13 @@ class Lifecycle(PlanBase):
         death killed wait again too."""
         check_name("jid", jid)
         check_bool("dependents", dependents)
-        return self._transition("retry", jid, "1" if dependents else "0")
+        return self._transition("retry", jid, revive=dependents)
 
     def delete(self, jid: str) -> Plan[State]:
         """Forget a finished job (success, dead, cancelled): its track and every index
         entry; returns the state it had. A job registered later finds it unknown."""
         check_name("jid", jid)
-        keys = self.keys
-        own = [keys.staged(jid), keys.released(jid), keys.children(jid)]
-        reply = yield Call("delete", [*keys.for_job(jid), *own], [*self._head(), jid])
+        reply = yield self._call("delete", jid)
         was = scripts.outcome(reply, jid)
         return State(was.decode() if isinstance(was, bytes) else was)
 
@@ -302,17 +289,12 @@ def _update_from(item: Mapping[str, Any]) -> TrackUpdate:
     return track_update(**item)
 
 
-def _update_args(update: TrackUpdate) -> list[Any]:
-    return [
-        update.jid,
-        "" if update.percent is None else update.percent,
-        "" if update.desc is None else "1",
-        update.desc or "",
-        "" if update.reserve_until is None else update.reserve_until,
-        _attempt_arg(update.attempt),
-    ]
-
-
-def _attempt_arg(attempt: int | None) -> int | str:
-    """A script's attempt argument: '' when the writer names none (no fencing)."""
-    return "" if attempt is None else attempt
+def _update_args(update: TrackUpdate) -> dict[str, Any]:
+    """The arguments of one TRACK SET, by name (see interface.py)."""
+    return {
+        "percent": update.percent,
+        "desc_given": update.desc is not None,
+        "desc": update.desc,
+        "reserve_until": update.reserve_until,
+        "attempt": update.attempt,
+    }

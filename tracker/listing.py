@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import scripts
-from .calls import Call, Plan, PlanBase, Read
+from .calls import Plan, PlanBase, Read
 from .errors import InvalidInput
+from .fields import stored
 from .keys import QUEUE_BAND
 from .model import (
     MAX_DIGITS,
@@ -31,6 +31,7 @@ INDEX_BUDGET = 400
 INDEX_CALLS = 3
 #: Entries (and bands, which count one each) one call of list.lua reads at most.
 LIST_BUDGET = 200
+F_STATE, F_ATTEMPTS = stored("state"), stored("attempts")
 
 
 class Listing(PlanBase):
@@ -52,14 +53,14 @@ class Listing(PlanBase):
     def state(self, jid: str) -> Plan[State]:
         """Only the job's state: what a worker polls to learn of a cancel."""
         check_name("jid", jid)
-        (raw,) = yield Read([("hget", (self.keys.job(jid), "s"))])
+        (raw,) = yield Read([("hget", (self.keys.job(jid), F_STATE))])
         return State.UNKNOWN if raw is None else State(raw.decode())
 
     def state_and_attempt(self, jid: str) -> Plan[tuple[State, int]]:
         """The job's state and current attempt (0 before its first start): what a worker
         polls to learn that its job was cancelled, or reaped and started again."""
         check_name("jid", jid)
-        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), ["s", "a"]))])
+        ((state, attempt),) = yield Read([("hmget", (self.keys.job(jid), [F_STATE, F_ATTEMPTS]))])
         if state is None:
             return State.UNKNOWN, 0
         return State(state.decode()), int(attempt or 0)
@@ -71,7 +72,7 @@ class Listing(PlanBase):
 
     def stats(self) -> Plan[Stats]:
         """Counts of live jobs by state, overall and per queue."""
-        reply = yield Call("stats", list(self.keys.shared), self._head())
+        reply = yield self._call("stats")
         flat = scripts.outcome(reply, "")
         stats = Stats()
         for i in range(0, len(flat), 3):
@@ -163,11 +164,11 @@ class Listing(PlanBase):
 
     def _read_bands(self, asked: list[tuple[_Band, int]]) -> Plan[None]:
         """One call of list.lua for these bands, each asked for that many more jobs."""
-        args: list[Any] = [len(asked)]
+        bands = []
         for band, count in asked:
             ms, jid = band.position or ("", "")
-            args += [band.state, band.qid, ms, jid, count]
-        reply = yield Call("list", list(self.keys.shared), [*self._head(), *args])
+            bands.append((band.state, band.qid, ms, jid, count))
+        reply = yield self._call("list", bands=bands)
         flat, at = scripts.outcome(reply, ""), 0
         for band, count in asked:
             n = int(flat[at])
@@ -240,18 +241,15 @@ class Listing(PlanBase):
         chosen: list[tuple[str, int]] = []
         cursor, walked = after, ""
         for _ in range(INDEX_CALLS):
-            reply = yield Call(
+            reply = yield self._call(
                 "list_index",
-                [*self.keys.shared, index],
-                [
-                    *self._head(),
-                    ",".join(states),
-                    queue or "",
-                    "" if cursor is None else cursor[0],
-                    "" if cursor is None else self.keys.job(cursor[1]),
-                    limit + 1 - len(chosen),
-                    INDEX_BUDGET,
-                ],
+                index=index,
+                state_names=",".join(states),
+                queue=queue,
+                after_ms=None if cursor is None else cursor[0],
+                after_key=None if cursor is None else self.keys.job(cursor[1]),
+                want=limit + 1 - len(chosen),
+                reads=INDEX_BUDGET,
             )
             flat, resume = scripts.outcome(reply, "")
             chosen += [(flat[i].decode(), int(flat[i + 1])) for i in range(0, len(flat), 2)]

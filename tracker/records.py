@@ -9,8 +9,27 @@ from typing import Any
 
 import msgpack
 
+from .fields import stored
 from .keys import Keys
 from .model import State, Track
+
+# the stored names of the fields a track is decoded from (fields.py)
+_STATE, _UPDATED, _CREATED, _QUEUE = (
+    stored(n) for n in ("state", "updated_at", "created_at", "queue")
+)
+_ATTEMPTS, _MAX_ATTEMPTS, _PERCENT, _DESC = (
+    stored(n) for n in ("attempts", "max_attempts", "percent", "desc")
+)
+_RESERVE_UNTIL, _LABELS, _ERRORS, _PARENT = (
+    stored(n) for n in ("reserve_until", "labels", "errors", "parent")
+)
+_BLOCKED_BY, _ELIGIBLE_AT, _PREREQUISITES, _PENDING, _GATE_HELD = (
+    stored(n) for n in ("blocked_by", "eligible_at", "prerequisites", "pending", "gate_held")
+)
+_BATCH, _CHILDREN, _SUCCEEDED, _DEAD, _SEALED = (
+    stored(n) for n in ("batch", "children", "children_succeeded", "children_dead", "sealed")
+)
+_PAYLOAD, _TRACEBACKS = stored("payload"), stored("tracebacks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,32 +95,32 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
     if not fields:
         return Track(jid=jid, state=State.UNKNOWN)
     get = fields.get
-    state = State(fields[b"s"].decode())
+    state = State(fields[_STATE].decode())
     if state is State.UNKNOWN:  # the event of a deletion (delete.lua)
-        updated = get(b"u")
+        updated = get(_UPDATED)
         return Track(
             jid=jid,
             state=state,
             updated_at=None if updated is None else int(updated),
-            queue=None if get(b"q") is None else fields[b"q"].decode(),
+            queue=None if get(_QUEUE) is None else fields[_QUEUE].decode(),
         )
-    percent, desc, reserve, labels = get(b"p"), get(b"d"), get(b"r"), get(b"l")
-    errors, parent, blocked, eligible = get(b"e"), get(b"P"), get(b"bb"), get(b"ea")
-    total = get(b"pt")
-    batch = _batch(fields, state) if get(b"B") else None
+    percent, desc, reserve, labels = get(_PERCENT), get(_DESC), get(_RESERVE_UNTIL), get(_LABELS)
+    errors, parent, blocked = get(_ERRORS), get(_PARENT), get(_BLOCKED_BY)
+    eligible, total = get(_ELIGIBLE_AT), get(_PREREQUISITES)
+    batch = _batch(fields, state) if get(_BATCH) else None
     return Track(
         jid=jid,
         state=state,
-        updated_at=int(fields[b"u"]),
-        created_at=int(fields[b"c"]),
+        updated_at=int(fields[_UPDATED]),
+        created_at=int(fields[_CREATED]),
         percent=batch.pop("percent") if batch else None if percent is None else int(percent),
         desc=None if desc is None else desc.decode(),
         reserve_until=None if reserve is None else int(reserve),
-        queue=fields[b"q"].decode(),
-        attempts=int(fields[b"a"]),
-        max_attempts=int(fields[b"m"]),
+        queue=fields[_QUEUE].decode(),
+        attempts=int(fields[_ATTEMPTS]),
+        max_attempts=int(fields[_MAX_ATTEMPTS]),
         labels=None if labels is None else msgpack.unpackb(labels),
-        errors=() if errors is None else _errors(errors, get(b"tb")),
+        errors=() if errors is None else _errors(errors, get(_TRACEBACKS)),
         prerequisites=None
         if total is None
         else {"total": int(total), "pending": _pending_prerequisites(fields)},
@@ -109,7 +128,7 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
         batch=batch,
         blocked_by=None if blocked is None else blocked.decode(),
         eligible_at=None if eligible is None else int(eligible),
-        payload=None if get(b"pj") is None else json.loads(fields[b"pj"]),
+        payload=None if get(_PAYLOAD) is None else json.loads(fields[_PAYLOAD]),
     )
 
 
@@ -128,12 +147,12 @@ def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) 
             release_ms=None if release is None else int(release),
         )
     get = fields.get
-    percent, desc, reserve = get(b"p"), get(b"d"), get(b"r")
+    percent, desc, reserve = get(_PERCENT), get(_DESC), get(_RESERVE_UNTIL)
     track = Track(
         jid=jid,
-        state=State(fields[b"s"].decode()),
-        updated_at=int(fields[b"u"]),
-        queue=fields[b"q"].decode(),
+        state=State(fields[_STATE].decode()),
+        updated_at=int(fields[_UPDATED]),
+        queue=fields[_QUEUE].decode(),
         percent=None if percent is None else int(percent),
         desc=None if desc is None else desc.decode(),
         reserve_until=None if reserve is None else int(reserve),
@@ -154,14 +173,14 @@ def _errors(errors: bytes, tracebacks: bytes | None) -> tuple[dict[str, Any], ..
 
 def _pending_prerequisites(fields: dict[bytes, bytes]) -> int:
     """Prerequisites not yet succeeded: ``pp`` less the hold of a waiting batch (``gh``)."""
-    return int(fields.get(b"pp", 0)) - int(fields.get(b"gh", 0))
+    return int(fields.get(_PENDING, 0)) - int(fields.get(_GATE_HELD, 0))
 
 
 def _batch(fields: dict[bytes, bytes], state: State) -> dict[str, Any]:
-    total, success, dead = (int(fields.get(k, 0)) for k in (b"bt", b"bs", b"bd"))
-    sealed = fields.get(b"sl") == b"1"
+    total, success, dead = (int(fields.get(k, 0)) for k in (_CHILDREN, _SUCCEEDED, _DEAD))
+    sealed = fields.get(_SEALED) == b"1"
     # the scripts keep a batch's percent in p (see batch_percent in lua/_graph.lua)
-    percent = 100 if state is State.SUCCESS else int(fields.get(b"p", 0))
+    percent = 100 if state is State.SUCCESS else int(fields.get(_PERCENT, 0))
     return {
         "total": total,
         "pending": total - success - dead,

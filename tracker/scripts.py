@@ -2,7 +2,9 @@
 
 ``lua/_common.lua``, ``lua/_graph.lua`` and ``lua/_cycle.lua`` are the library's shared top; each
 operation is ``lua/<name>.lua``, registered as the function
-``tracker_<version>_<name>``, whose body starts by calling ``begin(KEYS, ARGV)``.
+``tracker_<version>_<name>``, whose body starts with a prelude generated from the
+operation's declaration in interface.py: ``begin(KEYS, ARGV)`` (the shared keys and the
+head), then a local name for each of its own keys and arguments.
 
 Why functions rather than EVALSHA: a script re-runs its whole top level on every
 call, and defining the shared helpers alone cost about 30 us per call on Redis 7,
@@ -17,6 +19,7 @@ turns a reply into its value or the matching exception, in one place.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
@@ -24,39 +27,15 @@ from typing import Any
 
 import redis.exceptions
 
+from . import fields, interface
 from .cluster import is_cluster
 from .errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from .times import format_time
 
-OPERATIONS = (
-    "register",
-    "start",
-    "track_set",
-    "track_set_many",
-    "success",
-    "fail",
-    "reap",
-    "cancel",
-    "pause",
-    "resume",
-    "seal",
-    "drain",
-    "promote",
-    "stats",
-    "list",
-    "list_index",
-    "prune",
-    "prune_labels",
-    "retry",
-    "delete",
-    "worker_beat",
-)
+OPERATIONS = tuple(interface.OPERATIONS)
 
 #: The library's shared top, in this order.
 SHARED = ("_common.lua", "_graph.lua", "_cycle.lua")
-
-#: Operations called in the short "hot" layout of KEYS and ARGV (see _common.lua).
-HOT = frozenset({"track_set", "track_set_many"})
 
 OK, NOT_FOUND, CONFLICT, INVALID = 0, 1, 2, 3
 
@@ -67,15 +46,98 @@ def library() -> tuple[str, str]:
     folder = resources.files("tracker") / "lua"
     shared = [(folder / name).read_text(encoding="utf-8") for name in SHARED]
     bodies = {name: (folder / f"{name}.lua").read_text(encoding="utf-8") for name in OPERATIONS}
-    digest = hashlib.sha1("\0".join([*shared, *bodies.values()]).encode()).hexdigest()[:12]
-    parts = [f"#!lua name=tracker_{digest}", *shared]
+    top = "\n".join([fields.lua_constants(), *shared])
+    parts = [fields.lua_constants(), *shared, _begin()]
     for name, body in bodies.items():
-        begin = "begin_hot" if name in HOT else "begin"
+        operation = interface.OPERATIONS[name]
+        check_body(name, body, operation, top)
         parts.append(
-            f"redis.register_function('tracker_{digest}_{name}', function(KEYS, ARGV)\n"
-            f"{begin}(KEYS, ARGV)\n{body}\nend)"
+            f"redis.register_function('tracker_{{digest}}_{name}', function(KEYS, ARGV)\n"
+            f"begin(KEYS, ARGV)\n{prelude(operation)}{body}\nend)"
         )
-    return digest, "\n".join(parts)
+    source = "\n".join(parts)
+    digest = hashlib.sha1(source.encode()).hexdigest()[:12]
+    return digest, f"#!lua name=tracker_{digest}\n" + source.replace("{digest}", digest)
+
+
+def _begin() -> str:
+    """begin(): binds the shared keys and the head of a call (interface.SHARED_KEYS and
+    HEAD) to the library's per-call variables, then started() (in _common.lua)."""
+    lines = ["-- generated from interface.py (SHARED_KEYS, HEAD)"]
+    lines.append("local function begin(KEYS, ARGV)")
+    states = []
+    for i, (variable, _) in enumerate(interface.SHARED_KEYS, 1):
+        if variable.startswith("STATE_KEY."):
+            states.append(f"{variable[len('STATE_KEY.') :]} = KEYS[{i}]")
+        else:
+            lines.append(f"  {variable} = KEYS[{i}]")
+    lines.append("  STATE_KEY = {" + ", ".join(states) + "}")
+    lines += [f"  {variable} = ARGV[{i}]" for i, variable in enumerate(interface.HEAD, 1)]
+    lines += ["  started()", "end"]
+    return "\n".join(lines)
+
+
+def prelude(operation: interface.Operation) -> str:
+    """The Lua that binds an operation's declared keys and arguments to local names
+    (see the layout in interface.py)."""
+    lines = []
+    key_at, arg_at = len(interface.SHARED_KEYS), len(interface.HEAD)
+    for name in operation.keys:
+        key_at += 1
+        lines.append(f"local {name.upper()} = KEYS[{key_at}]")
+    for name in operation.args:
+        arg_at += 1
+        lines.append(f"local {name.upper()} = ARGV[{arg_at}]")
+    lists = [*operation.key_lists, *operation.arg_lists]
+    if lists:
+        names = ", ".join(many.name.upper() for many in lists)
+        lines.append(f"local {names} = {', '.join('{}' for _ in lists)}")
+        counts = arg_at
+        arg_at += len(lists)
+        lines.append(f"do local k, a = {key_at + 1}, {arg_at + 1}")
+        for n, many in enumerate(lists, 1):
+            source, at = ("KEYS", "k") if many in operation.key_lists else ("ARGV", "a")
+            if many.members:
+                entry = (
+                    "{"
+                    + ", ".join(
+                        f"{member} = {source}[{at}{f' + {i}' if i else ''}]"
+                        for i, member in enumerate(many.members)
+                    )
+                    + "}"
+                )
+            else:
+                entry = f"{source}[{at}]"
+            lines.append(
+                f"  for i = 1, tonumber(ARGV[{counts + n}]) do "
+                f"{many.name.upper()}[i] = {entry}; {at} = {at} + {many.width} end"
+            )
+        lines.append("end")
+    return "".join(line + "\n" for line in lines)
+
+
+def check_body(name: str, body: str, operation: interface.Operation, top: str) -> None:
+    """Refuse a script that reads KEYS or ARGV by position, leaves a declared name unused,
+    binds a name the library's top already has (it would hide it), or uses an upper-case
+    name that neither its declaration nor the library's top defines (a misspelt one)."""
+    if "KEYS[" in body or "ARGV[" in body:
+        raise interface.InterfaceError(f"{name}.lua: reads KEYS or ARGV by position")
+    code, defined = _capitals(body), _capitals(top)
+    declared = {declared.upper() for declared in operation.names}
+    for lua in declared:
+        if lua not in code:
+            raise interface.InterfaceError(f"{name}.lua: {lua} is declared but never used")
+        if lua in defined:
+            raise interface.InterfaceError(f"{name}.lua: {lua} hides a name of the library")
+    unknown = code - defined - declared
+    if unknown:
+        raise interface.InterfaceError(f"{name}.lua: {sorted(unknown)} are not declared")
+
+
+def _capitals(lua: str) -> set[str]:
+    """The upper-case names Lua code uses, comments and strings left out."""
+    code = re.sub(r"'(?:[^'\\\n]|\\.)*'", "''", re.sub(r"--[^\n]*", "", lua))
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]*\b", code))
 
 
 def missing_function(exc: redis.exceptions.ResponseError) -> bool:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import scripts
-from .calls import Call, Plan, PlanBase, Read
+from .calls import Plan, PlanBase, Read
 from .errors import StoreUnavailable
 from .lifecycle import RETRY_BACKOFF_MS
 from .model import Track
@@ -49,7 +49,7 @@ class Upkeep(PlanBase):
         """Finish fan-out work (releases, propagation) that an interrupted call left."""
         rounds = 1
         while True:
-            reply = yield Call("drain", list(self.keys.shared), self._head())
+            reply = yield self._call("drain")
             if not scripts.outcome(reply, ""):
                 return rounds
             rounds += 1
@@ -68,7 +68,7 @@ class Upkeep(PlanBase):
             if reserve_until > now:
                 break
             jid = raw.decode()
-            reply = yield self._job_call("reap", jid, RETRY_BACKOFF_MS)
+            reply = yield self._call("reap", jid, backoff=RETRY_BACKOFF_MS)
             if reply[0] == scripts.OK:
                 reaped.append(self.decode(jid, reply[1]))
                 if reply[2]:
@@ -80,7 +80,7 @@ class Upkeep(PlanBase):
         ``check_handoff`` in lua/_graph.lua); returns how many."""
         total = 0
         while True:
-            reply = yield Call("promote", list(self.keys.shared), [*self._head(), RETRY_BACKOFF_MS])
+            reply = yield self._call("promote", backoff=RETRY_BACKOFF_MS)
             enqueued, more, fanout = scripts.outcome(reply, "")
             total += int(enqueued)
             if fanout:  # a job failed for good: its dependents follow
@@ -100,22 +100,20 @@ class Upkeep(PlanBase):
         queues none of whose jobs is live (their ids freed for new names); returns how
         many entries went. ``calls``: at most that many calls (``None``: until nothing is
         due)."""
-        own = [self.keys.bands_due, self.keys.queues_recorded, self.keys.free_queue_ids]
-        return (yield from self._prune_due("prune", own, budget, calls))
+        return (yield from self._prune_due("prune", budget, calls))
 
     def prune_labels(self, budget: int = PRUNE_BUDGET, calls: int | None = None) -> Plan[int]:
         """Drop expired jobs from the label and children zsets that are due; returns how
         many went. ``calls`` as for :meth:`prune_states`."""
-        own = [self.keys.labels_in_use, self.keys.labels_in_use_unscored]
-        return (yield from self._prune_due("prune_labels", own, budget, calls))
+        return (yield from self._prune_due("prune_labels", budget, calls))
 
-    def _prune_due(self, script: str, own: list[str], budget: int, calls: int | None) -> Plan[int]:
+    def _prune_due(self, script: str, budget: int, calls: int | None) -> Plan[int]:
         """Calls of a pruning script while it says more is due, each spending at most
         ``budget``; at most ``calls`` of them (a maintenance round makes
         :data:`PRUNE_CALLS`: the rest waits for the next round)."""
         removed, made = 0, 0
         while calls is None or made < calls:
-            reply = yield Call(script, [*self.keys.shared, *own], [*self._head(), budget])
+            reply = yield self._call(script, reads=budget)
             made += 1
             gone, more = scripts.outcome(reply, "")
             removed += int(gone)

@@ -22,7 +22,7 @@ from typing import Any
 import msgpack
 
 from . import scripts
-from .calls import Call, Plan, PlanBase, Read
+from .calls import Plan, PlanBase, Read
 from .errors import TrackerError
 from .model import check_name
 from .times import format_time
@@ -78,9 +78,9 @@ class Workers(PlanBase):
         check_name("worker", name)
         packed = msgpack.packb({**record, "interval": int(interval * 1000)})
         forget_after = int(interval * 1000 * GONE_AFTER)
-        keys = [*self.keys.shared, self.keys.workers, self.keys.worker_beats]
-        args = [*self._head(), name, packed, forget_after, "1" if leaving else "0"]
-        reply = yield Call("worker_beat", keys, args)
+        reply = yield self._call(
+            "worker_beat", name=name, record=packed, forget_after=forget_after, leaving=leaving
+        )
         return int(scripts.outcome(reply, name))
 
     def workers(self) -> Plan[list[Worker]]:

@@ -1,17 +1,9 @@
 -- The top of tracker's function library; scripts.py puts _graph.lua after it and
 -- registers each operation's file as one function. This part runs once, when the
--- library is loaded: every call then starts with begin(), which sets the per-call
--- values below from the call's KEYS and ARGV.
---
--- KEYS[1]  events stream          KEYS[2]  reservations zset    KEYS[3] queues hash
--- KEYS[4..11] state zsets: waiting paused enqueued working failed success dead cancelled
--- KEYS[12] delay schedule zset    KEYS[13] fan-out task list
--- KEYS[14..] the operation's own keys (a job's hash, then its payload, ...)
--- ARGV[1] now in ms, or '' for the server's TIME   ARGV[2] TTL ms
--- ARGV[3] PENDING_TTL ms   ARGV[4] DONE_TTL ms     ARGV[5] events kept (approximate)
--- ARGV[6] length of a job key's prefix             ARGV[7] '1' to propagate failures
--- ARGV[8] most jobs one call may touch through the graph (the rest becomes fan-out tasks)
--- ARGV[9..] the operation's own arguments
+-- library is loaded: every call then starts with begin() (generated from interface.py),
+-- which binds the per-call values below from the call's shared KEYS and head ARGV, then
+-- calls started(). Each operation's own keys and arguments are bound to names by a
+-- prelude generated from its declaration in interface.py: scripts use names only.
 --
 -- Keys of jobs reached through data (dependents, children, parents) are never
 -- built here: registration stores the key names keys.py built, and scripts read them.
@@ -29,13 +21,12 @@ local BAND = 4398046511104 -- 2^42: one queue's range of scores in a state zset
 local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is no queue's)
 local MAX_ERRORS = 10
 
--- The fields of a job's hash that its events and replies carry: those the track is
--- decoded from (decode_track() in records.py), always in this order. The rest (key names,
--- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
--- own, and streaming it for every change cost a release as much as its own writes;
--- and entries sharing their fields in order keep the names once in the stream.
-local TRACK_FIELDS = {'s', 'u', 'c', 'q', 'a', 'm', 'p', 'd', 'r', 'l', 'e', 'P', 'bb', 'ea',
-                      'pt', 'pp', 'gh', 'B', 'bt', 'bs', 'bd', 'sl'}
+-- TRACK_FIELDS (generated from fields.py, above this file): the fields of a job's hash
+-- that its events and replies carry, those the track is decoded from (decode_track() in
+-- records.py), always in this order. The rest (key names, the fingerprint, the sets a
+-- job waits in, its prerequisites' jids) is the scripts' own, and streaming it for every
+-- change cost a release as much as its own writes; and entries sharing their fields in
+-- order keep the names once in the stream.
 
 local EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT
 local STATE_KEY = {}
@@ -43,39 +34,17 @@ local NOW_TEXT -- NOW as int() prints it
 local NOW, TTL, PENDING_TTL, DONE_TTL, EVENTS_KEPT, JOB_PREFIX_LEN, PROPAGATE, BUDGET
 local WORK, SPENT = {}, 0 -- this call's fan-out tasks (see _graph.lua)
 
-local function begin(KEYS, ARGV)
-  EVENTS, RESERVED, QUEUES, SCHEDULE, FANOUT = KEYS[1], KEYS[2], KEYS[3], KEYS[12], KEYS[13]
-  STATE_KEY = {}
-  for i, state in ipairs(STATES) do STATE_KEY[state] = KEYS[3 + i] end
-  NOW = tonumber(ARGV[1])
+-- The head as begin() bound it (strings), made ready for this call.
+local function started()
+  NOW = tonumber(NOW)
   if not NOW then
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   NOW_TEXT = string.format('%.0f', NOW)
-  TTL, PENDING_TTL, DONE_TTL = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-  EVENTS_KEPT, JOB_PREFIX_LEN = ARGV[5], tonumber(ARGV[6])
-  PROPAGATE, BUDGET = ARGV[7] == '1', tonumber(ARGV[8])
-  WORK, SPENT = {}, 0
-end
-
--- The hot path (TRACK SET) gets a shorter call, since every argument costs:
--- KEYS[1] events  KEYS[2] reservations  KEYS[3..7] the unfinished states' zsets
--- (waiting paused enqueued working failed)  KEYS[8..] the jobs' hashes
--- ARGV[1] now or ''  ARGV[2] TTL ms  ARGV[3] PENDING_TTL ms  ARGV[4] events kept
--- ARGV[5] length of a job key's prefix  ARGV[6..] the updates
-local function begin_hot(KEYS, ARGV)
-  EVENTS, RESERVED = KEYS[1], KEYS[2]
-  STATE_KEY = {waiting = KEYS[3], paused = KEYS[4], enqueued = KEYS[5], working = KEYS[6],
-               failed = KEYS[7]}
-  NOW = tonumber(ARGV[1])
-  if not NOW then
-    local t = redis.call('TIME')
-    NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-  end
-  NOW_TEXT = string.format('%.0f', NOW)
-  TTL, PENDING_TTL, EVENTS_KEPT, JOB_PREFIX_LEN = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4],
-    tonumber(ARGV[5])
+  TTL, PENDING_TTL, DONE_TTL = tonumber(TTL), tonumber(PENDING_TTL), tonumber(DONE_TTL)
+  JOB_PREFIX_LEN = tonumber(JOB_PREFIX_LEN)
+  PROPAGATE, BUDGET = PROPAGATE == '1', tonumber(BUDGET)
   WORK, SPENT = {}, 0
 end
 
@@ -252,10 +221,11 @@ local function load(key)
   if #flat == 0 then return nil end
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
-  if not h.Q then return nil end -- every track has a queue id, even mid-registration
-  return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h.Q),
-          reserve_until = tonumber(h.r), label_keys = h.lk, parent = h.P,
-          pending = tonumber(h.pp) or 0, dependents = h.dk, released = h.dr, batch = h.B == '1',
+  if not h[F_QID] then return nil end -- every track has a queue id, even mid-registration
+  return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h[F_QID]),
+          reserve_until = tonumber(h.r), label_keys = h.lk, parent = h[F_PARENT],
+          pending = tonumber(h.pp) or 0, dependents = h.dk, released = h.dr,
+          batch = h[F_BATCH] == '1',
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}

@@ -40,7 +40,7 @@ local function closes_cycle(key, dependents, parent, targets)
   end
 
   local down = {seen = {}, queue = {}, head = 1, spent = 0}
-  local up = {seen = {}, queue = {}, head = 1, spent = 0, blind = false}
+  local up = {seen = {}, queue = {}, head = 1, spent = 0}
   down.other, up.other = up, down
 
   -- true when `node` joins `side` where the other side already is: a cycle
@@ -82,9 +82,6 @@ local function closes_cycle(key, dependents, parent, targets)
       item.at = stop and stop + 1 or #item.text + 1
       n = n + 1
       if line == '' then -- nothing: the text's end
-      elseif string.byte(line, 1) ~= 123 then
-        -- a jid, as versions before job keys stored them: this side cannot see its edges
-        up.blind = true
       elseif line == key then -- the new job, whose dependents set is at hand
         spent = spent + 1
         if redis.call('SISMEMBER', dependents, item.job) == 1 then return true end
@@ -110,7 +107,7 @@ local function closes_cycle(key, dependents, parent, targets)
       if node.set then found = scan(side, node) else found = prerequisites(node) end
     else
       local kind, job_key = string.sub(node, 1, 1), string.sub(node, 2)
-      local h = redis.call('HMGET', job_key, 'dk', 'P', 'gk', 'ok', 'pq')
+      local h = redis.call('HMGET', job_key, 'dk', F_PARENT, 'gk', 'ok', 'pq')
       spent = spent + 1
       if side == down and kind == 'R' then
         found = reach(down, 'S' .. job_key)
@@ -136,10 +133,10 @@ local function closes_cycle(key, dependents, parent, targets)
 
   while true do
     local down_done, up_done = down.head > #down.queue, up.head > #up.queue
-    if down_done or (up_done and not up.blind) then return nil end
+    if down_done or up_done then return nil end
     if spent >= CYCLE_BUDGET then return 'graph_too_large' end
     local side = down
-    if not up.blind and not up_done and up.spent < down.spent then side = up end
+    if not up_done and up.spent < down.spent then side = up end
     if step(side) then return 'cycle' end
   end
 end

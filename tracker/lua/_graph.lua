@@ -128,7 +128,7 @@ local rollup
 -- unfinished batch below a cancelled one: the cancel will reach its children.
 local function cancel_coming(parent_key)
   while parent_key do
-    local got = redis.call('HMGET', parent_key, 's', 'P')
+    local got = redis.call('HMGET', parent_key, 's', F_PARENT)
     if got[1] == 'cancelled' then return true end
     if not got[1] or TERMINAL[got[1]] then return false end
     parent_key = got[2]
@@ -428,13 +428,13 @@ end
 -- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
 -- later, only while working. A refusal applies nothing. It is the hot path, so it
 -- reads only the fields it needs and streams only what changed (with jid, state
--- and queue), rather than the whole track. Used by track_set(_many).lua, which run
--- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- and queue), rather than the whole track. Used by track_set(_many).lua: a child's
+-- TRACK SET may touch its batch, never finish it.
 -- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
 -- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
 local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
-  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q', 'a')
+  local got = redis.call('HMGET', key, 's', F_QID, 'r', 'lk', F_PARENT, 'p', F_BATCH, 'q', 'a')
   local state = got[1]
   if not state then return {1} end
   local fenced = fence(state, got[9], attempt)

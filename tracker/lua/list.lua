@@ -1,17 +1,15 @@
 -- list: the newest live jobs of some bands (one state's jobs of one queue), each after
 -- its own cursor: the caller merges bands across calls (see Listing._band_ids in
 -- listing.py), so a call reads only as much as it is asked for.
--- ARGV[9] number of bands, then per band: state, queue id, cursor updated_at (ms) or '',
--- cursor jid, most jobs to return
+-- BANDS per band: state, qid (queue id), ms and jid (the cursor: updated_at, or '', and
+-- jid), count (most jobs to return)
 -- Returns {0, {n, jid, updated_at, ...}}: per band in order, how many it found, then them,
 -- newest first (equal times in descending jid order).
 prune_working()
 local out = {}
-local at = 10
-for _ = 1, tonumber(ARGV[9]) do
-  local state, qid, ms, jid, count = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]),
-    ARGV[at + 3], tonumber(ARGV[at + 4])
-  at = at + 5
+for _, band in ipairs(BANDS) do
+  local state, qid, ms, jid, count = band.state, tonumber(band.qid), tonumber(band.ms), band.jid,
+    tonumber(band.count)
   local key, lo = STATE_KEY[state], qid * BAND
   local horizon = index_horizon(state)
   local low = lo - 1 -- entries above it are alive: older ones expired with their track

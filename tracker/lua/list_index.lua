@@ -2,26 +2,25 @@
 -- cursor, keeping the jobs of the states and queue asked for; at most a budget of entries
 -- is read, so a filter that matches little costs a bounded call, and the caller goes on
 -- from the cursor this returns.
--- KEYS[14] the zset
--- ARGV[9] states, comma separated ('' for all)  ARGV[10] queue ('' for all)
--- ARGV[11] cursor updated_at (ms) or ''  ARGV[12] cursor job key: entries after both
--- ARGV[13] most jobs to return  ARGV[14] most entries to read
+-- INDEX the zset  STATE_NAMES states, comma separated ('' for all)  QUEUE ('' for all)
+-- AFTER_MS cursor updated_at (ms) or ''  AFTER_KEY cursor job key: entries after both
+-- WANT most jobs to return  READS most entries to read
 -- Returns {0, {jid, updated_at, ...}, resume}: the jobs found, newest first; resume is
 -- '' when the zset is read to its end or enough were found, else 'ms\njob key' of the
 -- last entry read (the cursor to go on from).
-local index, want, budget = KEYS[14], tonumber(ARGV[13]), tonumber(ARGV[14])
+local index, want, budget = INDEX, tonumber(WANT), tonumber(READS)
 local wanted = {}
-for _, state in ipairs(ARGV[9] ~= '' and split_lines(string.gsub(ARGV[9], ',', '\n')) or STATES) do
+for _, state in ipairs(STATE_NAMES ~= '' and split_lines(string.gsub(STATE_NAMES, ',', '\n')) or STATES) do
   wanted[state] = true
 end
 local qid = false
-if ARGV[10] ~= '' then
-  qid = redis.call('HGET', QUEUES, ARGV[10])
+if QUEUE ~= '' then
+  qid = redis.call('HGET', QUEUES, QUEUE)
   if not qid then return {0, {}, ''} end
 end
 
 local rank = 0
-if ARGV[11] ~= '' then rank = rank_after(index, ARGV[11], ARGV[12]) end
+if AFTER_MS ~= '' then rank = rank_after(index, AFTER_MS, AFTER_KEY) end
 
 local found, read, stop = {}, 0, nil
 while read < budget do
@@ -29,7 +28,7 @@ while read < budget do
   local page = redis.call('ZREVRANGE', index, rank, rank + size - 1, 'WITHSCORES')
   for i = 1, #page, 2 do
     local key = page[i]
-    local got = redis.call('HMGET', key, 's', 'Q')
+    local got = redis.call('HMGET', key, 's', F_QID)
     read, stop = read + 1, {page[i + 1], key}
     if got[1] and wanted[got[1]] and (not qid or got[2] == qid) then
       found[#found + 1] = jid_of(key)

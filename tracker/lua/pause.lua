@@ -1,9 +1,8 @@
 -- pause: hold a waiting or enqueued job back until it is resumed (an enqueued job
 -- is taken back out of its queue).
--- KEYS[14] job hash
--- ARGV[9] jid
+-- JOB the job's hash
 -- Returns {0, track, 0}, {1}, or {2, state, 'not_pausable'}.
-local job = load(KEYS[14])
+local job = load(JOB)
 if not job then return {1} end
 if job.state ~= 'waiting' and job.state ~= 'enqueued' then
   return {2, job.state, 'not_pausable'}

@@ -2,7 +2,7 @@
 -- enqueued, their event's `rl` counting from eligible_at) and failed jobs whose retry
 -- backoff ended (they stay failed until started); and look at hand-offs not started in
 -- time (check_handoff in _graph.lua). Any number of processes may run it at once.
--- ARGV[9] the first retry's backoff (ms), for a job whose hand-offs were lost
+-- BACKOFF the first retry's backoff (ms), for a job whose hand-offs were lost
 -- Returns {0, {jobs handed over (again, too), 1 when more may be due}}.
 local due = redis.call('ZRANGEBYSCORE', SCHEDULE, '-inf', int(NOW), 'LIMIT', 0, BUDGET)
 local handed = 0
@@ -21,7 +21,7 @@ for _, key in ipairs(due) do
     end
   elseif job and job.h.hd and tonumber(job.h.hd) <= NOW
       and (job.state == 'enqueued' or job.state == 'failed') then
-    if check_handoff(job, tonumber(ARGV[9])) == 'rehanded' then handed = handed + 1 end
+    if check_handoff(job, tonumber(BACKOFF)) == 'rehanded' then handed = handed + 1 end
   end
 end
 local more = 0

@@ -11,13 +11,13 @@
 -- the records (namespaces made before records were kept) are recorded here, due now:
 -- that reads the two tables whole (at most MAX_QUEUES each), only while their sizes
 -- differ, so a call with nothing due reads nothing whatever the queues.
--- KEYS[14] bands by when due (zset of 'state:queue id')  KEYS[15] queue ids recorded
--- (hash id -> name)  KEYS[16] the free queue ids list
--- ARGV[9] most Redis calls and entries dropped, together
+-- BANDS_DUE bands by when due (zset of 'state:queue id')  QUEUES_RECORDED queue ids
+-- recorded (hash id -> name)  FREE_QUEUE_IDS the free queue ids list
+-- READS most Redis calls and entries dropped, together
 -- Returns {0, dropped, more (1 when more is due now, 0 otherwise)}.
 prune_working()
-local qkeys = queue_keys(KEYS[16], KEYS[14], KEYS[15])
-local budget = tonumber(ARGV[9])
+local qkeys = queue_keys(FREE_QUEUE_IDS, BANDS_DUE, QUEUES_RECORDED)
+local budget = tonumber(READS)
 local spent, unrecorded = 4, false
 
 if redis.call('HLEN', QUEUES) ~= redis.call('HLEN', qkeys.recorded) then

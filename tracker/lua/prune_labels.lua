@@ -4,10 +4,10 @@
 -- job, and a track lives at least min(TTL, PENDING_TTL) past its last update. Entries
 -- older than that whose track lives on (a long wait, a long reservation) put the zset
 -- off until the soonest of them may end.
--- KEYS[14] label zsets in use, by when due  KEYS[15] the same, unscored (older versions)
--- ARGV[9] most entries (and zsets) to read
+-- LABELS_IN_USE label zsets in use, by when due  LABELS_IN_USE_UNSCORED the same, unscored
+-- (older versions)  READS most entries (and zsets) to read
 -- Returns {0, removed, more (1 when more is due now, 0 otherwise)}.
-local in_use, unscored, budget = KEYS[14], KEYS[15], tonumber(ARGV[9])
+local in_use, unscored, budget = LABELS_IN_USE, LABELS_IN_USE_UNSCORED, tonumber(READS)
 local horizon = math.min(TTL, PENDING_TTL)
 for _, index in ipairs(redis.call('SPOP', unscored, 100)) do
   redis.call('ZADD', in_use, 'LT', NOW_TEXT, index)

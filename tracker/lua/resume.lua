@@ -1,9 +1,8 @@
 -- resume: a paused job goes back to waiting (prerequisites pending or blocked, or its
 -- delay still running) or on, as if released now.
--- KEYS[14] job hash
--- ARGV[9] jid
+-- JOB the job's hash
 -- Returns {0, track, more}, {1}, or {2, state, 'not_paused'}.
-local job = load(KEYS[14])
+local job = load(JOB)
 if not job then return {1} end
 if job.state ~= 'paused' then return {2, job.state, 'not_paused'} end
 if job.pending > 0 or job.blocked_by then

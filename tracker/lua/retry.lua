@@ -1,11 +1,10 @@
 -- retry: a dead, failed or cancelled job that has a payload goes back to its queue,
 -- handed over as a release does it. Attempts go on from where they were (max_attempts
 -- one more when they are exhausted), errors are kept. What its death or cancel blocked
--- waits again (propagation off); with ARGV[10], what it killed waits again too.
--- KEYS[14] job hash
--- ARGV[9] jid  ARGV[10] '1' to revive the dependents its death killed
+-- waits again (propagation off); with REVIVE, what it killed waits again too.
+-- JOB the job's hash  REVIVE '1' to revive the dependents its death killed
 -- Returns {0, track, more}, {1}, or {2, state, 'not_retryable' | 'no_payload' | 'batch_computed'}.
-local job = load(KEYS[14])
+local job = load(JOB)
 if not job then return {1} end
 local was = job.state
 if was ~= 'dead' and was ~= 'failed' and was ~= 'cancelled' then
@@ -34,6 +33,6 @@ if not dispatch(job) then -- its hand-off is unreadable: dead again, and what it
 end
 if was ~= 'failed' then
   add_work('unmark', job.dependents, root)
-  if ARGV[10] == '1' then add_work('revive', job.released, root) end
+  if REVIVE == '1' then add_work('revive', job.released, root) end
 end
 return {0, track, work()}

@@ -1,8 +1,7 @@
 -- seal: a batch takes no more children; it succeeds once every child has.
--- KEYS[14] job hash
--- ARGV[9] jid
+-- JOB the job's hash
 -- Returns {0, track, more}, {1}, or {2, state, 'not_batch' | 'finished'}.
-local job = load(KEYS[14])
+local job = load(JOB)
 if not job then return {1} end
 if not job.batch then return {2, job.state, 'not_batch'} end
 if job.h.sl == '1' then return {0, redis.call('HGETALL', job.key), 0} end

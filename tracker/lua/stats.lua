@@ -1,5 +1,4 @@
 -- stats: how many live jobs each queue has in each state (pruning what expired).
--- ARGV[9..] nothing
 -- Returns {0, {queue, state, count, queue, state, count, ...}} for every non-zero count.
 prune_working()
 local queues = redis.call('HGETALL', QUEUES)

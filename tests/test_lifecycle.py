@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from importlib import resources
+
 import pytest
 from conftest import set_and_get
 
 from tracker import Conflict, NotFound, State, Tracker
-from tracker.records import decode_event
+from tracker.records import TRACK_FIELDS, decode_event
 
 
 def test_register_enqueues_a_job_with_no_prerequisites(tracker: Tracker) -> None:
@@ -292,9 +295,15 @@ SCRIPTS_OWN = {
 }
 
 
-def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fields(
-    tracker: Tracker,
-) -> None:
+def test_events_hold_the_track_fields_in_the_order_the_decoder_reads_them() -> None:
+    source = (resources.files("tracker") / "lua" / "_common.lua").read_text(encoding="utf-8")
+    declared = re.search(r"local TRACK_FIELDS = \{(.*?)\}", source, re.DOTALL)
+    assert declared is not None
+    assert re.findall(r"'(\w+)'", declared.group(1)) == [f.decode() for f in TRACK_FIELDS]
+    assert not SCRIPTS_OWN & set(TRACK_FIELDS)
+
+
+def test_each_lifecycle_event_carries_the_whole_track(tracker: Tracker) -> None:
     tracker.register("batch", batch=True, labels={"team": "a"})
     tracker.register("build")
     tracker.register("job", parent="batch", prerequisites=["build"], labels={"k": "v"})
@@ -308,10 +317,35 @@ def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fiel
     tracker.seal("batch")
     seen = 0
     for entry_id, fields in tracker.client.xrange(tracker.keys.events):
-        assert not SCRIPTS_OWN & set(fields), fields
+        assert set(fields) == {b"jid", b"t"}, fields
         event = decode_event(tracker.keys, entry_id, fields)
         if event.change and fields[b"jid"] == b"job":
             seen += 1
             final = event.track
     assert seen == 6  # waiting, enqueued, working, failed, working, success
     assert final == tracker.track_get("job")
+
+
+def test_a_track_set_event_carries_the_whole_track(tracker: Tracker) -> None:
+    tracker.register("batch", batch=True)
+    tracker.register("job", parent="batch", labels={"k": "v"}, max_attempts=20)
+    for _ in range(10):  # a history of 10 errors, over 64 KiB as JSON
+        tracker.start("job")
+        tracker.fail("job", '"' * 4096)
+    tracker.start("job")
+    for desc in "", "d" * 300, "done":
+        after = tracker.newest_event()
+        tracker.track_set("job", percent=len(desc) % 101, desc=desc)
+        (event,) = (e for e in tracker.events(after) if e.track.jid == "job")
+        assert not event.change
+        assert event.track == tracker.track_get("job")
+        assert event.track.desc == desc
+
+
+def test_a_deletion_event_says_the_job_is_unknown(tracker: Tracker) -> None:
+    tracker.register("job", queue="qa")
+    tracker.cancel("job")
+    tracker.delete("job")
+    event = tracker.events("0")[-1]
+    assert (event.track.jid, event.track.state, event.track.queue) == ("job", State.UNKNOWN, "qa")
+    assert (event.was, event.change) == (State.CANCELLED, True)

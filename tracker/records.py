@@ -42,12 +42,13 @@ class Related:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of the event stream (see the key layout in keys.py).
+    """One entry of the event stream (see the key layout in keys.py): the whole track
+    after a change (without the payload and tracebacks, which may weigh kilobytes).
 
-    ``was`` is the state a lifecycle change left (``None`` for a new job); a TRACK
-    SET has ``change`` False and a ``track`` of only what it changed (with state,
-    queue and updated_at). ``release_ms`` is how long a released job waited between
-    becoming releasable and its release, when the event is a release.
+    ``change`` is False for a TRACK SET, True for a lifecycle change; ``was`` is the
+    state a lifecycle change left (``None`` for a new job). ``release_ms`` is how long a
+    released job waited between becoming releasable and its release, when the event
+    is a release.
     """
 
     id: str
@@ -55,6 +56,11 @@ class Event:
     change: bool
     was: State | None = None
     release_ms: int | None = None
+
+
+#: The hash fields an event carries, in the order it holds their values (TRACK_FIELDS
+#: in lua/_common.lua, which a test keeps equal to this).
+TRACK_FIELDS = tuple(b"s u c q a m p d r l e P bb ea pt pp gh B bt bs bd sl".split())
 
 
 def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes]) -> Track:
@@ -103,31 +109,18 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
 
 
 def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    """An :class:`Event` from one stream entry."""
+    """An :class:`Event` from one stream entry: ``jid``, and ``t``, the msgpack array
+    that add_event in lua/_common.lua writes."""
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    jid = fields[b"jid"].decode()
-    release = fields.get(b"rl")
-    if b"w" in fields:
-        was = fields[b"w"].decode()
-        return Event(
-            event_id,
-            decode_track(keys, jid, fields),
-            change=True,
-            was=State(was) if was else None,
-            release_ms=None if release is None else int(release),
-        )
-    get = fields.get
-    percent, desc, reserve = get(b"p"), get(b"d"), get(b"r")
-    track = Track(
-        jid=jid,
-        state=State(fields[b"s"].decode()),
-        updated_at=int(fields[b"u"]),
-        queue=fields[b"q"].decode(),
-        percent=None if percent is None else int(percent),
-        desc=None if desc is None else desc.decode(),
-        reserve_until=None if reserve is None else int(reserve),
+    was, release, *values = msgpack.unpackb(fields[b"t"], raw=True)
+    stored = {name: v for name, v in zip(TRACK_FIELDS, values, strict=True) if v is not None}
+    return Event(
+        event_id,
+        decode_track(keys, fields[b"jid"].decode(), stored),
+        change=was is not None,
+        was=State(was.decode()) if was else None,
+        release_ms=None if release is None else int(release),
     )
-    return Event(event_id, track, change=False)
 
 
 def _errors(errors: bytes, tracebacks: bytes | None) -> tuple[dict[str, Any], ...]:

@@ -30,10 +30,10 @@ local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is n
 local MAX_ERRORS = 10
 
 -- The fields of a job's hash that its events and replies carry: those the track is
--- decoded from (decode_track() in records.py), always in this order. The rest (key names,
--- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
--- own, and streaming it for every change cost a release as much as its own writes;
--- and entries sharing their fields in order keep the names once in the stream.
+-- decoded from (decode_track() in records.py), always in this order (an event holds
+-- their values by position: TRACK_FIELDS in records.py is this list). The rest (key
+-- names, the fingerprint, the sets a job waits in, its prerequisites' jids) is the
+-- scripts' own, and streaming it for every change cost a release as much as its own writes.
 local TRACK_FIELDS = {'s', 'u', 'c', 'q', 'a', 'm', 'p', 'd', 'r', 'l', 'e', 'P', 'bb', 'ea',
                       'pt', 'pp', 'gh', 'B', 'bt', 'bs', 'bd', 'sl'}
 
@@ -261,6 +261,46 @@ local function load(key)
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
 end
 
+-- A job's hash fields `fields` (HMGET), as a table by field name (nil where absent).
+local function read_fields(key, fields)
+  local got = redis.call('HMGET', key, unpack(fields))
+  local h = {}
+  for i = 1, #fields do
+    if got[i] then h[fields[i]] = got[i] end
+  end
+  return h
+end
+
+-- msgpack, written here since not every server's Lua has cmsgpack (fakeredis has not).
+local PACKED_NIL = '\192'
+
+-- A string (or a whole number) as a msgpack str.
+local function packed(value)
+  if type(value) == 'number' then value = int(value) end
+  local n = #value
+  if n < 32 then return string.char(160 + n) .. value end
+  if n < 256 then return '\217' .. string.char(n) .. value end
+  if n < 65536 then return '\218' .. string.char(math.floor(n / 256), n % 256) .. value end
+  return '\219' .. string.char(math.floor(n / 16777216), math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256) .. value
+end
+
+-- Append the event of a change of job `jid` to the stream: `jid`, then `t`, one value
+-- (a msgpack array) with the state it left (`was`: '' for a new job, nil for a TRACK
+-- SET), the release latency in ms (`release_ms`, or nil) and the track `h` (a table by
+-- field name) as TRACK_FIELDS' values in order, nil where absent. The reader needs
+-- nothing else to have the whole track; and since every entry has the same two
+-- fields, the stream keeps their names once per node, not in every entry.
+local function add_event(jid, was, h, release_ms)
+  local parts = {string.char(220, 0, 2 + #TRACK_FIELDS), was and packed(was) or PACKED_NIL,
+                 release_ms and packed(release_ms) or PACKED_NIL}
+  for i = 1, #TRACK_FIELDS do
+    local value = h[TRACK_FIELDS[i]]
+    parts[i + 3] = value and packed(value) or PACKED_NIL
+  end
+  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 't', table.concat(parts))
+end
+
 -- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that
 -- is not running: another than the job's current one (`current`, its field a), or the
 -- current one once it ended while the job goes on (reaped: failed, or enqueued again).
@@ -293,10 +333,10 @@ end
 
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
--- stream. `streamed` (optional): field/value pairs for the event alone, never stored.
+-- stream. `release_ms` (optional): the release latency, for the event alone, never stored.
 -- Returns the track as a flat field/value list (TRACK_FIELDS, then the payload shown
 -- and the tracebacks, which its event leaves out).
-local function commit(job, new_state, fields, streamed)
+local function commit(job, new_state, fields, release_ms)
   SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
   local n = #fields
@@ -337,13 +377,8 @@ local function commit(job, new_state, fields, streamed)
     end
   end
   job.state = new_state
+  add_event(job.jid, old_state or '', h, release_ms)
   local track, size = track_of(h)
-  if streamed then
-    for i = 1, #streamed do track[size + i] = streamed[i] end
-  end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
-    unpack(track))
-  for i = #track, size + 1, -1 do track[i] = nil end
   -- the reply is the whole track; the event leaves out what may weigh kilobytes
   if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
   if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end

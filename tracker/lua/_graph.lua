@@ -195,7 +195,7 @@ release = function(job, since)
     commit(job, 'waiting', {'ea', int(at)})
     redis.call('ZADD', SCHEDULE, int(at), job.key)
   else
-    commit(job, 'enqueued', {}, since and {'rl', int(math.max(NOW - since, 0))})
+    commit(job, 'enqueued', {}, since and math.max(NOW - since, 0))
     dispatch(job)
   end
 end
@@ -417,26 +417,29 @@ end
 
 -- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
 -- later, only while working. A refusal applies nothing. It is the hot path, so it
--- reads only the fields it needs and streams only what changed (with jid, state
--- and queue), rather than the whole track. Used by track_set(_many).lua, which run
--- after begin_hot(): a child's TRACK SET may touch its batch, never finish it.
+-- reads the hash once, for what it judges by and the track its event carries, and
+-- writes only what changed. Used by track_set(_many).lua, which run after
+-- begin_hot(): a child's TRACK SET may touch its batch, never finish it.
 -- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
 -- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
+local TRACK_SET_READS = {'Q', 'lk'} -- then TRACK_FIELDS
+for i = 1, #TRACK_FIELDS do TRACK_SET_READS[i + 2] = TRACK_FIELDS[i] end
 local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
-  local got = redis.call('HMGET', key, 's', 'Q', 'r', 'lk', 'P', 'p', 'B', 'q', 'a')
-  local state = got[1]
+  local h = read_fields(key, TRACK_SET_READS)
+  local state = h.s
   if not state then return {1} end
-  local fenced = fence(state, got[9], attempt)
+  local fenced = fence(state, h.a, attempt)
   if fenced then return fenced end
   if TERMINAL[state] then return {2, state, 'finished'} end
   local jid = jid_of(key)
-  local fields, n = {'u', int(NOW)}, 2
+  local was_percent = tonumber(h.p) or 0
+  local fields, n = {'u', NOW_TEXT}, 2
   local extended = nil
   if reserve_until ~= '' then
-    local wanted, current = tonumber(reserve_until), tonumber(got[3])
+    local wanted, current = tonumber(reserve_until), tonumber(h.r)
     if state ~= 'working' then return {2, state, 'not_working'} end
-    if got[7] == '1' then return {2, state, 'batch_reserve'} end
+    if h.B == '1' then return {2, state, 'batch_reserve'} end
     if wanted < current then return {2, state, 'reserve_earlier', int(current)} end
     if wanted > current then
       extended = wanted
@@ -444,27 +447,27 @@ local function track_set(key, percent, desc_given, desc, reserve_until, attempt,
     end
   end
   if percent ~= '' then
-    if got[7] == '1' then return {2, state, 'batch_percent'} end
+    if h.B == '1' then return {2, state, 'batch_percent'} end
     fields[n + 1], fields[n + 2], n = 'p', percent, n + 2
   end
-  if desc_given == '1' then fields[n + 1], fields[n + 2] = 'd', desc end
+  if desc_given == '1' then fields[n + 1], fields[n + 2], n = 'd', desc, n + 2 end
   redis.call('HSET', key, unpack(fields))
-  redis.call('ZADD', STATE_KEY[state], int(tonumber(got[2]) * BAND + NOW), jid)
+  for i = 1, n, 2 do h[fields[i]] = fields[i + 1] end
+  redis.call('ZADD', STATE_KEY[state], int(tonumber(h.Q) * BAND + NOW), jid)
   if extended then
     redis.call('ZADD', RESERVED, int(extended), jid)
     redis.call('PEXPIRE', key, int(extended - NOW + TTL))
   elseif state ~= 'working' then
     redis.call('PEXPIRE', key, int(PENDING_TTL))
   end
-  if got[4] then
-    for _, label_key in ipairs(split_lines(got[4])) do
-      redis.call('ZADD', label_key, int(NOW), key)
+  if h.lk then
+    for _, label_key in ipairs(split_lines(h.lk)) do
+      redis.call('ZADD', label_key, NOW_TEXT, key)
     end
   end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 's', state, 'q', got[8],
-    unpack(fields))
-  if got[5] and percent ~= '' and tonumber(percent) ~= (tonumber(got[6]) or 0) then
-    rollup(load(key), state, tonumber(percent) - (tonumber(got[6]) or 0))
+  add_event(jid, nil, h)
+  if h.P and percent ~= '' and tonumber(percent) ~= was_percent then
+    rollup(load(key), state, tonumber(percent) - was_percent)
   end
   if returning then return {0, state, redis.call('HGETALL', key)} end
   return {0, state}

@@ -299,6 +299,8 @@ def test_an_event_this_version_cannot_read_is_skipped(server: Server, store: Tra
         store.client.xadd(store.keys.events, {"nothing": "here"})
         store.client.xadd(store.keys.events, {"jid": "odd", "t": b"\xc1"})
         store.client.xadd(store.keys.events, {"jid": "odd", "t": msgpack.packb([None, None])})
+        too_long = [None, None, "working", *["1"] * len(TRACK_FIELDS)]
+        store.client.xadd(store.keys.events, {"jid": "odd", "t": msgpack.packb(too_long)})
         unknown_state = [None, None, "sleeping", *[None] * (len(TRACK_FIELDS) - 1)]
         store.client.xadd(store.keys.events, {"jid": "odd", "t": msgpack.packb(unknown_state)})
         store.start("j1")

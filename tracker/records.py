@@ -110,10 +110,13 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
 
 def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     """An :class:`Event` from one stream entry: ``jid``, and ``t``, the msgpack array
-    that add_event in lua/_common.lua writes."""
+    that add_event in lua/_common.lua writes (whole numbers in it are ints)."""
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
     was, release, *values = msgpack.unpackb(fields[b"t"], raw=True)
-    stored = {name: v for name, v in zip(TRACK_FIELDS, values, strict=True) if v is not None}
+    # the array stops at the last field the track has
+    stored = {name: v for name, v in zip(TRACK_FIELDS, values, strict=False) if v is not None}
+    if b"s" not in stored or len(values) > len(TRACK_FIELDS):
+        raise ValueError("not an event this version wrote")
     return Event(
         event_id,
         decode_track(keys, fields[b"jid"].decode(), stored),

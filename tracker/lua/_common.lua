@@ -273,30 +273,70 @@ end
 
 -- msgpack, written here since not every server's Lua has cmsgpack (fakeredis has not).
 local PACKED_NIL = '\192'
+local SHORT_HEADS = {} -- the one-byte heads of strings under 32 bytes, made when first used
+-- The track fields that hold a time (ms): an event holds them as ints (9 bytes, not 14).
+local TIMES = {u = true, c = true, r = true, ea = true}
 
--- A string (or a whole number) as a msgpack str.
-local function packed(value)
-  if type(value) == 'number' then value = int(value) end
-  local n = #value
-  if n < 32 then return string.char(160 + n) .. value end
-  if n < 256 then return '\217' .. string.char(n) .. value end
-  if n < 65536 then return '\218' .. string.char(math.floor(n / 256), n % 256) .. value end
-  return '\219' .. string.char(math.floor(n / 16777216), math.floor(n / 65536) % 256,
-    math.floor(n / 256) % 256, n % 256) .. value
+-- Append string `value` to `parts` as a msgpack str: its head, then the string itself.
+local function pack_string(parts, n, value)
+  local size = #value
+  local head = SHORT_HEADS[size]
+  if not head then
+    if size < 32 then
+      head = string.char(160 + size)
+      SHORT_HEADS[size] = head
+    elseif size < 256 then
+      head = string.char(217, size)
+    elseif size < 65536 then
+      head = string.char(218, math.floor(size / 256), size % 256)
+    else
+      head = string.char(219, math.floor(size / 16777216), math.floor(size / 65536) % 256,
+        math.floor(size / 256) % 256, size % 256)
+    end
+  end
+  parts[n + 1], parts[n + 2] = head, value
+  return n + 2
+end
+
+-- Append time `value` (ms, 0 <= ms < 2^53) to `parts` as a msgpack uint 64.
+local function pack_time(parts, n, value)
+  local ms = tonumber(value)
+  if not ms or ms < 0 or ms % 1 ~= 0 then return pack_string(parts, n, value) end
+  local high, low = math.floor(ms / 4294967296), ms % 4294967296
+  parts[n + 1] = string.char(207, math.floor(high / 16777216), math.floor(high / 65536) % 256,
+    math.floor(high / 256) % 256, high % 256, math.floor(low / 16777216),
+    math.floor(low / 65536) % 256, math.floor(low / 256) % 256, low % 256)
+  return n + 1
 end
 
 -- Append the event of a change of job `jid` to the stream: `jid`, then `t`, one value
 -- (a msgpack array) with the state it left (`was`: '' for a new job, nil for a TRACK
 -- SET), the release latency in ms (`release_ms`, or nil) and the track `h` (a table by
--- field name) as TRACK_FIELDS' values in order, nil where absent. The reader needs
--- nothing else to have the whole track; and since every entry has the same two
--- fields, the stream keeps their names once per node, not in every entry.
+-- field name) as TRACK_FIELDS' values in order, nil where absent, up to the last
+-- present. The reader needs nothing else to have the whole track; and since every
+-- entry has the same two fields, the stream keeps their names once per node, not in
+-- every entry.
 local function add_event(jid, was, h, release_ms)
-  local parts = {string.char(220, 0, 2 + #TRACK_FIELDS), was and packed(was) or PACKED_NIL,
-                 release_ms and packed(release_ms) or PACKED_NIL}
-  for i = 1, #TRACK_FIELDS do
-    local value = h[TRACK_FIELDS[i]]
-    parts[i + 3] = value and packed(value) or PACKED_NIL
+  local last = #TRACK_FIELDS
+  while last > 0 and not h[TRACK_FIELDS[last]] do last = last - 1 end
+  local items = 2 + last -- under 16, a one-byte head, unless a batch's fields are there
+  local parts, n = {items < 16 and string.char(144 + items) or string.char(220, 0, items)}, 1
+  if was then n = pack_string(parts, n, was) else parts[2], n = PACKED_NIL, 2 end
+  if release_ms then
+    n = pack_string(parts, n, int(release_ms))
+  else
+    parts[n + 1], n = PACKED_NIL, n + 1
+  end
+  for i = 1, last do
+    local field = TRACK_FIELDS[i]
+    local value = h[field]
+    if not value then
+      parts[n + 1], n = PACKED_NIL, n + 1
+    elseif TIMES[field] then
+      n = pack_time(parts, n, value)
+    else
+      n = pack_string(parts, n, type(value) == 'number' and int(value) or value)
+    end
   end
   redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 't', table.concat(parts))
 end

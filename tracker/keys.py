@@ -51,23 +51,21 @@ retry; a success drops it. For the check of its hand-off: ``ht`` the timeout (s)
 ``hk`` RQ's keys it looks in (newline separated), ``hd`` when it is due (ms), ``hl`` when
 the job was first seen taken from its queue and not started, ``hn`` hand-offs made again.
 
-Events: an entry of ``{ns}:ev`` is ``jid`` and ``t``, one msgpack array (see add_event
-in lua/_common.lua): ``w``, the state the change left (empty for a new job, nil for a
-TRACK SET), ``rl``, then the values of the hash fields that make the track, nil where
-absent (those ``decode_track`` in records.py reads: ``TRACK_FIELDS`` in
+Events: an entry of ``{ns}:ev`` is ``jid``, ``w`` (the state the change left, empty
+for a new job; none for a TRACK SET), then the whole track: the fields of the hash
+that make it (those ``decode_track`` in records.py reads: ``TRACK_FIELDS`` in
 lua/_common.lua, in that order), never the scripts' own (``Q``, ``rf``, ``h``, ``lk``,
 ``pq``, ``pl``, ``dk``, ``dl``, ``bp``, ``gk``, ``ok``, ``pk``, ``px``, ``ht``, ``hk``,
-``hd``, ``hl``, ``hn``, and ``pj`` and ``tb``, which may be kilobytes). So every event,
-a TRACK SET's too, holds the whole track as it is after the change; and since every
-entry has the same two fields, the stream stores their names once per node. ``rl`` is
-the release latency of a release from ``waiting`` to ``enqueued`` (nil otherwise): the
+``hd``, ``hl``, ``hn``, and ``pj`` and ``tb``, which may be kilobytes). A TRACK SET's
+event holds the whole track too, so a reader never merges. A release from ``waiting``
+to ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its
 ``eligible_at``) to this commit. It is 0 when the release happened in the call that
 made it possible, and more for a fan-out chunk drained later or a promote. ``rl`` is
 in the event only, never in the hash. A job enqueued by its own registration or
 resume, and a batch released to ``working``, carry none. A deletion's event carries
-state ``unknown``, ``u`` and ``q``.
+``w``, ``s`` ``unknown``, ``u`` and ``q``.
 
 Keys of jobs reached through data (a dependent, a parent) are stored, as built
 here, in the sets and fields above; the scripts read them and never build one.

@@ -58,11 +58,6 @@ class Event:
     release_ms: int | None = None
 
 
-#: The hash fields an event carries, in the order it holds their values (TRACK_FIELDS
-#: in lua/_common.lua, which a test keeps equal to this).
-TRACK_FIELDS = tuple(b"s u c q a m p d r l e P bb ea pt pp gh B bt bs bd sl".split())
-
-
 def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes]) -> Track:
     """A Track from a hash (HGETALL's dict, or a script's flat field/value list)."""
     if not isinstance(fields, dict):
@@ -109,17 +104,13 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
 
 
 def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    """An :class:`Event` from one stream entry: ``jid``, and ``t``, the msgpack array
-    that add_event in lua/_common.lua writes (whole numbers in it are ints)."""
+    """An :class:`Event` from one stream entry: ``jid``, ``w`` (none for a TRACK SET),
+    the track's fields and ``rl`` (see add_event in lua/_common.lua)."""
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    was, release, *values = msgpack.unpackb(fields[b"t"], raw=True)
-    # the array stops at the last field the track has
-    stored = {name: v for name, v in zip(TRACK_FIELDS, values, strict=False) if v is not None}
-    if b"s" not in stored or len(values) > len(TRACK_FIELDS):
-        raise ValueError("not an event this version wrote")
+    was, release = fields.get(b"w"), fields.get(b"rl")
     return Event(
         event_id,
-        decode_track(keys, fields[b"jid"].decode(), stored),
+        decode_track(keys, fields[b"jid"].decode(), fields),
         change=was is not None,
         was=State(was.decode()) if was else None,
         release_ms=None if release is None else int(release),

@@ -30,10 +30,10 @@ local MAX_QUEUES = 2047 -- the ids a band can take: 2^53 / BAND - 1 (band 0 is n
 local MAX_ERRORS = 10
 
 -- The fields of a job's hash that its events and replies carry: those the track is
--- decoded from (decode_track() in records.py), always in this order (an event holds
--- their values by position: TRACK_FIELDS in records.py is this list). The rest (key
--- names, the fingerprint, the sets a job waits in, its prerequisites' jids) is the
--- scripts' own, and streaming it for every change cost a release as much as its own writes.
+-- decoded from (decode_track() in records.py), always in this order. The rest (key names,
+-- the fingerprint, the sets a job waits in, its prerequisites' jids) is the scripts'
+-- own, and streaming it for every change cost a release as much as its own writes;
+-- and entries sharing their fields in order keep the names once in the stream.
 local TRACK_FIELDS = {'s', 'u', 'c', 'q', 'a', 'm', 'p', 'd', 'r', 'l', 'e', 'P', 'bb', 'ea',
                       'pt', 'pp', 'gh', 'B', 'bt', 'bs', 'bd', 'sl'}
 
@@ -271,76 +271,6 @@ local function read_fields(key, fields)
   return h
 end
 
--- msgpack, written here since not every server's Lua has cmsgpack (fakeredis has not).
-local PACKED_NIL = '\192'
-local SHORT_HEADS = {} -- the one-byte heads of strings under 32 bytes, made when first used
--- The track fields that hold a time (ms): an event holds them as ints (9 bytes, not 14).
-local TIMES = {u = true, c = true, r = true, ea = true}
-
--- Append string `value` to `parts` as a msgpack str: its head, then the string itself.
-local function pack_string(parts, n, value)
-  local size = #value
-  local head = SHORT_HEADS[size]
-  if not head then
-    if size < 32 then
-      head = string.char(160 + size)
-      SHORT_HEADS[size] = head
-    elseif size < 256 then
-      head = string.char(217, size)
-    elseif size < 65536 then
-      head = string.char(218, math.floor(size / 256), size % 256)
-    else
-      head = string.char(219, math.floor(size / 16777216), math.floor(size / 65536) % 256,
-        math.floor(size / 256) % 256, size % 256)
-    end
-  end
-  parts[n + 1], parts[n + 2] = head, value
-  return n + 2
-end
-
--- Append time `value` (ms, 0 <= ms < 2^53) to `parts` as a msgpack uint 64.
-local function pack_time(parts, n, value)
-  local ms = tonumber(value)
-  if not ms or ms < 0 or ms % 1 ~= 0 then return pack_string(parts, n, value) end
-  local high, low = math.floor(ms / 4294967296), ms % 4294967296
-  parts[n + 1] = string.char(207, math.floor(high / 16777216), math.floor(high / 65536) % 256,
-    math.floor(high / 256) % 256, high % 256, math.floor(low / 16777216),
-    math.floor(low / 65536) % 256, math.floor(low / 256) % 256, low % 256)
-  return n + 1
-end
-
--- Append the event of a change of job `jid` to the stream: `jid`, then `t`, one value
--- (a msgpack array) with the state it left (`was`: '' for a new job, nil for a TRACK
--- SET), the release latency in ms (`release_ms`, or nil) and the track `h` (a table by
--- field name) as TRACK_FIELDS' values in order, nil where absent, up to the last
--- present. The reader needs nothing else to have the whole track; and since every
--- entry has the same two fields, the stream keeps their names once per node, not in
--- every entry.
-local function add_event(jid, was, h, release_ms)
-  local last = #TRACK_FIELDS
-  while last > 0 and not h[TRACK_FIELDS[last]] do last = last - 1 end
-  local items = 2 + last -- under 16, a one-byte head, unless a batch's fields are there
-  local parts, n = {items < 16 and string.char(144 + items) or string.char(220, 0, items)}, 1
-  if was then n = pack_string(parts, n, was) else parts[2], n = PACKED_NIL, 2 end
-  if release_ms then
-    n = pack_string(parts, n, int(release_ms))
-  else
-    parts[n + 1], n = PACKED_NIL, n + 1
-  end
-  for i = 1, last do
-    local field = TRACK_FIELDS[i]
-    local value = h[field]
-    if not value then
-      parts[n + 1], n = PACKED_NIL, n + 1
-    elseif TIMES[field] then
-      n = pack_time(parts, n, value)
-    else
-      n = pack_string(parts, n, type(value) == 'number' and int(value) or value)
-    end
-  end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 't', table.concat(parts))
-end
-
 -- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that
 -- is not running: another than the job's current one (`current`, its field a), or the
 -- current one once it ended while the job goes on (reaped: failed, or enqueued again).
@@ -369,6 +299,23 @@ local function track_of(h)
     if value then track[n + 1], track[n + 2], n = field, value, n + 2 end
   end
   return track, n
+end
+
+-- Append the event of a change of job `jid` to the stream: `jid`, `w` the state it left
+-- ('' for a new job; none for a TRACK SET), `track` (track_of's flat list: the whole
+-- track, in TRACK_FIELDS' order), then `rl` the release latency in ms (`release_ms`,
+-- when given). A reader needs nothing else; and entries of one shape keep the field
+-- names once per stream node.
+local function add_event(jid, was, track, release_ms)
+  local size = #track
+  if release_ms then track[size + 1], track[size + 2] = 'rl', int(release_ms) end
+  if was then
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 'w', was,
+      unpack(track))
+  else
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, unpack(track))
+  end
+  track[size + 1], track[size + 2] = nil, nil
 end
 
 -- Write the new state and `fields` of one job, then keep everything derived from
@@ -417,8 +364,8 @@ local function commit(job, new_state, fields, release_ms)
     end
   end
   job.state = new_state
-  add_event(job.jid, old_state or '', h, release_ms)
   local track, size = track_of(h)
+  add_event(job.jid, old_state or '', track, release_ms)
   -- the reply is the whole track; the event leaves out what may weigh kilobytes
   if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
   if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end

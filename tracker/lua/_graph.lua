@@ -465,7 +465,7 @@ local function track_set(key, percent, desc_given, desc, reserve_until, attempt,
       redis.call('ZADD', label_key, NOW_TEXT, key)
     end
   end
-  add_event(jid, nil, h)
+  add_event(jid, nil, (track_of(h)))
   if h.P and percent ~= '' and tonumber(percent) ~= was_percent then
     rollup(load(key), state, tonumber(percent) - was_percent)
   end

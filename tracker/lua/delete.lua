@@ -17,5 +17,5 @@ for _, label_key in ipairs(split_lines(job.label_keys)) do
   redis.call('ZREM', label_key, job.key)
 end
 redis.call('DEL', job.key, KEYS[15], KEYS[16], KEYS[17], KEYS[18])
-add_event(job.jid, was, {s = 'unknown', u = NOW_TEXT, q = job.h.q})
+add_event(job.jid, was, {'s', 'unknown', 'u', NOW_TEXT, 'q', job.h.q})
 return {0, was}

@@ -15,6 +15,7 @@ import redis
 from conftest import MakeTracker, wait_until
 
 from tracker import Conflict, NotFound, State, Track, Tracker
+from tracker.records import Event
 from tracker.times import format_time
 
 T = TypeVar("T")
@@ -70,31 +71,29 @@ def run_together(works: Sequence[Callable[[], T]]) -> list[T]:
         return list(pool.map(run, works, timeout=60))
 
 
-def history(tracker: Tracker) -> dict[str, list[dict[bytes, bytes]]]:
+def history(tracker: Tracker) -> dict[str, list[Event]]:
     """Every event of the namespace, grouped by jid, in the order the changes happened."""
-    entries = tracker.client.xrange(tracker.keys.events, "-", "+")
-    by_jid: dict[str, list[dict[bytes, bytes]]] = defaultdict(list)
-    for _, fields in entries:
-        by_jid[fields[b"jid"].decode()].append(fields)
+    by_jid: dict[str, list[Event]] = defaultdict(list)
+    for event in tracker.events("0", 100_000):
+        by_jid[event.track.jid].append(event)
     return by_jid
 
 
-def assert_legal_path(jid: str, events: list[dict[bytes, bytes]]) -> None:
+def assert_legal_path(jid: str, events: list[Event]) -> None:
     """The job's states follow SPEC section 3, and attempts only grow, by one per start."""
     previous: State | None = None
     attempts = 0
-    for n, fields in enumerate(events):
-        state = State(fields[b"s"].decode())
+    for n, event in enumerate(events):
+        state, now = event.track.state, event.track.attempts or 0
         where = f"{jid}, event {n}: {previous} -> {state}"
         assert state in LEGAL[previous], where
-        if b"a" not in fields:  # a TRACK SET's event holds what it changed, not the track
-            assert state is previous, f"{where}: a TRACK SET changed the state"
+        if not event.change:  # a TRACK SET
+            assert (state, now) == (previous, attempts), f"{where}: a TRACK SET changed them"
             continue
-        now = int(fields[b"a"])
         started = state is State.WORKING and previous is not State.WORKING
         assert now == attempts + started, f"{where}: attempts {attempts} -> {now}"
         if state is State.FAILED:
-            assert now < int(fields[b"m"]), f"{where}: failed with no attempts left"
+            assert now < (event.track.max_attempts or 0), f"{where}: failed, no attempts left"
         previous, attempts = state, now
 
 
@@ -156,7 +155,7 @@ def test_concurrent_reports_only_ever_follow_legal_paths(make_real_tracker: Make
     for jid, changed in events.items():
         assert_legal_path(jid, changed)
         final = first.track_get(jid)
-        states = [State(fields[b"s"].decode()) for fields in changed]
+        states = [event.track.state for event in changed]
         assert final.state is states[-1]
         assert states.count(State.SUCCESS) == (final.state is State.SUCCESS)
         # every accepted call is exactly one event: none lost, none doubled
@@ -211,7 +210,11 @@ def test_concurrent_successes_of_one_job_are_one_event(make_real_tracker: MakeTr
     assert {state for states in results for state in states} == {State.SUCCESS}
     events = history(first)
     for jid in jids:
-        assert [fields[b"s"] for fields in events[jid]] == [b"enqueued", b"working", b"success"]
+        assert [event.track.state.value for event in events[jid]] == [
+            "enqueued",
+            "working",
+            "success",
+        ]
 
 
 def test_a_success_racing_a_cancel_has_one_winner_and_the_loser_learns_it(

@@ -169,9 +169,9 @@ def test_concurrent_successes_release_a_dependent_exactly_once(
         list(threads.map(finish, workers, prerequisites, timeout=60))
     track = first.track_get("joined")
     assert (track.state, track.prerequisites) == (State.ENQUEUED, {"total": 16, "pending": 0})
-    events = first.client.xrange(first.keys.events, "-", "+")
-    states = [fields[b"s"] for _, fields in events if fields[b"jid"] == b"joined"]
-    assert states == [b"waiting", b"enqueued"]
+    events = first.events("0", 100_000)
+    states = [event.track.state for event in events if event.track.jid == "joined"]
+    assert states == [State.WAITING, State.ENQUEUED]
 
 
 def test_a_dependent_whose_track_expired_leaves_nothing_behind(tracker: Tracker) -> None:
@@ -275,13 +275,13 @@ def release_latencies(tracker: Tracker) -> dict[str, int]:
     """Per jid, the ``rl`` of its release event (waiting -> enqueued); no other event of
     the stream may carry one."""
     latencies: dict[str, int] = {}
-    for _, fields in tracker.client.xrange(tracker.keys.events, "-", "+"):
-        jid = fields[b"jid"].decode()
-        if fields[b"s"] == b"enqueued" and fields.get(b"w") == b"waiting":
-            assert jid not in latencies, f"{jid} was released twice"
-            latencies[jid] = int(fields[b"rl"])
+    for event in tracker.events("0", 100_000):
+        jid = event.track.jid
+        if event.track.state is State.ENQUEUED and event.was is State.WAITING:
+            assert jid not in latencies and event.release_ms is not None, (jid, event)
+            latencies[jid] = event.release_ms
         else:
-            assert b"rl" not in fields, (jid, fields)
+            assert event.release_ms is None, (jid, event)
     return latencies
 
 

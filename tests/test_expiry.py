@@ -196,9 +196,13 @@ def test_what_a_job_needs_until_it_ends_lives_as_long_as_its_track(
         keys = tracker.keys
         needed = [keys.payload(pre), keys.staged(pre), keys.dependents(pre)]
         assert all(0 < tracker.client.pttl(key) <= 5_000 for key in needed)
-        tracker.start(pre, reserve_for=60)
+        track = tracker.start(pre, reserve_for=60)
         for key in [keys.job(pre), *needed]:
             assert 61_000 < tracker.client.pttl(key) <= 62_000, key
+        assert track.reserve_until is not None
+        tracker.track_set(pre, reserve_until=_rfc3339(track.reserve_until + 3_600_000))
+        for key in [keys.job(pre), *needed]:  # TRACK SET renews them with the track too
+            assert 3_661_000 < tracker.client.pttl(key) <= 3_662_000, key
     finally:
         tracker.client.delete(f"rq:queue:{queue}", f"rq:job:{pre}")
         tracker.client.srem("rq:queues", f"rq:queue:{queue}")

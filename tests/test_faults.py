@@ -237,11 +237,11 @@ def releases(tracker: Tracker) -> tuple[Counter[str], int]:
     (events of a job that stays enqueued)."""
     found: Counter[str] = Counter()
     again = 0
-    for _, fields in tracker.client.xrange(tracker.keys.events):
-        if fields[b"s"] == b"enqueued" and fields.get(b"w") == b"enqueued":
+    for event in tracker.events("0", 100_000):
+        if event.track.state is State.ENQUEUED and event.was is State.ENQUEUED:
             again += 1
-        elif fields[b"s"] == b"enqueued" and b"w" in fields:
-            found[fields[b"jid"].decode()] += 1
+        elif event.track.state is State.ENQUEUED and event.change:
+            found[event.track.jid] += 1
     return found, again
 
 
@@ -366,8 +366,8 @@ def test_a_job_dequeued_by_a_worker_that_died_before_its_start_is_run(
     wait_until(lambda: tracker.state(jid) is State.SUCCESS, timeout=30, interval=0.1)
     assert tracker.track_get(jid).attempts == 1
     assert runs.read_text().split() == [jid]
-    events = [fields for _, fields in tracker.client.xrange(tracker.keys.events)]
-    assert any(e[b"w"] == e[b"s"] == b"enqueued" for e in events), "not handed again"
+    events = tracker.events("0", 100_000)
+    assert any(e.was is e.track.state is State.ENQUEUED for e in events), "not handed again"
     assert workers.alive() == workers.processes
 
 

@@ -205,14 +205,14 @@ def test_a_stale_attempt_racing_the_reap_and_restart_never_lands_in_the_next_att
     finally:
         stop.set()
         thread.join(timeout=10)
-    entries = tracker.client.xrange(tracker.keys.events)
+    events = tracker.events("0", 100_000)
     restart = max(
         i
-        for i, (_, fields) in enumerate(entries)
-        if fields.get(b"w") == b"failed" and fields[b"s"] == b"working"
+        for i, event in enumerate(events)
+        if event.was is State.FAILED and event.track.state is State.WORKING
     )
-    later = [fields.get(b"d") for _, fields in entries[restart + 1 :]]
-    assert later == [b"attempt 2"]
+    later = [event.track.desc for event in events[restart + 1 :]]
+    assert later == ["attempt 2"]
     assert tracker.track_get("job-1").desc == "attempt 2"
 
 

@@ -303,3 +303,28 @@ def test_each_lifecycle_event_carries_the_track_and_none_of_the_scripts_own_fiel
             final = event.track
     assert seen == 6  # waiting, enqueued, working, failed, working, success
     assert final == tracker.track_get("job")
+
+
+def test_a_track_set_event_carries_the_whole_track(tracker: Tracker) -> None:
+    tracker.register("batch", batch=True)
+    tracker.register("job", parent="batch", labels={"k": "v"}, max_attempts=20)
+    for _ in range(10):  # a history of 10 errors, over 64 KiB as JSON
+        tracker.start("job")
+        tracker.fail("job", '"' * 4096)
+    tracker.start("job")
+    for desc in "", "d" * 300, "done":
+        after = tracker.newest_event()
+        tracker.track_set("job", percent=len(desc) % 101, desc=desc)
+        (event,) = (e for e in tracker.events(after) if e.track.jid == "job")
+        assert not event.change
+        assert event.track == tracker.track_get("job")
+        assert event.track.desc == desc
+
+
+def test_a_deletion_event_says_the_job_is_unknown(tracker: Tracker) -> None:
+    tracker.register("job", queue="qa")
+    tracker.cancel("job")
+    tracker.delete("job")
+    event = tracker.events("0")[-1]
+    assert (event.track.jid, event.track.state, event.track.queue) == ("job", State.UNKNOWN, "qa")
+    assert (event.was, event.change) == (State.CANCELLED, True)

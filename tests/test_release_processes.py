@@ -235,8 +235,8 @@ def interrupted(tracker: Tracker, op: str, jid: str, *args: Any) -> int:
     return int(reply[-1])
 
 
-def stream_id(raw: bytes) -> tuple[int, int]:
-    ms, seq = raw.split(b"-")
+def stream_id(raw: str) -> tuple[int, int]:
+    ms, seq = raw.split("-")
     return int(ms), int(seq)
 
 
@@ -245,8 +245,8 @@ def state_events(tracker: Tracker) -> dict[str, list[tuple[tuple[int, int], str]
     TRACK SET, so each event is a write of the job's state: a repeat of one (a second
     success, a second release) counts as much as a change."""
     events: dict[str, list[tuple[tuple[int, int], str]]] = defaultdict(list)
-    for raw_id, fields in tracker.client.xrange(tracker.keys.events):
-        events[fields[b"jid"].decode()].append((stream_id(raw_id), fields[b"s"].decode()))
+    for event in tracker.events("0", EVENTS_KEPT * 2):
+        events[event.track.jid].append((stream_id(event.id), event.track.state.value))
     return events
 
 

@@ -37,12 +37,12 @@ Fields of ``{ns}:j:<jid>``: one table, in fields.py, names every one with what i
 holds (docs/development.md lists it). A dead or cancelled job keeps its hand-off
 (``p:`` and ``x:``) as long as its track, for a retry; a success drops it.
 
-Events: an entry of ``{ns}:ev`` is ``jid`` then hash fields. A lifecycle change
-carries ``w`` (the state it left, empty for a new job) and the fields of the hash
-that make the track (those ``decode_track`` in records.py reads: the ``track`` fields
-of fields.py), never the scripts' ``own`` fields, nor the ``shown`` ones (``pj`` and
-``tb``, which may be kilobytes); a TRACK SET carries no
-``w``, only ``s``, ``q``, ``u`` and the fields it changed. A release from ``waiting`` to
+Events: an entry of ``{ns}:ev`` is ``jid``, ``w`` (the state the change left, empty
+for a new job; none for a TRACK SET), then the whole track: the fields of the hash
+that make it (those ``decode_track`` in records.py reads: the ``track`` fields of
+fields.py, in TRACK_FIELDS' order), never the scripts' ``own`` fields, nor the
+``shown`` ones (``pj`` and ``tb``, which may be kilobytes). A TRACK SET's event holds
+the whole track too, so a reader never merges. A release from ``waiting`` to
 ``enqueued`` also carries ``rl``, the release latency: the
 milliseconds from the moment the job became releasable (the success of its last
 prerequisite, or the release of the batch that held it; for a delayed job its

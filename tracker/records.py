@@ -72,12 +72,13 @@ class Workflow:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of the event stream (see the key layout in keys.py).
+    """One entry of the event stream (see the key layout in keys.py): the whole track
+    after a change (without the payload and tracebacks, which may weigh kilobytes).
 
-    ``was`` is the state a lifecycle change left (``None`` for a new job); a TRACK
-    SET has ``change`` False and a ``track`` of only what it changed (with state,
-    queue and updated_at). ``release_ms`` is how long a released job waited between
-    becoming releasable and its release, when the event is a release.
+    ``change`` is False for a TRACK SET, True for a lifecycle change; ``was`` is the
+    state a lifecycle change left (``None`` for a new job). ``release_ms`` is how long a
+    released job waited between becoming releasable and its release, when the event
+    is a release.
     """
 
     id: str
@@ -133,31 +134,17 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
 
 
 def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
-    """An :class:`Event` from one stream entry."""
+    """An :class:`Event` from one stream entry: ``jid``, ``w`` (none for a TRACK SET),
+    the track's fields and ``rl`` (see add_event in lua/_common.lua)."""
     event_id = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    jid = fields[b"jid"].decode()
-    release = fields.get(b"rl")
-    if b"w" in fields:
-        was = fields[b"w"].decode()
-        return Event(
-            event_id,
-            decode_track(keys, jid, fields),
-            change=True,
-            was=State(was) if was else None,
-            release_ms=None if release is None else int(release),
-        )
-    get = fields.get
-    percent, desc, reserve = get(_PERCENT), get(_DESC), get(_RESERVE_UNTIL)
-    track = Track(
-        jid=jid,
-        state=State(fields[_STATE].decode()),
-        updated_at=int(fields[_UPDATED]),
-        queue=fields[_QUEUE].decode(),
-        percent=None if percent is None else int(percent),
-        desc=None if desc is None else desc.decode(),
-        reserve_until=None if reserve is None else int(reserve),
+    was, release = fields.get(b"w"), fields.get(b"rl")
+    return Event(
+        event_id,
+        decode_track(keys, fields[b"jid"].decode(), fields),
+        change=was is not None,
+        was=State(was.decode()) if was else None,
+        release_ms=None if release is None else int(release),
     )
-    return Event(event_id, track, change=False)
 
 
 def _errors(errors: bytes, tracebacks: bytes | None) -> tuple[dict[str, Any], ...]:

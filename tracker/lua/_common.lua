@@ -231,6 +231,16 @@ local function load(key)
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
 end
 
+-- A job's hash fields `fields` (HMGET), as a table by field name (nil where absent).
+local function read_fields(key, fields)
+  local got = redis.call('HMGET', key, unpack(fields))
+  local h = {}
+  for i = 1, #fields do
+    if got[i] then h[fields[i]] = got[i] end
+  end
+  return h
+end
+
 -- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that
 -- is not running: another than the job's current one (`current`, its field a), or the
 -- current one once it ended while the job goes on (reaped: failed, or enqueued again).
@@ -261,12 +271,29 @@ local function track_of(h)
   return track, n
 end
 
+-- Append the event of a change of job `jid` to the stream: `jid`, `w` the state it left
+-- ('' for a new job; none for a TRACK SET), `track` (track_of's flat list: the whole
+-- track, in TRACK_FIELDS' order), then `rl` the release latency in ms (`release_ms`,
+-- when given). A reader needs nothing else; and entries of one shape keep the field
+-- names once per stream node.
+local function add_event(jid, was, track, release_ms)
+  local size = #track
+  if release_ms then track[size + 1], track[size + 2] = 'rl', int(release_ms) end
+  if was then
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 'w', was,
+      unpack(track))
+  else
+    redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, unpack(track))
+  end
+  track[size + 1], track[size + 2] = nil, nil
+end
+
 -- Write the new state and `fields` of one job, then keep everything derived from
 -- it in step: its state index, reservation, expiry, label indexes and the event
--- stream. `streamed` (optional): field/value pairs for the event alone, never stored.
+-- stream. `release_ms` (optional): the release latency, for the event alone, never stored.
 -- Returns the track as a flat field/value list (TRACK_FIELDS, then the payload shown
 -- and the tracebacks, which its event leaves out).
-local function commit(job, new_state, fields, streamed)
+local function commit(job, new_state, fields, release_ms)
   SPENT = SPENT + 1 -- the unit of a call's budget (see work() in _graph.lua)
   local old_state = job.state
   local n = #fields
@@ -316,12 +343,7 @@ local function commit(job, new_state, fields, streamed)
   end
   job.state = new_state
   local track, size = track_of(h)
-  if streamed then
-    for i = 1, #streamed do track[size + i] = streamed[i] end
-  end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', old_state or '',
-    unpack(track))
-  for i = #track, size + 1, -1 do track[i] = nil end
+  add_event(job.jid, old_state or '', track, release_ms)
   -- the reply is the whole track; the event leaves out what may weigh kilobytes
   if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
   if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end

@@ -205,7 +205,7 @@ release = function(job, since)
     commit(job, 'waiting', {'ea', int(at)})
     redis.call('ZADD', SCHEDULE, int(at), job.key)
   else
-    commit(job, 'enqueued', {}, since and {'rl', int(math.max(NOW - since, 0))})
+    commit(job, 'enqueued', {}, since and math.max(NOW - since, 0))
     dispatch(job)
   end
 end
@@ -427,26 +427,30 @@ end
 
 -- TRACK SET of one job: percent and desc on any unfinished job, reserve_until only
 -- later, only while working. A refusal applies nothing. It is the hot path, so it
--- reads only the fields it needs and streams only what changed (with jid, state
--- and queue), rather than the whole track. Used by track_set(_many).lua: a child's
--- TRACK SET may touch its batch, never finish it.
+-- reads the hash once, for what it judges by and the track its event carries, and
+-- writes only what changed. Used by track_set(_many).lua: a child's TRACK SET may
+-- touch its batch, never finish it.
 -- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
 -- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
+-- what it judges by, what it renews with the track, then TRACK_FIELDS
+local TRACK_SET_READS = {F_QID, 'lk', 'pk', 'px', 'dk'}
+for i = 1, #TRACK_FIELDS do TRACK_SET_READS[i + 5] = TRACK_FIELDS[i] end
 local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
-  local got = redis.call('HMGET', key, 's', F_QID, 'r', 'lk', F_PARENT, 'p', F_BATCH, 'q', 'a')
-  local state = got[1]
+  local h = read_fields(key, TRACK_SET_READS)
+  local state = h.s
   if not state then return {1} end
-  local fenced = fence(state, got[9], attempt)
+  local fenced = fence(state, h.a, attempt)
   if fenced then return fenced end
   if TERMINAL[state] then return {2, state, 'finished'} end
   local jid = jid_of(key)
-  local fields, n = {'u', int(NOW)}, 2
+  local was_percent = tonumber(h.p) or 0
+  local fields, n = {'u', NOW_TEXT}, 2
   local extended = nil
   if reserve_until ~= '' then
-    local wanted, current = tonumber(reserve_until), tonumber(got[3])
+    local wanted, current = tonumber(reserve_until), tonumber(h.r)
     if state ~= 'working' then return {2, state, 'not_working'} end
-    if got[7] == '1' then return {2, state, 'batch_reserve'} end
+    if h[F_BATCH] == '1' then return {2, state, 'batch_reserve'} end
     if wanted < current then return {2, state, 'reserve_earlier', int(current)} end
     if wanted > current then
       extended = wanted
@@ -454,27 +458,34 @@ local function track_set(key, percent, desc_given, desc, reserve_until, attempt,
     end
   end
   if percent ~= '' then
-    if got[7] == '1' then return {2, state, 'batch_percent'} end
+    if h[F_BATCH] == '1' then return {2, state, 'batch_percent'} end
     fields[n + 1], fields[n + 2], n = 'p', percent, n + 2
   end
-  if desc_given == '1' then fields[n + 1], fields[n + 2] = 'd', desc end
+  if desc_given == '1' then fields[n + 1], fields[n + 2], n = 'd', desc, n + 2 end
   redis.call('HSET', key, unpack(fields))
-  redis.call('ZADD', STATE_KEY[state], int(tonumber(got[2]) * BAND + NOW), jid)
+  for i = 1, n, 2 do h[fields[i]] = fields[i + 1] end
+  redis.call('ZADD', STATE_KEY[state], int(tonumber(h[F_QID]) * BAND + NOW), jid)
+  local expiry = nil
   if extended then
     redis.call('ZADD', RESERVED, int(extended), jid)
-    redis.call('PEXPIRE', key, int(extended - NOW + TTL))
+    expiry = extended - NOW + TTL
   elseif state ~= 'working' then
-    redis.call('PEXPIRE', key, int(PENDING_TTL))
+    expiry = PENDING_TTL
   end
-  if got[4] then
-    for _, label_key in ipairs(split_lines(got[4])) do
-      redis.call('ZADD', label_key, int(NOW), key)
+  if expiry then -- what it needs until it ends lives as long as it (as in commit())
+    redis.call('PEXPIRE', key, int(expiry))
+    if h.pk then redis.call('PEXPIRE', h.pk, int(expiry)) end
+    if h.px then redis.call('PEXPIRE', h.px, int(expiry)) end
+    if h.dk then redis.call('PEXPIRE', h.dk, int(expiry)) end
+  end
+  if h.lk then
+    for _, label_key in ipairs(split_lines(h.lk)) do
+      redis.call('ZADD', label_key, NOW_TEXT, key)
     end
   end
-  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 's', state, 'q', got[8],
-    unpack(fields))
-  if got[5] and percent ~= '' and tonumber(percent) ~= (tonumber(got[6]) or 0) then
-    rollup(load(key), state, tonumber(percent) - (tonumber(got[6]) or 0))
+  add_event(jid, nil, (track_of(h)))
+  if h[F_PARENT] and percent ~= '' and tonumber(percent) ~= was_percent then
+    rollup(load(key), state, tonumber(percent) - was_percent)
   end
   if returning then return {0, state, redis.call('HGETALL', key)} end
   return {0, state}

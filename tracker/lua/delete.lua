@@ -16,6 +16,5 @@ for _, label_key in ipairs(split_lines(job.label_keys)) do
   redis.call('ZREM', label_key, job.key)
 end
 redis.call('DEL', job.key, PAYLOAD, STAGED, RELEASED, CHILDREN)
-redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid, 'w', was,
-  's', 'unknown', 'u', NOW_TEXT, 'q', job.h.q)
+add_event(job.jid, was, {'s', 'unknown', 'u', NOW_TEXT, 'q', job.h.q})
 return {0, was}

@@ -13,7 +13,7 @@ for _, key in ipairs(due) do
     if job.state == 'waiting' and job.pending <= 0 and not job.blocked_by then
       forget(job, 'ea')
       forget(job, 'dl') -- the delay is served: a pause and resume later does not restart it
-      commit(job, 'enqueued', {}, {'rl', int(NOW - job.eligible_at)})
+      commit(job, 'enqueued', {}, NOW - job.eligible_at)
       if dispatch(job) then handed = handed + 1 end
     elseif job.state == 'failed' then
       forget(job, 'ea')

@@ -6,9 +6,8 @@ and hands it to every subscriber whose filter takes it. A client that reconnects
 with ``Last-Event-ID`` first gets what it missed from the stream itself (as long as
 the stream still holds it), then the live events after it, with nothing twice.
 
-A TRACK SET's event holds only what it changed; the hub merges it onto the last
-whole track it saw of that job (a bounded cache), and reads the track of a job it
-has none of once someone listens for it, so clients always receive whole tracks.
+Every event holds the whole track (see add_event in lua/_common.lua), so the hub
+renders what it reads as it is: it keeps no tracks and merges nothing.
 
 Costs that grow with clients times events are kept to the minimum: an event is
 rendered to JSON once, and only while someone listens for it; a job's stream is
@@ -24,9 +23,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
@@ -35,7 +32,7 @@ from starlette.types import Receive, Scope, Send
 
 from ..client import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
-from ..model import MAX_DIGITS, State, Track, check_name
+from ..model import MAX_DIGITS, Track
 from ..records import Event
 from .metrics import Metrics
 
@@ -43,7 +40,6 @@ log = logging.getLogger("tracker.sse")
 
 KEEPALIVE = 15.0
 BUFFER = 1000  # events a slow client may fall behind before it is dropped
-CACHE = 10_000  # jobs whose last full track the hub keeps, for merging TRACK SETs
 READ_COUNT = 500
 BLOCK_MS = 2000
 READ_GRACE = 3.0  # seconds a blocked read may overrun BLOCK_MS before it counts as lost
@@ -113,7 +109,6 @@ class EventHub:
         self.keepalive = keepalive
         self._broad: set[Subscriber] = set()  # those that may take any job's events
         self._by_jid: dict[str, set[Subscriber]] = {}  # those of one job
-        self._tracks: OrderedDict[str, Track] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._stopping = False
@@ -165,13 +160,6 @@ class EventHub:
                 # a half-open connection would block forever: the read has a deadline
                 async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
                     events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
-                if self._broad or self._by_jid:
-                    # every job's, not only those listened for now: one who subscribes
-                    # during this read must get whole tracks too (with no subscriber
-                    # nothing is read, so no one can subscribe before the publishing)
-                    async with asyncio.timeout(READ_GRACE):
-                        for track in await self._whole_tracks(self._tracks, events):
-                            self.remember(track)
                 for event in events:
                     after = event.id
                     self.publish(event)
@@ -185,26 +173,10 @@ class EventHub:
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
 
-    def merged(self, event: Event) -> Track:
-        """The event's track: a TRACK SET's changes laid onto the last whole track."""
-        track = overlaid(self._tracks, event)
-        if event.change or track.jid in self._tracks:  # a part of a track is no base
-            self.remember(track)
-        return track
-
-    def remember(self, track: Track) -> None:
-        known = self._tracks.get(track.jid)
-        if known is not None and (known.updated_at or 0) > (track.updated_at or 0):
-            return  # a snapshot taken before the last event the hub read
-        self._tracks[track.jid] = track
-        self._tracks.move_to_end(track.jid)
-        if len(self._tracks) > CACHE:
-            self._tracks.popitem(last=False)
-
     def publish(self, event: Event) -> None:
         if self.metrics is not None:
             self.metrics.observe(event)
-        track = self.merged(event)
+        track = event.track
         mine = self._by_jid.get(track.jid)
         if not (self._broad or mine):
             return
@@ -239,10 +211,6 @@ class EventHub:
         after that id (or after ``last_event_id``), until one that ``ends`` takes; when
         the job already ``finished``, only what the client missed. ``jid``: that job's
         events only (``accepts`` then defaults to them; with neither, every event).
-
-        A replayed TRACK SET (which holds only what it changed) is laid onto the last
-        whole track of its job that this stream replayed (or ``first``), else onto the
-        job's track now (see :meth:`_whole_tracks`); never onto the hub's.
         """
         if accepts is None:
             accepts = _any if jid is None else functools.partial(_of_job, jid)
@@ -250,11 +218,8 @@ class EventHub:
             yield b"retry: 1000\n\n"
             seen: tuple[int, int] = (0, 0)
             after = last_event_id
-            replayed: dict[str, Track] = {}  # the last whole track of each job replayed
             if first is not None:
                 after, track = first
-                self.remember(track)
-                replayed[track.jid] = track
                 rendered = Rendered(after, track.to_dict())
                 yield rendered.frame
                 if ends is not None and ends(rendered.track):
@@ -264,14 +229,9 @@ class EventHub:
                 seen = parse_id(after)
                 while True:
                     missed = await self.tracker.events(after, READ_COUNT)
-                    for track in await self._whole_tracks(replayed, missed, accepts):
-                        replayed[track.jid] = track
                     for event in missed:
                         after = event.id
-                        track = overlaid(replayed, event)
-                        if event.change or track.jid in replayed:
-                            replayed[track.jid] = track
-                        rendered = Rendered(event.id, track.to_dict())
+                        rendered = Rendered(event.id, event.track.to_dict())
                         seen = rendered.key
                         if accepts(rendered.track):
                             yield rendered.frame
@@ -303,38 +263,6 @@ class EventHub:
                 if frames:
                     yield b"".join(frames)
 
-    async def _whole_tracks(
-        self, known: Mapping[str, Track], events: Sequence[Event], accepts: Filter | None = None
-    ) -> list[Track]:
-        """The tracks now of the jobs whose first event in ``events`` is a TRACK SET (that
-        ``accepts`` takes) and of which ``known`` holds no whole track: one round trip
-        for them all. What a TRACK SET does not carry changes only with a change of
-        state, whose event is whole: so it is as it is now, unless the job changed state
-        since. Best effort: what this version cannot read stays as the event has it."""
-        settled: set[str] = set()
-        jids: list[str] = []
-        for event in events:
-            jid = event.track.jid
-            if jid in settled or jid in known:
-                continue
-            settled.add(jid)
-            if event.change or (accepts is not None and not accepts(event.track.to_dict())):
-                continue
-            try:
-                jids.append(check_name("jid", jid))
-            except InvalidInput:
-                continue  # written by something else: no track to read
-        if not jids:
-            return []
-        try:
-            tracks = await self.tracker.track_get_many(jids)
-        except StoreUnavailable:
-            raise
-        except Exception as exc:  # e.g. a hash another version wrote: never stop the hub
-            log.warning("could not read the tracks of %d jobs: %s", len(jids), exc)
-            return []
-        return [track for track in tracks if track.state is not State.UNKNOWN]
-
 
 def _any(track: dict[str, Any]) -> bool:
     return True
@@ -342,24 +270,6 @@ def _any(track: dict[str, Any]) -> bool:
 
 def _of_job(jid: str, track: dict[str, Any]) -> bool:
     return bool(track["jid"] == jid)
-
-
-def overlaid(tracks: Mapping[str, Track], event: Event) -> Track:
-    """The event's track; a TRACK SET's (which holds only what it changed) laid onto
-    the whole track of its job in ``tracks``, when there is one."""
-    track = event.track
-    known = tracks.get(track.jid)
-    if event.change or known is None:
-        return track
-    return replace(
-        known,
-        state=track.state,
-        queue=track.queue,
-        updated_at=track.updated_at,
-        percent=known.percent if track.percent is None else track.percent,
-        desc=known.desc if track.desc is None else track.desc,
-        reserve_until=known.reserve_until if track.reserve_until is None else track.reserve_until,
-    )
 
 
 class EventStreamResponse(StreamingResponse):

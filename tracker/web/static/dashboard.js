@@ -643,18 +643,11 @@
 
   // --- live events -----------------------------------------------------------------------
 
-  /** What we know of a job, merged with an event that may carry only what changed. */
-  function merge(known, incoming) {
-    // A lifecycle event is a whole track (it has created_at); a TRACK SET may be partial.
-    if (!known || "created_at" in incoming) return incoming;
-    return { ...known, ...incoming };
-  }
-
-  function apply(incoming) {
-    const row = rows.get(incoming.jid);
-    const known = row ? row.track : detail.track && detail.track.jid === incoming.jid ? detail.track : null;
-    if (known && Date.parse(incoming.updated_at) < Date.parse(known.updated_at)) return; // older than what we show
-    const track = merge(known, incoming);
+  /** An event: the whole track (but its payload and tracebacks, see withHeavy). */
+  function apply(track) {
+    const row = rows.get(track.jid);
+    const known = row ? row.track : detail.track && detail.track.jid === track.jid ? detail.track : null;
+    if (known && Date.parse(track.updated_at) < Date.parse(known.updated_at)) return; // older than what we show
     const changedState = !known || known.state !== track.state;
     if (track.state === "unknown") {
       // deleted: it leaves the table; an open detail says it has no track
@@ -805,7 +798,7 @@
     writeHash();
     renderDetail();
     try {
-      const fetched = merge(null, await api(jobPath(jid)));
+      const fetched = await api(jobPath(jid));
       if (detail.jid !== jid) return;
       // an event may have brought a newer state while this was on its way
       const shown = detail.track;

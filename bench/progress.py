@@ -125,7 +125,7 @@ def direct(url: str, rounds: int, calls: int) -> dict[str, list[tuple[float, flo
         sides: dict[str, tuple[str, Callable[[int], object]]] = {
             "progress": ("fcall", lambda i: progress(percent=i)),
             "Tracker.track_set": ("fcall", lambda i: tracker.track_set(jid, percent=i)),
-            "TRACK SET's function, call built before": ("fcall", lambda i: built[i](tracker.client)),
+            "TRACK SET's function, built before": ("fcall", lambda i: built[i](tracker.client)),
             "raw EVALSHA": ("evalsha", lambda i: raw(keys=keys, args=[i, RAW_EXPIRY])),
             "TRACK SET's call built, not sent": (
                 "none", lambda i: first_call(plans(tracker).track_set(jid, percent=i))),
@@ -170,8 +170,11 @@ def main() -> int:
             sides = [("(a) progress, in a running job", ours, theirs)]
             blocks = direct(url, args.rounds, calls)
             raw = [b[0] for b in blocks["raw EVALSHA"]]
-            sides.append(("(b) progress, context set", [b[0] for b in blocks["progress"]], raw))
-            sides.append(("(b) Tracker.track_set", [b[0] for b in blocks["Tracker.track_set"]], raw))  # fmt: skip
+            for name, side in (
+                ("(b) progress, context set", "progress"),
+                ("(b) Tracker.track_set", "Tracker.track_set"),
+            ):
+                sides.append((name, [b[0] for b in blocks[side]], raw))  # fmt: skip
             for name, a, b in sides:
                 rows.append([server, name, f"{median(a) / calls * 1e6:,.0f}",
                              f"{median(b) / calls * 1e6:,.0f}", paired(a, b, 3), f"<= {TARGET}",

@@ -24,6 +24,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -326,3 +327,25 @@ def serving(process: subprocess.Popen[Any], url: str, timeout: float = 30) -> It
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@contextlib.contextmanager
+def tracker_serve(
+    url: str, namespace: str, scratch: Path, timeout: float = 30
+) -> Iterator[tuple[int, int]]:
+    """``tracker serve`` on a free loopback port: (port, pid)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRACKER_")}
+    env.update(TRACKER_REDIS_URL=url, TRACKER_NAMESPACE=namespace)
+    script = shutil.which("tracker") or str(Path(sys.executable).with_name("tracker"))
+    command = [script, "serve", "--port", str(port)]
+    with (scratch / "serve.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=scratch, env=env, stdout=log, stderr=log)
+    with serving(process, f"http://127.0.0.1:{port}/readyz", timeout):
+        yield port, process.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

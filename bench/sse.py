@@ -33,7 +33,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import redis
 from _harness import (
     cleanup,
     cpu_seconds,
@@ -55,9 +54,6 @@ DRAIN = 5.0  # seconds a client waits, after the last write, for the events stil
 START_TIMEOUT = 30.0
 TARGET_P99_MS = 250.0
 EVENT = re.compile(rb'"desc":"(\d+):(\d+)"')
-
-
-# --- the clients (``sse.py --listen PORT``: a process holding some of them) --------------
 
 
 async def listen(port: int, connections: int, out: Path) -> None:
@@ -149,18 +145,12 @@ def clients(
             process.wait()
 
 
-# --- the server and the writer ------------------------------------------------------------
-
-
 def write(tracker: Tracker, jids: list[str], rate: float, count: int, first: int) -> float:
     """``count`` TRACK SETs paced at ``rate`` per second (late ones go at once, so the
     schedule catches up); the rate kept."""
     start = time.perf_counter()
     for i in range(count):
-        due = start + i / rate
-        ahead = due - time.perf_counter()
-        if ahead > 0:
-            time.sleep(ahead)
+        time.sleep(max(0.0, start + i / rate - time.perf_counter()))
         tracker.track_set(jids[i % len(jids)], desc=f"{first + i}:{time.time_ns() // 1000}")
     return count / (time.perf_counter() - start)
 
@@ -197,27 +187,22 @@ def ms(value: float) -> str:
 
 
 def measure(url: str, options: argparse.Namespace) -> list[Round]:
-    results: list[Round] = []
-    with tempfile.TemporaryDirectory() as directory:
-        scratch = Path(directory)
-        settings = Settings(redis_url=url, namespace=namespace())
-        client = redis.Redis.from_url(url)
+    settings = Settings(redis_url=url, namespace=namespace())
+    with (
+        tempfile.TemporaryDirectory() as directory,
+        tracker_serve(url, settings.namespace, Path(directory)) as (port, pid),
+        Tracker.from_url(url, settings) as tracker,
+    ):
         try:
-            with (
-                tracker_serve(url, settings.namespace, scratch) as (port, pid),
-                Tracker.from_url(url, settings) as tracker,
-            ):
-                jids = [f"job-{i:03d}" for i in range(JOBS)]
-                for jid in jids:
-                    tracker.register(jid)
-                    tracker.start(jid)
-                for i in range(options.rounds):
-                    first = i * int(options.rate * options.seconds)
-                    results.append(one_round(port, pid, tracker, jids, options, first, scratch))
+            jids = [f"job-{i:03d}" for i in range(JOBS)]
+            for jid in jids:
+                tracker.register(jid)
+                tracker.start(jid)
+            per_round = int(options.rate * options.seconds)
+            return [one_round(port, pid, tracker, jids, options, i * per_round, Path(directory))
+                    for i in range(options.rounds)]  # fmt: skip
         finally:
-            cleanup(client, settings.namespace)
-            client.close()
-    return results
+            cleanup(tracker.client, settings.namespace)
 
 
 def main() -> int:
@@ -250,9 +235,8 @@ def main() -> int:
             print(f"\ntracker serve on {label(url)}; delays from the write to the client, ms:\n")
             table(["round", "writes/s", "delivered", "p50", "p90", "p99", "p99.9", "max",
                    "server CPU"], rows)  # fmt: skip
-            met = p99 < TARGET_P99_MS
-            print(f"\ntarget: p99 < {TARGET_P99_MS:g} ms: {'yes' if met else 'NO'} "
-                  f"(median of rounds {ms(p99)} ms)")  # fmt: skip
+            met = "yes" if p99 < TARGET_P99_MS else "NO"
+            print(f"\ntarget: p99 < {TARGET_P99_MS:g} ms: {met} (median of rounds {ms(p99)})")
     return 0
 
 

@@ -4,10 +4,12 @@ Run a benchmark as ``python bench/<name>.py``; Python puts ``bench/`` on ``sys.p
 which is how the scripts import this module. Every benchmark takes:
 
 - ``--url URL`` (repeatable): the store to measure. Without it, a private embedded
-  Valkey (tracker's default server) in a temporary directory. ``--url redis-server``
-  starts a private ``redis-server`` on a unix socket without persistence, for the
-  benchmarks that read ``used_memory``, SLOWLOG or per-command server time.
-- ``--quick``: a short run (fewer rounds, smaller sizes) that still prints every figure.
+  Valkey (tracker's default server) in a temporary directory; ``--url valkey`` names
+  that one, and ``--url redis-server`` starts a private ``redis-server`` on a unix
+  socket without persistence, for the benchmarks that read ``used_memory``, SLOWLOG or
+  per-command server time without other clients blurring them.
+- ``--quick``: a short run (fewer rounds, smaller sizes, whatever else is given) that
+  still prints every figure.
 
 Ratios are taken from rounds that alternate the two sides (which goes first
 alternates too): the figure is the median of the rounds' own ratios, and the spread
@@ -49,8 +51,8 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     options.add_argument(
         "--url",
         action="append",
-        help="store to measure (repeatable): a Redis URL, or 'redis-server' for a private "
-        "one on a unix socket; default: a private embedded Valkey",
+        help="store to measure (repeatable): a Redis URL, 'valkey' for a private embedded "
+        "Valkey (the default), 'redis-server' for a private Redis on a unix socket",
     )
     options.add_argument("--quick", action="store_true", help="a short run")
     return options

@@ -1,6 +1,6 @@
 """Redis memory per waiting dependency edge: tracker against RQ's deferred jobs.
 
-    python bench/edges.py [--url URL ...] [--dependents 10000] [--rq-dependents 2000]
+    python bench/edges.py [--url URL ...] [--quick] [--dependents 10000] [--rq-dependents 2000]
                           [--k 10] [--per-set 100]
 
 tracker: unfinished prerequisites are registered (so enqueued: nothing they wait
@@ -29,10 +29,9 @@ on average, as for tracker. RQ enqueues a job with dependencies in several round
 trips (WATCH, then MULTI/EXEC), hence fewer jobs. Job ids are RQ's own (UUIDs, 36
 characters); tracker's are ``dep-0000001`` (11), so a row with UUID jids is given.
 
-Each measurement gets a fresh private server: a ``redis-server`` on a unix socket
-without persistence (Redis 7, the figure asked for), then tracker's embedded
-Valkey, both stopped after. ``--url`` measures the given servers instead, where
-anything else that changes meanwhile blurs the figures; keys made are deleted.
+Each measurement gets a fresh server of the kind asked for (the embedded Valkey by
+default, ``--url redis-server`` for Redis 7); a ``--url`` of a running server is
+measured as it is, where anything else that changes meanwhile blurs the figures.
 """
 
 from __future__ import annotations
@@ -45,17 +44,20 @@ from dataclasses import dataclass
 
 import redis
 import rq
-from _common import (
+from _harness import (
     cleanup,
-    cleanup_matching,
-    fresh_servers,
+    cleanup_rq,
+    fresh,
+    label,
     machine,
     namespace,
-    pipelined,
-    server_label,
+    parser,
+    stores,
     table,
-    url_parser,
+    tag,
+    used_memory,
 )
+from _internals import load_library, pipelined, plans
 
 from tracker import Settings, Tracker
 from tracker.model import State
@@ -63,10 +65,6 @@ from tracker.model import State
 BATCH = 1000
 PAYLOAD = {"func": "os.path.join", "args": ["a"]}
 SEED = 7
-
-
-def used_memory(client: redis.Redis) -> int:
-    return int(client.info("memory")["used_memory"])
 
 
 def samples(count: int, population: int, k: int) -> list[list[int]]:
@@ -94,17 +92,17 @@ def measure_tracker(
         return f"{kind}-{i:07d}"
 
     try:
-        tracker._library.load(client)
+        load_library(tracker)
         pre = [jid("pre", i) for i in range(prerequisites)]
         for first in range(0, prerequisites, BATCH):
-            pipelined(tracker, (tracker.plans.register(p) for p in pre[first : first + BATCH]))
+            pipelined(tracker, (plans(tracker).register(p) for p in pre[first : first + BATCH]))
         before = used_memory(client)
         waits = samples(dependents, prerequisites, k)
         for first in range(0, dependents, BATCH):
             pipelined(
                 tracker,
                 (
-                    tracker.plans.register(
+                    plans(tracker).register(
                         jid("dep", i),
                         prerequisites=[pre[j] for j in waits[i]],
                         payload=PAYLOAD if payload else None,
@@ -121,7 +119,7 @@ def measure_tracker(
 
 
 def measure_rq(url: str, dependents: int, parents: int, k: int) -> Growth:
-    run = "ed" + uuid.uuid4().hex[:10]
+    run = tag("ed")
     client = redis.Redis.from_url(url)
     queue = rq.Queue(run, connection=client)
     made: list[rq.job.Job] = []
@@ -152,19 +150,21 @@ def measure_rq(url: str, dependents: int, parents: int, k: int) -> Growth:
         keys += [f"rq:job:{j.id}" for j in made] + [f"rq:job:{j.id}:dependents" for j in made]
         for first in range(0, len(keys), BATCH):
             client.delete(*keys[first : first + BATCH])
-        cleanup_matching(client, run)
+        cleanup_rq(client, run)
         client.close()
 
 
 def main() -> int:
-    parser = url_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--dependents", type=int, default=10_000, help="tracker's (10,000)")
-    parser.add_argument("--rq-dependents", type=int, default=2000, help="RQ's deferred (2,000)")
-    parser.add_argument("--k", type=int, default=10, help="edges per dependent (default 10)")
-    parser.add_argument(
+    parsing = parser(__doc__)
+    parsing.add_argument("--dependents", type=int, default=10_000, help="tracker's (10,000)")
+    parsing.add_argument("--rq-dependents", type=int, default=2000, help="RQ's deferred (2,000)")
+    parsing.add_argument("--k", type=int, default=10, help="edges per dependent (default 10)")
+    parsing.add_argument(
         "--per-set", type=int, default=100, help="dependents per prerequisite (default 100)"
     )
-    options = parser.parse_args()
+    options = parsing.parse_args()
+    if options.quick:
+        options.dependents, options.rq_dependents = 3000, 500
     n, rq_n, k, per_set = options.dependents, options.rq_dependents, options.k, options.per_set
 
     def unfinished(dependents: int, edges: int) -> int:
@@ -188,19 +188,19 @@ def main() -> int:
         ("RQ deferred job", lambda url, e: measure_rq(url, rq_n, unfinished(rq_n, e), e)),
     ]
     rows = []
-    for server in fresh_servers(options.url):
-        for name, measure in cases:
+    with stores(options.url) as urls:
+        for url, name, measure in ((u, c, m) for u in urls for c, m in cases):
+            server = label(url)
             growth: dict[int, Growth] = {}
             for edges in (1, k, 2 * k):
-                with server() as url:
-                    label = server_label(url)
-                    growth[edges] = measure(url, edges)
+                with fresh(url) as fresh_url:
+                    growth[edges] = measure(fresh_url, edges)
             one, many, more = growth[1], growth[k], growth[2 * k]
             all_in = many.per_job / k
             marginal = (more.per_job - many.per_job) / k
             rows.append(
                 [
-                    label,
+                    server,
                     name,
                     f"{one.per_job:,.0f}",
                     f"{many.per_job:,.0f}",
@@ -210,25 +210,23 @@ def main() -> int:
                 ]
             )
             print(
-                f"{label}, {name}: bytes per waiting job {one.per_job:,.1f} (1 edge), "
+                f"{server}, {name}: bytes per waiting job {one.per_job:,.1f} (1 edge), "
                 f"{many.per_job:,.1f} ({k}), {more.per_job:,.1f} ({2 * k}); per edge "
                 f"{all_in:,.1f} all in, {marginal:,.1f} marginal",
                 flush=True,
             )
     print("\nused_memory growth, bytes:\n")
-    print(
-        table(
-            [
-                "server",
-                "waiting job",
-                "per job, 1 edge",
-                f"per job, {k} edges",
-                f"per job, {2 * k} edges",
-                f"per edge, all in ({k})",
-                f"per edge, marginal ({k} to {2 * k})",
-            ],
-            rows,
-        )
+    table(
+        [
+            "server",
+            "waiting job",
+            "per job, 1 edge",
+            f"per job, {k} edges",
+            f"per job, {2 * k} edges",
+            f"per edge, all in ({k})",
+            f"per edge, marginal ({k} to {2 * k})",
+        ],
+        rows,
     )
     return 0
 

@@ -1,9 +1,10 @@
 """Reads, registers and upkeep against a large state: does any call grow with it?
 
-    python bench/scale.py [--url URL] [--sizes 1000 100000] [--full] [--rounds 5]
+    python bench/scale.py [--url URL] [--quick] [--sizes 1000 100000] [--full] [--rounds 5]
 
-For each size N (``--full`` adds 1,000,000) a fresh private ``redis-server`` (unix
-socket, no persistence; or ``--url``, whose keys made are deleted after) is filled
+For each size N (``--full`` adds 1,000,000) a fresh server (an embedded Valkey, or
+with ``--url redis-server`` a private Redis; a ``--url`` of a running server is used
+as it is, the keys made deleted after, and SLOWLOG's configuration changed) is filled
 through tracker's own plans, pipelined: N live tracks in 1,000 queues, 90% of them
 with 3 labels (``env=prod``, ``team`` of 100 values, ``batch`` of N / 10 values),
 1% working, 0.01% failed, and ``root``, registered last, which N / 10 jobs wait for (registered
@@ -38,19 +39,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import redis
-from _common import (
+from _harness import (
     cleanup,
-    command_delta,
-    command_stats,
+    label,
     machine,
     median,
     namespace,
-    pipelined,
-    private_redis,
-    server_label,
+    parser,
+    server_usec,
+    stores,
     table,
-    url_parser,
 )
+from _internals import job_key, key, load_library, pipelined, plans
 
 from tracker import Conflict, Settings, Tracker
 from tracker.upkeep import Maintenance
@@ -63,7 +63,7 @@ CHUNK = 5000
 def fill(tracker: Tracker, n: int) -> None:
     """N live tracks, 1% working, 90% labelled, and ``root`` that N / 10 jobs wait for."""
     waiting = n // 10
-    tracker._library.load(tracker.client)  # pipelined calls cannot load it on the way
+    load_library(tracker)  # pipelined calls cannot load it on the way
 
     def jobs(start: int, stop: int) -> Iterator[Any]:
         for i in range(start, stop):
@@ -72,17 +72,17 @@ def fill(tracker: Tracker, n: int) -> None:
                 fields["labels"] = {"env": "prod", "team": f"t{i % 100}", "batch": f"b{i // 10}"}
             if i < waiting:
                 fields["prerequisites"] = ["root"]
-            yield tracker.plans.register(f"job-{i:07d}", **fields)
+            yield plans(tracker).register(f"job-{i:07d}", **fields)
 
     for start in range(0, n, CHUNK):
         pipelined(tracker, jobs(start, min(n, start + CHUNK)))
-    pipelined(tracker, (tracker.plans.start(f"job-{i:07d}") for i in range(waiting, n, 100)))
+    pipelined(tracker, (plans(tracker).start(f"job-{i:07d}") for i in range(waiting, n, 100)))
     failing = range(waiting + 1, n, 10_000)  # labelled: 1 in 10,000 fails
-    pipelined(tracker, (tracker.plans.start(f"job-{i:07d}") for i in failing))
-    pipelined(tracker, (tracker.plans.fail(f"job-{i:07d}", "boom") for i in failing))
+    pipelined(tracker, (plans(tracker).start(f"job-{i:07d}") for i in failing))
+    pipelined(tracker, (plans(tracker).fail(f"job-{i:07d}", "boom") for i in failing))
     tracker.register("big", batch=True)
-    pipelined(tracker, (tracker.plans.register(f"child-{i}", parent="big") for i in range(3000)))
-    leaves = (tracker.plans.register(f"leaf-{i}", prerequisites=["huge"]) for i in range(3000))
+    pipelined(tracker, (plans(tracker).register(f"child-{i}", parent="big") for i in range(3000)))
+    leaves = (plans(tracker).register(f"leaf-{i}", prerequisites=["huge"]) for i in range(3000))
     pipelined(tracker, leaves)
 
 
@@ -105,12 +105,11 @@ def slowlog(client: redis.Redis, slower_than_us: int) -> Iterator[list[dict[str,
 def measure(client: redis.Redis, run: Callable[[], object]) -> tuple[Any, ...]:
     """(wall ms, FCALLs, their server ms, the longest command's ms, how many commands
     took over 5 ms) of one call of ``run``."""
-    before = command_stats(client)
-    with slowlog(client, 500) as slow:
+    with slowlog(client, 500) as slow, server_usec(client) as fcall:
         start = time.perf_counter()
         run()
         wall = (time.perf_counter() - start) * 1000
-    calls, usec = command_delta(before, command_stats(client)).get("fcall", (0, 0))
+    calls, usec = fcall
     top = max(slow, key=lambda e: e["duration"], default=None)
     longest = (top["duration"] / 1000, top["command"].split()[0].decode()) if top else (0, "")
     return wall, calls, usec / 1000, longest, sum(e["duration"] > 5000 for e in slow)
@@ -125,8 +124,8 @@ def register_huge(tracker: Tracker) -> None:
     """Refused for its size (accepted before the budget, then undone for the next round)."""
     with contextlib.suppress(Conflict):
         tracker.register("huge", prerequisites=["big"])
-        tracker.client.delete(tracker.keys.job("huge"))
-        tracker.client.srem(tracker.keys.dependents("big"), tracker.keys.job("huge"))
+        tracker.client.delete(job_key(tracker, "huge"))
+        tracker.client.srem(key(tracker, "dependents", "big"), job_key(tracker, "huge"))
 
 
 Case = tuple[str, Callable[[], object], Callable[[], object]]
@@ -137,7 +136,7 @@ def cases(tracker: Tracker) -> list[Case]:
     maintenance = Maintenance(tracker)
 
     def settle() -> None:  # finish what earlier cases made due, however many rounds
-        due = [tracker.keys.labels_in_use, getattr(tracker.keys, "bands_due", "")]
+        due = [key(tracker, "labels_in_use"), key(tracker, "bands_due")]
         maintenance.run_once()
         while True:
             now = tracker.client.time()[0] * 1000
@@ -149,7 +148,7 @@ def cases(tracker: Tracker) -> list[Case]:
 
     def all_due() -> None:
         # before: a set of label zsets, and no bands due: every one read each round
-        for index in (tracker.keys.labels_in_use, getattr(tracker.keys, "bands_due", "")):
+        for index in (key(tracker, "labels_in_use"), key(tracker, "bands_due")):
             if tracker.client.type(index) == b"zset":
                 tracker.client.zunionstore(index, {index: 0})
 
@@ -179,7 +178,7 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
     tracker = Tracker(client, Settings(namespace=ns))
     start = time.perf_counter()
     fill(tracker, n)
-    print(f"\n{server_label(url)}, N = {n:,}: filled in {time.perf_counter() - start:.0f} s")
+    print(f"\n{label(url)}, N = {n:,}: filled in {time.perf_counter() - start:.0f} s")
     samples: dict[str, list[tuple[Any, ...]]] = {}
     for _ in range(rounds):
         for name, prepare, call in cases(tracker):
@@ -189,7 +188,7 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
                 samples[name].append(measure(client, call))
             except Conflict as refused:
                 print(f"{name}: refused ({refused})")
-            client.delete(tracker.keys.job("root"))
+            client.delete(job_key(tracker, "root"))
     rows = []
     for name, got in samples.items():
         if not got:
@@ -208,28 +207,26 @@ def run(url: str, n: int, rounds: int, ours: bool) -> None:
             )
         )
     header = ("case", "wall ms (range)", "FCALLs", "FCALL ms", "longest command ms", "over 5 ms")
-    print(table(header, rows))
+    table(header, rows)
     if not ours:
         cleanup(client, ns)
     client.close()
 
 
 def main() -> None:
-    parser = url_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
-    parser.add_argument("--full", action="store_true", help="add N = 1,000,000")
-    parser.add_argument("--rounds", type=int, default=5)
-    args = parser.parse_args()
+    options = parser(__doc__)
+    options.add_argument("--sizes", type=int, nargs="+", default=[1000, 100_000])
+    options.add_argument("--full", action="store_true", help="add N = 1,000,000")
+    options.add_argument("--rounds", type=int, default=5)
+    args = options.parse_args()
+    if args.quick:
+        args.sizes, args.rounds = [1000, 100_000], 3
     sizes = [*args.sizes, *([1_000_000] if args.full else [])]
     print(f"scale: {machine()}")
-    for n in sizes:
-        if args.url:
-            for url in args.url:
-                run(url, n, args.rounds, ours=False)
-            continue
-        with private_redis() as url:
-            assert url is not None, "redis-server is not on PATH: give --url"
-            run(url, n, args.rounds, ours=True)
+    for n in sizes:  # a fresh server per size, when the server is one started here
+        with stores(args.url) as urls:
+            for url in urls:
+                run(url, n, args.rounds, ours="tracker-bench-" in url)
 
 
 if __name__ == "__main__":

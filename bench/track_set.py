@@ -1,27 +1,20 @@
 """TRACK SET and TRACK GET through tracker, against the raw redis-py calls beneath them.
 
-    python bench/track_set.py [--url URL ...] [--rounds 9] [--seconds 0.5]
+    python bench/track_set.py [--url URL ...] [--quick] [--rounds 9] [--seconds 0.5]
 
-Four comparisons, each as rounds that alternate tracker and raw (which goes first
-alternates too), reporting the median rate of each side, the ratio of medians (what
-the targets are judged on) and, as a check on the machine's noise, the median of the
-rounds' own ratios ("paired"):
+Four comparisons, each in rounds that alternate tracker and raw:
 
 (a) sync, one at a time: ``Tracker.track_set`` against a raw ``EVALSHA`` of a minimal
     script that writes percent and desc to the job's hash and sets its expiry;
-(b) asyncio, 8 concurrent tasks: ``AsyncTracker.track_set`` against the same raw
-    script through ``redis.asyncio``;
-(c) batches of 100: ``Tracker.track_set_many`` against a pipeline (transaction=False)
-    of 100 raw ``EVALSHA`` calls;
-(d) ``Tracker.track_get`` against a raw ``HGETALL`` of the same hash.
+(b) asyncio, 8 concurrent tasks: ``AsyncTracker.track_set`` against the same script
+    through ``redis.asyncio``;
+(c) batches of 100: ``Tracker.track_set_many`` against a pipeline of 100 raw EVALSHA;
+(d) ``Tracker.track_get`` against a raw ``HGETALL`` of the same hash;
+(e) ``Tracker.track_set`` against what an RQ user writes for progress:
+    ``job.meta["progress"] = i; job.save_meta()`` on 1,000 enqueued RQ jobs.
 
-tracker's side is an FCALL of its function library (TRACK SET's lean path, which
-replies with the state alone; ``track_set`` returns None, ``track_set_many`` a list
-of None or the error per update); the raw side stays the EVALSHA a user would write.
-
-Every job (1,000 of them, a fresh namespace per run) is registered and started first,
-so TRACK SET hits working jobs; the raw script writes the same hashes. The namespace's
-keys are deleted afterwards; the raw script stays in the server's script cache.
+1,000 jobs are registered and started first, so TRACK SET hits working jobs. The
+figure is the median of the rounds' tracker/raw ratios, with their range.
 """
 
 from __future__ import annotations
@@ -30,22 +23,29 @@ import asyncio
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import redis
 import redis.asyncio
-from _common import (
+import rq
+from _harness import (
+    alternate,
     cleanup,
-    default_targets,
+    cleanup_rq,
+    label,
     machine,
     median,
     namespace,
+    paired,
+    parser,
     rate,
-    server_label,
+    ratios,
+    stores,
     table,
-    url_parser,
+    tag,
+    verdict,
 )
+from _internals import job_key
 
 from tracker import AsyncTracker, Settings, Tracker, TrackerError
 
@@ -57,247 +57,166 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 1
 """
 EXPIRY_MS = 3_600_000
-DESC = "copying files 17/40"  # desc() appends a digit: 20 characters
-JOBS = 1000
-TASKS = 8
-BATCH = 100
-CHUNK = 50  # operations between two looks at the clock
-
-
-@dataclass
-class Result:
-    name: str
-    tracker: list[float]
-    raw: list[float]
-    target: float
-
-    @property
-    def ratio(self) -> float:
-        """The ratio of the medians: the figure the targets are judged on."""
-        return median(self.tracker) / median(self.raw)
-
-    @property
-    def paired(self) -> float:
-        """The median of each round's own ratio: less moved by a slow spell of the machine."""
-        return median([ours / theirs for ours, theirs in zip(self.tracker, self.raw, strict=True)])
-
-
-def interleave(
-    rounds: int, seconds: float, tracker_run: Callable[[], float], raw_run: Callable[[], float]
-) -> tuple[list[float], list[float]]:
-    """``rounds`` rounds of each, alternating which side goes first."""
-    tracker_run()  # warm up: connections, the script cache
-    raw_run()
-    ours: list[float] = []
-    theirs: list[float] = []
-    for i in range(rounds):
-        if i % 2 == 0:
-            ours.append(tracker_run())
-            theirs.append(raw_run())
-        else:
-            theirs.append(raw_run())
-            ours.append(tracker_run())
-    return ours, theirs
+JOBS, TASKS, BATCH, CHUNK = 1000, 8, 100, 50
+TARGETS = {"(a)": 0.85, "(b)": 0.85, "(c)": 0.7, "(d)": 0.85, "(e)": 1.0}
 
 
 def desc(i: int) -> str:
-    return DESC + str(i % 10)
+    return f"copying files 17/40{i % 10}"  # 20 characters
 
 
-def bench_sync(
-    tracker: Tracker, raw_client: redis.Redis, jids: list[str], rounds: int, seconds: float
-) -> list[Result]:
-    raw_set = raw_client.register_script(RAW_TRACK_SET)
-    keys = [tracker.keys.job(jid) for jid in jids]
-    cursor = [0]
+def looped(body: Callable[[int], object]) -> Callable[[], int]:
+    """CHUNK calls of ``body`` over the jobs, a cursor carried between calls."""
+    at = [0]
 
-    def tracker_set() -> int:
-        at = cursor[0]
-        for i in range(at, at + CHUNK):
-            tracker.track_set(jids[i % JOBS], percent=i % 101, desc=desc(i))
-        cursor[0] = at + CHUNK
+    def run() -> int:
+        first = at[0]
+        for i in range(first, first + CHUNK):
+            body(i)
+        at[0] = first + CHUNK
         return CHUNK
 
-    def raw_set_chunk() -> int:
-        at = cursor[0]
-        for i in range(at, at + CHUNK):
-            raw_set(keys=[keys[i % JOBS]], args=[i % 101, desc(i), EXPIRY_MS])
-        cursor[0] = at + CHUNK
-        return CHUNK
+    return run
 
-    def tracker_get() -> int:
-        at = cursor[0]
-        for i in range(at, at + CHUNK):
-            tracker.track_get(jids[i % JOBS])
-        cursor[0] = at + CHUNK
-        return CHUNK
 
-    def raw_get() -> int:
-        at = cursor[0]
-        for i in range(at, at + CHUNK):
-            raw_client.hgetall(keys[i % JOBS])
-        cursor[0] = at + CHUNK
-        return CHUNK
-
-    updates: list[list[dict[str, Any]]] = [
+def sync_sides(
+    tracker: Tracker, raw_client: redis.Redis, jids: list[str], run: str
+) -> dict[str, tuple[Callable[[], int], Callable[[], int]]]:
+    raw = raw_client.register_script(RAW_TRACK_SET)
+    keys = [job_key(tracker, jid) for jid in jids]
+    updates = [
         [{"jid": jids[(b * BATCH + i) % JOBS], "percent": i, "desc": desc(i)} for i in range(BATCH)]
         for b in range(JOBS // BATCH)
     ]
-    raw_batches = [
-        [([tracker.keys.job(u["jid"])], [u["percent"], u["desc"], EXPIRY_MS]) for u in batch]
-        for batch in updates
-    ]
-    replies = tracker.track_set_many(updates[0])
-    errors = [r for r in replies if isinstance(r, TrackerError)]
+    errors = [r for r in tracker.track_set_many(updates[0]) if isinstance(r, TrackerError)]
     assert not errors, errors[:3]
+    turn = [0]
 
     def tracker_many() -> int:
-        batch = updates[cursor[0] % len(updates)]
-        cursor[0] += 1
-        tracker.track_set_many(batch)
+        turn[0] += 1
+        tracker.track_set_many(updates[turn[0] % len(updates)])
         return BATCH
 
-    def raw_pipeline() -> int:
-        batch = raw_batches[cursor[0] % len(raw_batches)]
-        cursor[0] += 1
+    def raw_many() -> int:
+        turn[0] += 1
         pipe = raw_client.pipeline(transaction=False)
-        for keys_, args in batch:
-            raw_set(keys=keys_, args=args, client=pipe)
+        for u in updates[turn[0] % len(updates)]:
+            raw(keys=[job_key(tracker, u["jid"])], args=[u["percent"], u["desc"], EXPIRY_MS],
+                client=pipe)  # fmt: skip
         pipe.execute()
         return BATCH
 
-    def timed(run: Callable[[], int]) -> Callable[[], float]:
-        return lambda: rate(run, seconds)
+    queue = rq.Queue(run, connection=raw_client)
+    rq_jobs = [queue.enqueue("os.path.join", "a", job_id=f"{queue.name}-{i}") for i in range(JOBS)]
 
-    return [
-        Result(
-            "(a) TRACK SET, sync, one at a time",
-            *interleave(rounds, seconds, timed(tracker_set), timed(raw_set_chunk)),
-            target=0.85,
+    def save_meta(i: int) -> None:
+        job = rq_jobs[i % JOBS]
+        job.meta["progress"] = {"percent": i % 101, "desc": desc(i)}
+        job.save_meta()
+
+    return {
+        "(e) TRACK SET, sync, against RQ's save_meta": (
+            looped(lambda i: tracker.track_set(jids[i % JOBS], percent=i % 101, desc=desc(i))),
+            looped(save_meta),
         ),
-        Result(
-            "(c) TRACK SET, batches of 100",
-            *interleave(rounds, seconds, timed(tracker_many), timed(raw_pipeline)),
-            target=0.7,
+        "(a) TRACK SET, sync, one at a time": (
+            looped(lambda i: tracker.track_set(jids[i % JOBS], percent=i % 101, desc=desc(i))),
+            looped(lambda i: raw(keys=[keys[i % JOBS]], args=[i % 101, desc(i), EXPIRY_MS])),
         ),
-        Result(
-            "(d) TRACK GET, sync",
-            *interleave(rounds, seconds, timed(tracker_get), timed(raw_get)),
-            target=0.85,
+        "(c) TRACK SET, batches of 100": (tracker_many, raw_many),
+        "(d) TRACK GET, sync": (
+            looped(lambda i: tracker.track_get(jids[i % JOBS])),
+            looped(lambda i: raw_client.hgetall(keys[i % JOBS])),
         ),
-    ]
+    }
 
 
-async def _async_rate(task: Callable[[int, float], Awaitable[int]], seconds: float) -> float:
-    """Run ``TASKS`` copies of ``task(n, deadline)`` until the deadline; total ops/s."""
-    start = time.perf_counter()
-    deadline = start + seconds
-    counts = await asyncio.gather(*(task(n, deadline) for n in range(TASKS)))
-    return sum(counts) / (time.perf_counter() - start)
-
-
-async def _bench_async(
+async def async_side(
     url: str, settings: Settings, jids: list[str], rounds: int, seconds: float
-) -> Result:
+) -> list[list[float]]:
+    """(b): rates of TASKS concurrent tasks, tracker's and raw, in alternating rounds."""
     tracker = AsyncTracker(redis.asyncio.Redis.from_url(url), settings)
     raw_client = redis.asyncio.Redis.from_url(url)
-    raw_set = raw_client.register_script(RAW_TRACK_SET)
-    keys = [tracker.keys.job(jid) for jid in jids]
+    raw = raw_client.register_script(RAW_TRACK_SET)
+    keys = [job_key(tracker, jid) for jid in jids]
     share = JOBS // TASKS
 
-    async def tracker_task(n: int, deadline: float) -> int:
-        done = 0
-        while time.perf_counter() < deadline:
-            for i in range(CHUNK):
-                await tracker.track_set(jids[n * share + i % share], percent=i, desc=desc(i))
-            done += CHUNK
-        return done
+    def task(call: Callable[[int, int], Awaitable[Any]]) -> Callable[[int, float], Awaitable[int]]:
+        async def run(n: int, deadline: float) -> int:
+            done = 0
+            while time.perf_counter() < deadline:
+                for i in range(CHUNK):
+                    await call(n * share + i % share, i)
+                done += CHUNK
+            return done
 
-    async def raw_task(n: int, deadline: float) -> int:
-        done = 0
-        while time.perf_counter() < deadline:
-            for i in range(CHUNK):
-                await raw_set(keys=[keys[n * share + i % share]], args=[i, desc(i), EXPIRY_MS])
-            done += CHUNK
-        return done
+        return run
+
+    ours = task(lambda j, i: tracker.track_set(jids[j], percent=i, desc=desc(i)))
+    theirs = task(lambda j, i: raw(keys=[keys[j]], args=[i, desc(i), EXPIRY_MS]))
+
+    async def measured(side: Callable[[int, float], Awaitable[int]], span: float) -> float:
+        start = time.perf_counter()
+        counts = await asyncio.gather(*(side(n, start + span) for n in range(TASKS)))
+        return sum(counts) / (time.perf_counter() - start)
 
     try:
-        await _async_rate(tracker_task, 0.3)  # warm up: opens all TASKS connections
-        await _async_rate(raw_task, 0.3)
-        ours: list[float] = []
-        theirs: list[float] = []
-        for i in range(rounds):
-            first, second = (tracker_task, raw_task) if i % 2 == 0 else (raw_task, tracker_task)
-            a = await _async_rate(first, seconds)
-            b = await _async_rate(second, seconds)
-            ours.append(a if first is tracker_task else b)
-            theirs.append(b if first is tracker_task else a)
-        return Result("(b) TRACK SET, asyncio, 8 tasks", ours, theirs, target=0.85)
+        await measured(ours, 0.2)  # warm up: opens every task's connection
+        await measured(theirs, 0.2)
+        got: list[list[float]] = [[], []]
+        for r in range(rounds):
+            for i in (0, 1) if r % 2 == 0 else (1, 0):
+                got[i].append(await measured((ours, theirs)[i], seconds))
+        return got
     finally:
         await tracker.close()
         await raw_client.aclose()
 
 
-def run(url: str, rounds: int, seconds: float) -> list[Result]:
+def run(url: str, rounds: int, seconds: float) -> dict[str, list[list[float]]]:
     settings = Settings(namespace=namespace())
-    client = redis.Redis.from_url(url)
-    raw_client = redis.Redis.from_url(url)
+    client, raw_client = redis.Redis.from_url(url), redis.Redis.from_url(url)
     tracker = Tracker(client, settings)
     jids = [f"job-{i:05d}" for i in range(JOBS)]
+    run_tag = tag("ts")
     try:
         for jid in jids:
             tracker.register(jid)
             tracker.start(jid)
-        results = bench_sync(tracker, raw_client, jids, rounds, seconds)
-        results.append(asyncio.run(_bench_async(url, settings, jids, rounds, seconds)))
-        results.sort(key=lambda r: r.name)
-        return results
+        sides = sync_sides(tracker, raw_client, jids, run_tag)
+        results = {
+            name: alternate(rounds, lambda o=o: rate(o, seconds), lambda t=t: rate(t, seconds))
+            for name, (o, t) in sides.items()
+        }
+        results["(b) TRACK SET, asyncio, 8 tasks"] = asyncio.run(
+            async_side(url, settings, jids, rounds, seconds)
+        )
+        return dict(sorted(results.items()))
     finally:
         cleanup(client, settings.namespace)
+        cleanup_rq(client, run_tag)
         client.close()
         raw_client.close()
 
 
 def main() -> int:
-    parser = url_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=9, help="rounds per side (default 9)")
-    parser.add_argument(
-        "--seconds", type=float, default=0.5, help="length of one round (default 0.5)"
-    )
-    options = parser.parse_args()
-    print(f"machine: {machine()}; {options.rounds} rounds of {options.seconds} s per side")
-    met = True
-    with default_targets(options.url) as urls:
+    options = parser(__doc__)
+    options.add_argument("--rounds", type=int, default=9, help="rounds per side (default 9)")
+    options.add_argument("--seconds", type=float, default=0.5, help="one round (default 0.5)")
+    args = options.parse_args()
+    if args.quick:
+        args.rounds, args.seconds = 5, 0.3
+    print(f"machine: {machine()}; {args.rounds} rounds of {args.seconds} s per side")
+    with stores(args.url) as urls:
         for url in urls:
-            label = server_label(url)
-            results = run(url, options.rounds, options.seconds)
             rows = []
-            for r in results:
-                ok = r.ratio >= r.target
-                met = met and ok
-                rows.append(
-                    [
-                        r.name,
-                        f"{median(r.tracker):,.0f}",
-                        f"{median(r.raw):,.0f}",
-                        f"{r.ratio:.2f}",
-                        f"{r.paired:.2f}",
-                        f">= {r.target}",
-                        "yes" if ok else "NO",
-                    ]
-                )
-            print(f"\n{label}, rates in operations (updates or reads) per second, medians:\n")
-            print(
-                table(
-                    ["benchmark", "tracker/s", "raw/s", "ratio", "paired", "target", "met"],
-                    rows,
-                )
-            )
-            print("\nrounds (tracker | raw):")
-            for r in results:
-                ours = " ".join(f"{x:,.0f}" for x in r.tracker)
-                theirs = " ".join(f"{x:,.0f}" for x in r.raw)
-                print(f"  {r.name}: {ours} | {theirs}")
+            for name, (ours, theirs) in run(url, args.rounds, args.seconds).items():
+                target = TARGETS[name[:3]]
+                rows.append([name, f"{median(ours):,.0f}", f"{median(theirs):,.0f}",
+                             paired(ours, theirs), f">= {target}",
+                             verdict(median(ratios(ours, theirs)) >= target)])  # fmt: skip
+            print(f"\n{label(url)}: operations per second, medians; ratio with its range:\n")
+            table(["benchmark", "tracker/s", "raw/s", "ratio (range)", "target", "met"], rows)
     return 0
 
 

@@ -1,35 +1,20 @@
 """Tracking overhead: trivial jobs run by tracker's worker, against plain RQ.
 
-    python bench/worker_overhead.py [--url URL ...] [--rounds 7] [--jobs 5000] [--breakdown]
+    python bench/worker_overhead.py [--url URL ...] [--quick] [--rounds 7] [--jobs 5000]
+                                    [--breakdown]
 
-tracked: ``Tracker.enqueue(noop, queue=Q)`` N times (each job is released into RQ
-queue Q at once, by the hand-off stored with its track), then the worker of
-``tracker worker --simple --burst Q``, built as the command builds it: a
-``TrackedSimpleWorker([Q], connection=tracker.client, tracker=tracker)`` with the
-``Maintenance`` thread running beside it.
-plain: ``Queue(Q).enqueue(noop)`` N times, then an ``rq.SimpleWorker([Q])``.
-``noop`` is ``_common.noop``, a function that does nothing. Both workers use a client
-built by ``tracker.store.connect``.
+tracked: ``Tracker.enqueue(noop, queue=Q)`` N times (each job released into RQ queue Q
+at once), then the worker of ``tracker worker --simple --burst Q``: a
+``TrackedSimpleWorker`` with the ``Maintenance`` thread beside it. plain:
+``Queue(Q).enqueue(noop)`` N times, then ``rq.SimpleWorker([Q])``. Only the burst
+runs are timed, their teardown left out (see ``_harness.timed_burst``). Each round
+runs every side, the order rotating, each with keys of its own, deleted after; each
+side checks its N jobs ended well.
 
-Only the burst runs are timed (RQ's logging at WARNING on both sides), and of them
-only the jobs: the worker's teardown, which waits 0 or 1 s at random for its pub/sub
-thread, is measured and subtracted (see ``timed_burst``); the whole runs are reported
-too. Each round runs every side, the order rotating, each with an RQ queue name (and,
-tracked, a tracker namespace) of its own; after each side its keys are deleted (the
-namespace, and every RQ key, queue and worker carrying the side's tag). Each side
-checks that its N jobs ended well: all ``success`` in the tracker's counts, all in
-RQ's finished registry, the queue empty.
-
-``--breakdown`` adds a third side: the tracked worker with its watch thread (the
-per-job thread that extends the reservation and watches for a cancel) replaced, in
-this process only, by a stand-in that starts no thread. What remains over plain is
-the ``start`` and ``success`` calls and the wrapping around the job. Commands per
-job and FCALL server time per job come from ``INFO commandstats`` around each run
-(on a shared server, other clients' commands blur them). It also times the worker's
-two calls alone: ``start`` and ``success`` of 1,000 jobs registered without a
-payload, one after the other, with no worker and no RQ (median of 3), the FCALLs'
-server time split by command; and counts each side's round trips per job in one
-more burst of 500, untimed (every send of a command or a pipeline, patched in).
+``--breakdown`` adds a side whose worker starts no watch thread (the per-job thread
+that extends the reservation and watches for a cancel), times the worker's two
+calls alone (``start`` and ``success`` of 1,000 jobs, no worker, no RQ), and counts
+each side's round trips per job in one more burst of 500.
 """
 
 from __future__ import annotations
@@ -37,83 +22,108 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis.connection
 import rq
-from _common import (
+from _harness import (
     cleanup,
-    cleanup_matching,
-    command_delta,
+    cleanup_rq,
     command_stats,
-    default_targets,
+    label,
     machine,
     median,
     namespace,
     noop,
-    server_label,
-    server_time,
+    paired,
+    parser,
+    ratios,
+    server_usec,
+    stores,
     table,
+    tag,
     timed_burst,
-    url_parser,
+    verdict,
 )
+from _internals import Maintenance, TrackedSimpleWorker, no_watch_thread
 
-import tracker.worker
 from tracker import Settings, Tracker
-from tracker.client import connect
-from tracker.upkeep import Maintenance
-from tracker.worker import TrackedSimpleWorker
 
-TARGET = 0.9
-
-
-@dataclass
-class Measured:
-    """One burst: seconds of enqueueing, of the jobs (the run less its teardown) and of
-    the teardown; the server's commands meanwhile (name -> calls, usec)."""
-
-    enqueue: float
-    jobs: float
-    teardown: float
-    commands: dict[str, tuple[int, int]]
-    sends: int = 0
+TARGET = 1.0  # issue 13: tracking for free (it was 0.9)
 
 
 @dataclass
 class Side:
     name: str
-    round_: Callable[[str, str, int], Measured]
-    runs: list[Measured] = field(default_factory=list)
+    burst: Callable[[str, str, int], tuple[float, int, float]]  # seconds, commands, FCALL us
+    seconds: list[float] = field(default_factory=list)
+    commands: list[int] = field(default_factory=list)
+    fcall_us: list[float] = field(default_factory=list)
 
     def rates(self, n: int) -> list[float]:
-        """Jobs per second of each round, teardown left out."""
-        return [n / m.jobs for m in self.runs]
-
-    def whole_rates(self, n: int) -> list[float]:
-        """Jobs per second of each round's whole burst run."""
-        return [n / (m.jobs + m.teardown) for m in self.runs]
-
-    def per_job(self, n: int) -> tuple[float, float]:
-        """Median commands per job, and median FCALL server time per job (us)."""
-        calls = [
-            sum(c for name, (c, _) in m.commands.items() if name != "info") / n for m in self.runs
-        ]
-        fcall = [m.commands.get("fcall", (0, 0))[1] / n for m in self.runs]
-        return median(calls), median(fcall)
+        return [n / s for s in self.seconds]
 
 
-#: Set to count what the bursts send (see :func:`counted_sends`); off when timing.
-COUNT_SENDS = False
+def measured_burst(client: Any, worker: rq.Worker) -> tuple[float, int, float]:
+    before = command_stats(client)
+    seconds = timed_burst(worker)
+    after = command_stats(client)
+    commands = sum(c - before.get(k, (0, 0))[0] for k, (c, _) in after.items() if k != "info")
+    fcall = after.get("fcall", (0, 0))[1] - before.get("fcall", (0, 0))[1]
+    return seconds, commands, fcall
+
+
+def tracked(url: str, run: str, n: int) -> tuple[float, int, float]:
+    settings = Settings(namespace=namespace())
+    tracker = Tracker.from_url(url, settings)
+    try:
+        queue = rq.Queue(f"{run}-q", connection=tracker.client)
+        for i in range(n):
+            tracker.enqueue(noop, jid=f"{run}-{i:05d}", queue=queue.name)
+        assert queue.count == n, queue.count
+        worker = TrackedSimpleWorker(
+            [queue], connection=tracker.client, tracker=tracker, name=f"{run}-w"
+        )
+        maintenance = Maintenance(tracker)
+        maintenance.start()
+        try:
+            got = measured_burst(tracker.client, worker)
+        finally:
+            maintenance.stop()
+        assert tracker.stats().states == {"success": n}
+        assert queue.count == 0 and queue.finished_job_registry.count == n
+        return got
+    finally:
+        cleanup(tracker.client, settings.namespace)
+        cleanup_rq(tracker.client, run)
+        tracker.close()
+
+
+def unwatched(url: str, run: str, n: int) -> tuple[float, int, float]:
+    with no_watch_thread():
+        return tracked(url, run, n)
+
+
+def plain(url: str, run: str, n: int) -> tuple[float, int, float]:
+    client = redis.Redis.from_url(url)
+    try:
+        queue = rq.Queue(f"{run}-q", connection=client)
+        for i in range(n):
+            queue.enqueue(noop, job_id=f"{run}-{i:05d}")
+        worker = rq.SimpleWorker([queue], connection=client, name=f"{run}-w")
+        got = measured_burst(client, worker)
+        assert queue.count == 0 and queue.finished_job_registry.count == n
+        return got
+    finally:
+        cleanup_rq(client, run)
+        client.close()
 
 
 @contextlib.contextmanager
 def counted_sends() -> Iterator[list[int]]:
-    """Count the sends of every connection of this process: one per command, one per
-    pipeline, so the round trips (and the few of the Maintenance thread, one run a
-    second)."""
+    """Count every send of this process's connections: one per command or pipeline."""
     count = [0]
     send = redis.connection.AbstractConnection.send_packed_command
 
@@ -128,216 +138,82 @@ def counted_sends() -> Iterator[list[int]]:
         redis.connection.AbstractConnection.send_packed_command = send  # type: ignore[method-assign]
 
 
-def _burst(client: Any, worker: Any) -> tuple[float, float, dict[str, tuple[int, int]], int]:
-    before = command_stats(client)
-    with counted_sends() if COUNT_SENDS else contextlib.nullcontext([0]) as sends:
-        run, teardown = timed_burst(worker)
-    return run - teardown, teardown, command_delta(before, command_stats(client)), sends[0]
-
-
-def tracked_round(url: str, tag: str, n: int) -> Measured:
-    """Enqueue ``n`` tracked jobs, and run them as ``tracker worker --simple`` would."""
-    settings = Settings(namespace=namespace())
-    tracker = Tracker.from_url(url, settings)
-    try:
-        queue = rq.Queue(f"{tag}-q", connection=tracker.client)
-        start = time.perf_counter()
-        for i in range(n):
-            tracker.enqueue(noop, jid=f"{tag}-{i:05d}", queue=queue.name)
-        enqueued = time.perf_counter() - start
-        assert queue.count == n, queue.count
-        worker = TrackedSimpleWorker(
-            [queue], connection=tracker.client, tracker=tracker, name=f"{tag}-w"
-        )
-        maintenance = Maintenance(tracker)
-        maintenance.start()
-        try:
-            jobs, teardown, commands, sends = _burst(tracker.client, worker)
-        finally:
-            maintenance.stop()
-        states = tracker.stats().states
-        assert states == {"success": n}, states
-        assert queue.count == 0 and queue.finished_job_registry.count == n
-        return Measured(enqueued, jobs, teardown, commands, sends)
-    finally:
-        cleanup(tracker.client, settings.namespace)
-        cleanup_matching(tracker.client, tag)
-        tracker.close()
-
-
-def plain_round(url: str, tag: str, n: int) -> Measured:
-    """Enqueue ``n`` plain RQ jobs, and run them with a plain ``SimpleWorker``."""
-    client = connect(url)
-    try:
-        queue = rq.Queue(f"{tag}-q", connection=client)
-        start = time.perf_counter()
-        for i in range(n):
-            queue.enqueue(noop, job_id=f"{tag}-{i:05d}")
-        enqueued = time.perf_counter() - start
-        assert queue.count == n, queue.count
-        worker = rq.SimpleWorker([queue], connection=client, name=f"{tag}-w")
-        jobs, teardown, commands, sends = _burst(client, worker)
-        assert queue.count == 0 and queue.finished_job_registry.count == n
-        return Measured(enqueued, jobs, teardown, commands, sends)
-    finally:
-        cleanup_matching(client, tag)
-        client.close()
-
-
-class _NoWatch:
-    """Stands in for ``tracker.worker._Watcher``: starts no thread, so it neither extends
-    the reservation nor watches for a cancel. For measuring what the thread costs."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def start(self) -> None:
-        pass
-
-    def watch(self, *args: object) -> None:
-        pass
-
-    def release(self) -> None:
-        pass
-
-
-def unwatched_round(url: str, tag: str, n: int) -> Measured:
-    """:func:`tracked_round` without the worker's watch thread."""
-    watcher = tracker.worker._Watcher
-    tracker.worker._Watcher = _NoWatch  # type: ignore[misc, assignment]
-    try:
-        return tracked_round(url, tag, n)
-    finally:
-        tracker.worker._Watcher = watcher  # type: ignore[misc]
-
-
-def lifecycle_calls(url: str, n: int) -> tuple[float, float, dict[str, tuple[int, int]]]:
-    """The tracked worker's two calls alone, with no worker and no RQ: ``start`` and
-    ``success`` of ``n`` jobs registered without a payload, one after the other.
-    Returns seconds and client CPU seconds per job, and the server's commands."""
+def lifecycle_alone(url: str, n: int = 1000) -> tuple[float, float]:
+    """us per job of ``start`` + ``success`` with no worker and no RQ, and FCALL us."""
     settings = Settings(namespace=namespace())
     tracker = Tracker.from_url(url, settings)
     try:
         jids = [f"job-{i:05d}" for i in range(n)]
         for jid in jids:
             tracker.register(jid)
-        before = command_stats(tracker.client)
-        cpu = time.process_time()
-        start = time.perf_counter()
-        for jid in jids:
-            tracker.start(jid)
-            tracker.success(jid)
-        seconds = time.perf_counter() - start
-        cpu = time.process_time() - cpu
-        return seconds / n, cpu / n, command_delta(before, command_stats(tracker.client))
+        with server_usec(tracker.client) as fcall:
+            start = time.perf_counter()
+            for jid in jids:
+                tracker.start(jid)
+                tracker.success(jid)
+            seconds = time.perf_counter() - start
+        return seconds / n * 1e6, fcall[1] / n
     finally:
         cleanup(tracker.client, settings.namespace)
         tracker.close()
 
 
-def round_trips(url: str, sides: list[Side], n: int = 500) -> str:
-    """One more burst per side, untimed, its sends counted; sends per job."""
-    global COUNT_SENDS
-    COUNT_SENDS = True
-    try:
-        counts = [side.round_(url, f"bw{uuid.uuid4().hex[:8]}", n).sends / n for side in sides]
-    finally:
-        COUNT_SENDS = False
-    return ", ".join(f"{side.name} {count:.1f}" for side, count in zip(sides, counts, strict=True))
-
-
-def run(url: str, rounds: int, n: int, sides: list[Side]) -> None:
-    run_tag = "bw" + uuid.uuid4().hex[:8]
+def measure(url: str, rounds: int, n: int, breakdown: bool) -> list[Side]:
+    sides = [Side("tracked", tracked), Side("plain", plain)]
+    if breakdown:
+        sides.insert(1, Side("tracked, no watch thread", unwatched))
     for side in sides:  # warm up: imports, FUNCTION LOAD, RQ's first-use paths
-        side.round_(url, f"{run_tag}-warm{sides.index(side)}", 100)
+        side.burst(url, tag("bw"), 100)
     for r in range(rounds):
         k = r % len(sides)
-        line = []
         for side in sides[k:] + sides[:k]:
-            measured = side.round_(url, f"{run_tag}-{r}-{sides.index(side)}", n)
-            side.runs.append(measured)
-            line.append(f"{side.name} {measured.jobs:.2f} s (+{measured.teardown:.2f})")
-        print(f"  round {r + 1}: " + ", ".join(line), flush=True)
+            seconds, commands, fcall = side.burst(url, tag("bw"), n)
+            side.seconds.append(seconds)
+            side.commands.append(commands)
+            side.fcall_us.append(fcall)
+        print(f"  round {r + 1}: " + ", ".join(f"{s.name} {s.seconds[-1]:.2f} s" for s in sides))
+    if breakdown:
+        trips = []
+        for side in sides:
+            with counted_sends() as sends:
+                side.burst(url, tag("bw"), 500)
+            trips.append(f"{side.name} {sends[0] / 500:.1f}")
+        print(f"  round trips per job (500 jobs): {', '.join(trips)}")
+        alone = [lifecycle_alone(url) for _ in range(3)]
+        print(f"  start + success alone, per job: {median([a[0] for a in alone]):,.0f} us, "
+              f"FCALL {median([a[1] for a in alone]):,.0f} us")  # fmt: skip
+    return sides
 
 
 def main() -> int:
-    parser = url_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=7, help="rounds per side (default 7)")
-    parser.add_argument("--jobs", type=int, default=5000, help="jobs per burst (default 5000)")
-    parser.add_argument(
-        "--breakdown", action="store_true", help="add a side without the watch thread"
-    )
-    options = parser.parse_args()
-    n = options.jobs
-    print(f"machine: {machine()}; rq {rq.__version__}; {options.rounds} rounds of {n:,} jobs")
-    print("jobs' seconds per round (+ the teardown's, left out):")
-    rows, breakdown = [], []
-    with default_targets(options.url) as urls:
+    options = parser(__doc__)
+    options.add_argument("--rounds", type=int, default=7, help="rounds per side (default 7)")
+    options.add_argument("--jobs", type=int, default=5000, help="jobs per burst (default 5000)")
+    options.add_argument("--breakdown", action="store_true", help="the watch thread, round trips")
+    args = options.parse_args()
+    if args.quick:
+        args.rounds, args.jobs = 3, 1000
+    n = args.jobs
+    print(f"machine: {machine()}; rq {rq.__version__}; {args.rounds} rounds of {n:,} jobs")
+    rows, per_job = [], []
+    with stores(args.url) as urls:
         for url in urls:
-            label = server_label(url)
-            print(f"\n{label}:")
-            tracked = Side("tracked", tracked_round)
-            plain = Side("plain", plain_round)
-            sides = [tracked, plain]
-            if options.breakdown:
-                sides.insert(1, Side("tracked, no watch thread", unwatched_round))
-            run(url, options.rounds, n, sides)
-            if options.breakdown:
-                print(f"  round trips per job (sends, 500 jobs): {round_trips(url, sides)}")
-                lifecycle = [lifecycle_calls(url, 1000) for _ in range(3)]
-                seconds = median([s for s, _, _ in lifecycle])
-                cpu = median([c for _, c, _ in lifecycle])
-                commands = lifecycle[[s for s, _, _ in lifecycle].index(seconds)][2]
-                print(
-                    f"  start + success alone (no worker, no RQ), per job: {seconds * 1e6:,.0f} us,"
-                    f" client CPU {cpu * 1e6:,.0f} us; {server_time(commands, 1000)}"
-                )
-            ours, theirs = median(tracked.rates(n)), median(plain.rates(n))
-            paired = median([a / b for a, b in zip(tracked.rates(n), plain.rates(n), strict=True)])
-            whole = median(tracked.whole_rates(n)) / median(plain.whole_rates(n))
-            rows.append(
-                [
-                    label,
-                    f"{ours:,.0f}",
-                    f"{theirs:,.0f}",
-                    f"{ours / theirs:.3f}",
-                    f"{paired:.3f}",
-                    f"{whole:.3f}",
-                    f"{1e6 / ours - 1e6 / theirs:+,.0f}",
-                    f">= {TARGET}",
-                    "yes" if ours / theirs >= TARGET else "NO",
-                ]
-            )
-            print(
-                "  enqueue, median s: "
-                + ", ".join(f"{s.name} {median([m.enqueue for m in s.runs]):.2f}" for s in sides)
-            )
+            server = label(url)
+            print(f"\n{server}:")
+            sides = measure(url, args.rounds, n, args.breakdown)
+            ours, theirs = sides[0].rates(n), sides[-1].rates(n)
+            more = 1e6 / median(ours) - 1e6 / median(theirs)
+            rows.append([server, f"{median(ours):,.0f}", f"{median(theirs):,.0f}",
+                         paired(ours, theirs, 3), f"{more:+,.0f}", f">= {TARGET}",
+                         verdict(median(ratios(ours, theirs)) >= TARGET)])  # fmt: skip
             for side in sides:
-                us = 1e6 / median(side.rates(n))
-                calls, fcall = side.per_job(n)
-                paired_us = median(
-                    [
-                        (a.jobs - b.jobs) / n * 1e6
-                        for a, b in zip(side.runs, plain.runs, strict=True)
-                    ]
-                )
-                breakdown.append(
-                    [
-                        label,
-                        side.name,
-                        f"{us:,.0f}",
-                        f"{paired_us:+,.0f}",
-                        f"{calls:.1f}",
-                        f"{fcall:.0f}",
-                    ]
-                )
-    print(f"\njobs per second (burst run less teardown), medians of {options.rounds} rounds:\n")
-    header = ["server", "tracked/s", "plain/s", "ratio", "paired", "whole runs"]
-    header += ["us/job more", "target", "met"]
-    print(table(header, rows))
-    print("\nper job: median us; us more than plain (median of the rounds' differences);")
-    print("server commands; FCALL server us:\n")
-    print(table(["server", "side", "us/job", "vs plain", "commands", "FCALL us"], breakdown))
+                per_job.append([server, side.name, f"{1e6 / median(side.rates(n)):,.0f}",
+                                f"{median(side.commands) / n:.1f}",
+                                f"{median(side.fcall_us) / n:.0f}"])  # fmt: skip
+    print(f"\njobs per second (burst less teardown), medians of {args.rounds} rounds:\n")
+    table(["server", "tracked/s", "plain/s", "ratio (range)", "us/job more", "target", "met"], rows)
+    print("\nper job, medians: us, server commands, FCALL server us:\n")
+    table(["server", "side", "us/job", "commands", "FCALL us"], per_job)
     return 0
 
 

@@ -18,13 +18,9 @@ import redis
 
 from tracker import Track, Tracker, calls, context, scripts, worker
 from tracker.calls import Call, Plan
+from tracker.handoff import rq_handoff
 from tracker.upkeep import Maintenance
 from tracker.worker import TrackedSimpleWorker
-
-try:  # the RQ hand-off's module: dispatch.py, renamed handoff.py (issue 12)
-    from tracker.handoff import rq_handoff
-except ImportError:
-    from tracker.dispatch import rq_handoff  # type: ignore[no-redef]
 
 __all__ = ["Maintenance", "TrackedSimpleWorker", "rq_handoff"]
 

@@ -7,8 +7,8 @@ operation's declaration in interface.py: ``begin(KEYS, ARGV)`` (the shared keys 
 head), then a local name for each of its own keys and arguments.
 
 Why functions rather than EVALSHA: a script re-runs its whole top level on every
-call, and defining the shared helpers alone cost about 30 us per call on Redis 7,
-more than the raw HSET+EXPIRE a TRACK SET is measured against. A library's top
+call, and defining the shared helpers alone costs more than the raw HSET+EXPIRE a
+TRACK SET is measured against (bench/track_set_breakdown.py). A library's top
 level runs once, at FUNCTION LOAD. The version (a digest of the sources) is in
 every name, so two tracker versions can share a server during an upgrade, and a
 server that lost the library (a restart without persistence) gets it again on the

@@ -3,7 +3,7 @@
 --
 -- Work that spreads through the graph (a job with 100,000 dependents) is a list
 -- of tasks: this call does at most BUDGET commits' worth (a queue hand-off counts
--- as one more), about 1 ms of server time, and pushes what is left
+-- as one more), well within the few ms a call may take, and pushes what is left
 -- onto the fan-out list for drain.lua, so no call blocks Redis for long. Each
 -- task consumes a set with SPOP in the same script that acts on the members, so
 -- every edge is followed exactly once, whoever runs the task and however often

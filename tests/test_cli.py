@@ -679,3 +679,20 @@ def test_events_of_every_job_take_the_list_s_filters(
     finally:
         follower.terminate()
         follower.communicate(timeout=20)
+
+
+def test_serve_s_socket_says_it_is_tcp_so_small_answers_are_not_held_back() -> None:
+    """asyncio turns Nagle's algorithm off only on sockets whose proto is IPPROTO_TCP;
+    left 0, every small response waited for the client's delayed ACK."""
+    from tracker.cli import _address, _listen
+
+    listener = _listen("127.0.0.1", 0, _address("127.0.0.1", 0))
+    try:
+        assert listener.proto == socket.IPPROTO_TCP
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.create_connection(listener.getsockname()[:2]):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.proto == socket.IPPROTO_TCP
+    finally:
+        listener.close()

@@ -154,9 +154,13 @@ def _address(host: str, port: int) -> tuple[int, tuple[object, ...]]:
 def _listen(host: str, port: int, address: tuple[int, tuple[object, ...]]) -> socket.socket:
     """A listening socket, or exit 4 with one line saying why not (a port in use)."""
     family, where = address
-    listener = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off only on sockets
+    # that say they are TCP, and an accepted socket says what its listener said. Without
+    # it every small response waited for the client's delayed ACK.
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         listener.bind(where)
         listener.listen(2048)
     except OSError as exc:

@@ -82,10 +82,32 @@ def serve(kind: str, port: int, options: dict[str, Any]) -> None:
 
     if kind == "tracker":
         settings = Settings(redis_url=options["url"], namespace=options["namespace"])
+        if options.get("workers", 1) > 1:  # as `tracker serve --workers N`, less its access log
+            serve_forked(settings, port, options["workers"])
+            return
         app = create_app(settings)
     else:
         app = bare_app(options["body"])
     uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
+
+
+def serve_forked(settings: Settings, port: int, workers: int) -> None:
+    """``workers`` processes sharing one socket, each with its app and quiet collector."""
+    import socket
+
+    import uvicorn
+
+    from tracker.web import create_app
+    from tracker.web.serving import quiet_collector, serve_processes
+
+    listener = socket.create_server(("127.0.0.1", port), backlog=2048)
+
+    def one() -> None:
+        config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
+        quiet_collector()
+        uvicorn.Server(config).run(sockets=[listener])
+
+    serve_processes(workers, one)
 
 
 def uvicorn_stack() -> str:
@@ -187,6 +209,7 @@ def main() -> int:
     options.add_argument("--rounds", type=int, default=5, help="rounds per side (default 5)")
     options.add_argument("--seconds", type=int, default=5, help="one round (default 5)")
     options.add_argument("--connections", type=int, default=16, help="wrk's (default 16)")
+    options.add_argument("--workers", type=int, default=1, help="tracker's processes (default 1)")
     options.add_argument("--serve", choices=["tracker", "bare"], help=argparse.SUPPRESS)
     options.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = options.parse_args()
@@ -199,7 +222,8 @@ def main() -> int:
         args.rounds, args.seconds = 3, 3
     print(f"machine: {machine()}")
     print(f"{args.rounds} rounds of {args.seconds} s per side and load; wrk -t1 "
-          f"-c{args.connections}; uvicorn, 1 worker, {uvicorn_stack()}")  # fmt: skip
+          f"-c{args.connections}; uvicorn, {uvicorn_stack()}; tracker {args.workers} "
+          f"process(es), bare 1")  # fmt: skip
     with stores(args.url) as urls:
         for url in urls:
             results = measure(url, args)
@@ -226,7 +250,11 @@ def measure(url: str, args: argparse.Namespace) -> list[Result]:
     try:
         body = prepare(url, settings)
         with (
-            server("tracker", {"url": url, "namespace": settings.namespace}, "/readyz") as ours,
+            server(
+                "tracker",
+                {"url": url, "namespace": settings.namespace, "workers": args.workers},
+                "/readyz",
+            ) as ours,
             server("bare", {"body": body}, "/jobs/x") as bare,
         ):
             servers = {"tracker": ours, "bare": bare}

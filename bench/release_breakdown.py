@@ -11,9 +11,9 @@ dependent (INFO commandstats; median and range of the rounds, the order rotating
 and its difference from the library as it is. Variants:
 
   hand-off read, not run   the RQ hand-off's stored commands are read (LRANGE), not run
-  no hand-off              the hand-off is neither read nor run
-  no event                 commit() builds the track (the caller's reply) but XADDs no
-                           event to the stream
+  no hand-off              dispatch() neither reads nor runs the hand-off (nor
+                           schedules its timeout)
+  no event                 add_event() XADDs no event of a state change (a release's)
   without payload          the library as it is, dependents registered without a
                            payload: no hand-off to replay
 
@@ -50,14 +50,15 @@ from tracker import Settings, Tracker
 
 Edit = Callable[[str], str]
 
-REPLAY = "replay(redis.call('LRANGE', job.payload, 0, -1), false)"
+REPLAY = "  replay(stored, false)\n"
+DISPATCH = "  if not job.payload then return true end\n"
 XADD = (
-    "  redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', job.jid,"
-    " 'w', old_state or '',\n    unpack(track))\n"
+    "redis.call('XADD', EVENTS, 'MAXLEN', '~', EVENTS_KEPT, '*', 'jid', jid, 'w', was,\n"
+    "      unpack(track))"
 )
 VARIANTS: dict[str, tuple[str, str]] = {
-    "hand-off read, not run": (REPLAY, "redis.call('LRANGE', job.payload, 0, -1)"),
-    "no hand-off": (REPLAY, ""),
+    "hand-off read, not run": (REPLAY, ""),
+    "no hand-off": (DISPATCH, "  do return true end\n"),
     "no event": (XADD, ""),
 }
 MICRO = """#!lua name={name}

@@ -180,3 +180,10 @@ def no_watch_thread() -> Iterator[None]:
         yield
     finally:
         worker._Watcher = watcher  # type: ignore[misc]
+
+
+def tcp_listener(port: int) -> Any:
+    """A loopback listening socket made as ``tracker serve`` makes its own."""
+    from tracker.cli import _address, _listen
+
+    return _listen("127.0.0.1", port, _address("127.0.0.1", port))

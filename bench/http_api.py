@@ -2,20 +2,15 @@
 
     python bench/http_api.py [--url URL] [--quick] [--rounds 5] [--seconds 5] [--connections 16]
 
-Two servers side by side, each one uvicorn worker on loopback, started the same way
-(uvicorn's automatic choice of loop and parser, printed; no access log): **tracker**,
-the app ``tracker serve`` runs (``create_app``, event hub and maintenance included),
-on the store measured; and **bare**, a Starlette app whose ``GET /jobs/{jid}``
-returns a constant track and whose ``POST /jobs/{jid}/track`` reads the body and
-returns it too. ``wrk`` (one thread, keep-alive) is the load: its Lua script walks
-1,000 working jobs; POST sends ``{"percent": n, "desc": "copying files k/40"}``. Each
-round runs wrk on both servers, alternately first; the ratio is the median of the
-rounds' own rate ratios, with their range; a non-2xx answer fails the run. p99 is
-wrk's (closed loop). Targets (issue 13): GET >= 0.7 and POST >= 0.6 of bare, p99
-under 3x bare's.
-
-(Named http_api.py: a bench/http.py would shadow the standard library's http package
-for every benchmark, ``python bench/X.py`` putting bench/ first on sys.path.)
+Two servers side by side, on loopback sockets made as ``tracker serve``'s, no access
+log: **tracker** as ``tracker serve [--workers N]`` serves it, on the store measured;
+**bare**, a Starlette app whose ``GET /jobs/{jid}`` returns a constant track and whose
+``POST /jobs/{jid}/track`` returns it after reading the body. ``wrk`` (one thread,
+keep-alive) walks 1,000 working jobs; POST sends ``{"percent": n, "desc": "..."}``.
+Each round runs wrk on both, alternately first; the ratio is the median of the
+rounds' rate ratios, with their range; a non-2xx answer fails the run. p99 is wrk's
+(closed loop). Targets (issue 13): GET >= 0.7, POST >= 0.6 of bare, p99 < 3x bare's.
+Not bench/http.py: it would shadow the standard library's http for every benchmark.
 """
 
 from __future__ import annotations
@@ -48,6 +43,7 @@ from _harness import (
     table,
     verdict,
 )
+from _internals import tcp_listener
 
 from tracker import Settings, Tracker
 
@@ -75,44 +71,29 @@ def bare_app(body: dict[str, Any]) -> Any:
 
 
 def serve(kind: str, port: int, options: dict[str, Any]) -> None:
-    """Run one server until killed: both kinds through this one call of uvicorn."""
-    import uvicorn
-
-    from tracker.web import create_app
-
-    if kind == "tracker":
-        settings = Settings(redis_url=options["url"], namespace=options["namespace"])
-        if options.get("workers", 1) > 1:  # as `tracker serve --workers N`, less its access log
-            serve_forked(settings, port, options["workers"])
-            return
-        app = create_app(settings)
-    else:
-        app = bare_app(options["body"])
-    uvicorn.run(app, host="127.0.0.1", port=port, workers=1, log_level="warning", access_log=False)
-
-
-def serve_forked(settings: Settings, port: int, workers: int) -> None:
-    """``workers`` processes sharing one socket, each with its app and quiet collector."""
-    import socket
-
+    """Run one server until killed (tracker as ``tracker serve --workers N`` runs it)."""
     import uvicorn
 
     from tracker.web import create_app
     from tracker.web.serving import quiet_collector, serve_processes
 
-    listener = socket.create_server(("127.0.0.1", port), backlog=2048)
+    listener = tcp_listener(port)
 
-    def one() -> None:
-        config = uvicorn.Config(create_app(settings), log_level="warning", access_log=False)
-        quiet_collector()
+    def one(app: Any) -> None:
+        config = uvicorn.Config(app, log_level="warning", access_log=False)
+        if kind == "tracker":
+            quiet_collector()
         uvicorn.Server(config).run(sockets=[listener])
 
-    serve_processes(workers, one)
+    if kind == "bare":
+        one(bare_app(options["body"]))
+        return
+    settings = Settings(redis_url=options["url"], namespace=options["namespace"])
+    serve_processes(options.get("workers", 1), lambda: one(create_app(settings)))
 
 
 def uvicorn_stack() -> str:
-    """The event loop and HTTP parser uvicorn's "auto" picks here: uvloop and httptools
-    when installed (``uvicorn[standard]``), else asyncio and h11."""
+    """The loop and HTTP parser uvicorn's "auto" picks: uvloop, httptools when installed."""
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return f"loop {loop}, http {http}"

@@ -135,7 +135,8 @@ REGISTER = Body(
                 "required": ["func"],
                 "additionalProperties": False,
             },
-            "What the queue runs: the job is enqueued into RQ when released.",
+            "What the queue runs: the job is enqueued into RQ when released, with its jid as"
+            " RQ's job id, which allows only `A-Z a-z 0-9 _ -` (400 for a jid with others).",
         ),
         "hide_args": Field(
             {"type": "boolean"},

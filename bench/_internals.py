@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 
-from tracker import Track, Tracker, calls, context, scripts, worker
+from tracker import Track, Tracker, calls, context, interface, scripts, worker
 from tracker.calls import Call, Plan
 from tracker.handoff import rq_handoff
 from tracker.upkeep import Maintenance
@@ -53,7 +53,7 @@ def pipelined(tracker: Tracker, steps: Iterable[Plan[Any]]) -> None:
     started = []
     for plan in steps:
         call = first_call(plan)
-        tracker._library.call(pipe, call.script, call.keys, call.args)
+        tracker._library.queue(pipe, call)
         started.append(plan)
     for plan, reply in zip(started, pipe.execute(), strict=True):
         try:
@@ -66,13 +66,13 @@ def pipelined(tracker: Tracker, steps: Iterable[Plan[Any]]) -> None:
 def prebuilt(tracker: Tracker, plan: Plan[Any]) -> Callable[[Any], Any]:
     """The FCALL a plan starts with, built now; the function sends it on a client."""
     call, library = first_call(plan), tracker._library
-    return lambda client: library.call(client, call.script, call.keys, call.args)
+    return lambda client: library.call(client, call)
 
 
 def aprebuilt(tracker: Any, plan: Plan[Any]) -> Callable[[Any], Any]:
     """:func:`prebuilt` for an AsyncTracker: the function returns an awaitable."""
     call, library = first_call(plan), tracker._library
-    return lambda client: library.acall(client, call.script, call.keys, call.args)
+    return lambda client: library.acall(client, call)
 
 
 def hot_call(tracker: Tracker, jid: str, percent: int, desc: str) -> Call:
@@ -80,9 +80,14 @@ def hot_call(tracker: Tracker, jid: str, percent: int, desc: str) -> Call:
     return first_call(tracker.plans.track_set(jid, percent=percent, desc=desc))
 
 
+def _track_set_layout() -> dict[str, int]:
+    args = [*interface.HEAD, *interface.OPERATIONS["track_set"].args]
+    return {"hash": 1, "percent": args.index("percent") + 1, "desc": args.index("desc") + 1}
+
+
 #: A raw function handed TRACK SET's KEYS and ARGV: where in them the job's hash, the
-#: percent and the desc are (the hot layout of ``lua/_common.lua``).
-HOT_LAYOUT = {"hash": 8, "percent": 7, "desc": 9}
+#: percent and the desc are (see tracker/interface.py).
+HOT_LAYOUT = _track_set_layout()
 
 
 def decode(tracker: Tracker, jid: str, fields: dict[bytes, bytes]) -> Track:

@@ -29,7 +29,7 @@ def register_each(tracker: Tracker, jobs: Iterable[tuple[str, dict[str, Any]]]) 
             plan = tracker.plans.register(jid, **fields)
             call = next(plan)
             assert isinstance(call, Call)
-            tracker._library.call(pipe, call.script, call.keys, call.args)
+            tracker._library.queue(pipe, call)
             plans.append(plan)
         for plan, reply in zip(plans, pipe.execute(), strict=True):
             try:

@@ -199,7 +199,7 @@ def register_fan_out(tracker: Tracker) -> list[str]:
 def first_call_only(tracker: Tracker, plan: Plan[Any]) -> None:
     """Run a plan's first script call and drop the rest: a caller that died midway."""
     call = next(plan)
-    Library().call(tracker.client, call.script, call.keys, call.args)
+    Library().call(tracker.client, call)
     plan.close()
 
 

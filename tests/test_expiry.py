@@ -107,7 +107,7 @@ def _rfc3339(ms: int) -> str:
 def _prune_labels_once(tracker: Tracker, budget: int) -> tuple[int, int]:
     """One call of prune_labels: (entries removed, 1 when more is due)."""
     call = tracker.plans._call("prune_labels", reads=budget)
-    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
+    reply = tracker._library.call(tracker.client, call)
     removed, more = scripts.outcome(reply, "")
     return int(removed), int(more)
 
@@ -164,7 +164,7 @@ def test_the_state_pruner_reads_due_bands_within_its_budget_and_then_waits_for_t
 
     def once() -> tuple[int, int]:
         call = tracker.plans._call("prune", reads=20)
-        reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
+        reply = tracker._library.call(tracker.client, call)
         dropped, more = scripts.outcome(reply, "")
         return int(dropped), int(more)
 

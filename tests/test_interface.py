@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from jobs import add
 
-from tracker import Tracker, interface, scripts
+from tracker import State, Tracker, interface, scripts
 from tracker.calls import Call
 from tracker.interface import OPERATIONS, InterfaceError, Many, Operation
 from tracker.settings import Settings
@@ -84,12 +84,12 @@ def test_a_group_of_the_wrong_members_raises() -> None:
 
 def test_values_become_what_scripts_read() -> None:
     call = plans()._call("retry", "a", revive=True)
-    assert call.args[len(interface.HEAD) :] == ["1"]
+    assert call.own_args == ["1"]
     call = plans()._call("start", "a", reserve_for=None)
-    assert call.args[len(interface.HEAD) :] == [""]
+    assert call.own_args == [""]
 
 
-def test_the_layout_is_shared_keys_and_head_then_names_then_counts_then_lists() -> None:
+def test_the_layout_is_head_then_names_then_counts_then_lists() -> None:
     op = Operation(
         keys=("job",),
         args=("jid",),
@@ -97,13 +97,13 @@ def test_the_layout_is_shared_keys_and_head_then_names_then_counts_then_lists() 
         arg_lists=(Many("items"),),
     )
     keys, args = op.bind(
-        ["S"], ["H"], {"job": "J", "jid": "j", "pairs": [("a1", "b1"), ("a2", "b2")], "items": [7]}
+        ["T", "N"], {"job": "J", "jid": "j", "pairs": [("a1", "b1"), ("a2", "b2")], "items": [7]}
     )
-    assert keys == ["S", "J", "a1", "b1", "a2", "b2"]
-    assert args == ["H", "j", 2, 1, 7]
+    assert keys == ["J", "a1", "b1", "a2", "b2"]
+    assert args == ["T", "N", "j", 2, 1, 7]
     prelude = scripts.prelude(op)
-    shared, head = len(interface.SHARED_KEYS), len(interface.HEAD)  # in a real call
-    assert f"local JOB = KEYS[{shared + 1}]" in prelude
+    head = len(interface.HEAD)  # in a real call
+    assert "local JOB = KEYS[1]" in prelude
     assert f"local JID = ARGV[{head + 1}]" in prelude
     assert "PAIRS[i] = {a = KEYS[k], b = KEYS[k + 1]}; k = k + 2" in prelude
     assert f"for i = 1, tonumber(ARGV[{head + 3}]) do ITEMS[i] = ARGV[a]" in prelude
@@ -124,9 +124,9 @@ def test_every_plan_builds_calls_its_scripts_accept(valkey_store: Tracker) -> No
     called: list[str] = []
     library_call = tracker._library.call
 
-    def recording(client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
-        called.append(op)
-        return library_call(client, op, keys, args)
+    def recording(client: Any, call: Call) -> Any:
+        called.append(call.script)
+        return library_call(client, call)
 
     tracker._library.call = recording  # type: ignore[method-assign]
     tracker.register("batch", batch=True, labels={"team": "a"})
@@ -168,4 +168,53 @@ def test_every_operation_builds_a_call_from_its_declaration(name: str) -> None:
     call = plans()._call(name, "a", **values)
     assert isinstance(call, Call)
     size = len(operation.keys) + sum(m.width for m in operation.key_lists)
-    assert len(call.keys) == len(interface.SHARED_KEYS) + size
+    if size:  # a call names the namespace's constants by their token
+        assert len(call.keys) == size
+        assert call.args[0] == call.constants.token
+    else:  # a call with no key of its own carries them: its keys route it on a cluster
+        assert len(call.keys) == len(interface.SHARED_KEYS)
+        assert call.args[0] == "=" + call.constants.token
+        assert len(call.args) == len(call.carrying().args)
+
+
+def test_a_server_that_forgot_the_constants_is_sent_them_again(valkey_store: Tracker) -> None:
+    """A library reloaded (as after a restart) holds no constants: the call that names
+    them is answered UNBOUND and sent again carrying them, once; later calls name them."""
+    tracker = valkey_store
+    tracker.register("a")
+    tracker.start("a")
+    sent: list[str] = []
+    fcall = tracker.client.fcall
+
+    def recording(name: str, numkeys: int, *keys_and_args: Any) -> Any:
+        sent.append(str(keys_and_args[numkeys]))
+        return fcall(name, numkeys, *keys_and_args)
+
+    tracker.client.fcall = recording  # type: ignore[method-assign]
+    tracker.client.function_load(tracker._library.source, replace=True)  # forgets them
+    tracker.track_set("a", percent=10)
+    tracker.track_set("a", percent=20)
+    token = tracker.plans.constants.token
+    assert sent == [token, "=" + token, token]
+    assert tracker.track_get("a").percent == 20
+
+
+def test_namespaces_with_other_settings_keep_their_own_constants(valkey_store: Tracker) -> None:
+    """Each namespace's calls read its own keys and settings, however many share a
+    server (more than the library keeps at once: it forgets them all and is sent them)."""
+    base = valkey_store.settings.namespace
+    trackers = [
+        Tracker(valkey_store.client, Settings(namespace=f"{base}-{i}", ttl=60 + i))
+        for i in range(300)
+    ]
+    try:
+        for tracker in trackers:
+            tracker.register("a")
+        for i, tracker in enumerate(trackers):
+            tracker.start("a", reserve_for=1)  # expires 1 s after its TTL
+            ttl_ms = tracker.client.pttl(tracker.keys.job("a"))
+            assert (60 + i) * 1000 < ttl_ms <= (61 + i) * 1000
+            assert tracker.state("a") is State.WORKING
+    finally:
+        made = list(valkey_store.client.scan_iter(match="{" + base + "-*", count=1000))
+        valkey_store.client.delete(*made)

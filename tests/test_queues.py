@@ -227,7 +227,7 @@ def test_a_round_with_nothing_due_reads_no_band_whatever_the_queues(
     for n in range(50):
         tracker.register(f"job-{n}", queue=f"queue-{n}")
     call = tracker.plans._call("prune", reads=20)
-    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
+    reply = tracker._library.call(tracker.client, call)
     assert reply[1:] == [0, 0]  # one call, nothing read: every band is due later
     assert len(queue_ids(tracker)) == 50
 

@@ -32,7 +32,7 @@ from conftest import MakeTracker, wait_until
 
 import tracker as tracker_module
 from tracker import State, Track, Tracker
-from tracker.calls import EVENTS_KEPT, GRAPH_BUDGET
+from tracker.calls import EVENTS_KEPT, GRAPH_BUDGET, Call
 
 PAYLOAD = {"func": "os.path.join", "args": ["x"]}
 PREREQUISITES = 1_000
@@ -208,7 +208,7 @@ def register_all(tracker: Tracker, jobs: Mapping[str, Mapping[str, Any]]) -> Non
         pipe = tracker.client.pipeline(transaction=False)
         for jid, fields in chunk:
             call = next(tracker.plans.register(jid, **fields))
-            tracker._library.call(pipe, call.script, call.keys, call.args)
+            tracker._library.queue(pipe, call)
         for (jid, _), reply in zip(chunk, pipe.execute(), strict=True):
             assert reply[:2] == [0, 1], f"{jid} was not created: {reply[:2]}"
 
@@ -218,9 +218,9 @@ def count_script_calls(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> Cou
     calls: Counter[str] = Counter()
     call = tracker._library.call
 
-    def counted(client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
-        calls[op] += 1
-        return call(client, op, keys, args)
+    def counted(client: Any, made: Call) -> Any:
+        calls[made.script] += 1
+        return call(client, made)
 
     monkeypatch.setattr(tracker._library, "call", counted)
     return calls
@@ -230,7 +230,7 @@ def interrupted(tracker: Tracker, op: str, jid: str, *args: Any) -> int:
     """Run one operation's script call alone, as a process would that died right after it,
     before finishing the fan-out; returns whether it left fan-out work."""
     call = next(getattr(tracker.plans, op)(jid, *args))
-    reply = tracker._library.call(tracker.client, call.script, call.keys, call.args)
+    reply = tracker._library.call(tracker.client, call)
     assert reply[0] == 0, reply
     return int(reply[-1])
 

@@ -11,12 +11,13 @@ workers.py, by what it does.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import records, scripts
-from .interface import HEAD, OPERATIONS
+from .interface import CONSTANTS, HEAD, OPERATIONS
 from .keys import Keys
 from .model import Track
 from .settings import Settings
@@ -30,10 +31,47 @@ GRAPH_BUDGET = 60
 
 
 @dataclass(frozen=True, slots=True)
+class Constants:
+    """A namespace's constants as scripts read them (interface.py): its shared keys and
+    settings, and the token that names them once a server holds them."""
+
+    token: str
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+    @classmethod
+    def of(cls, keys: Iterable[str], args: Iterable[Any]) -> Constants:
+        keys, args = tuple(keys), tuple(args)
+        digest = hashlib.sha1(repr((keys, args)).encode()).hexdigest()[:16]
+        return cls(digest, keys, args)
+
+
+@dataclass(frozen=True, slots=True)
 class Call:
+    """One script call: its own keys and arguments, after a head that names the
+    namespace's constants by their token, unless it carries them (:meth:`carrying`)."""
+
     script: str
     keys: list[str]
     args: list[Any]
+    constants: Constants
+
+    @property
+    def own_args(self) -> list[Any]:
+        """The arguments of the operation itself: after the head, before any constants."""
+        end = len(self.args) - (0 if self.args[0] == self.constants.token else len(CONSTANTS))
+        return self.args[len(HEAD) : end]
+
+    def carrying(self) -> Call:
+        """This call with its constants appended, for a server that does not hold them."""
+        if self.args[0] != self.constants.token:
+            return self  # it already carries them
+        return Call(
+            self.script,
+            [*self.keys, *self.constants.keys],
+            ["=" + self.constants.token, *self.args[1:], *self.constants.args],
+            self.constants,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,21 +89,23 @@ class PlanBase:
         self.settings = settings
         self.keys = Keys(settings.namespace)
         self.clock = clock
-        head = {
-            "TTL": str(settings.ttl * 1000),
-            "PENDING_TTL": str(settings.pending_ttl * 1000),
-            "DONE_TTL": str(settings.done_ttl * 1000),
+        settings_of = {
+            "TTL": settings.ttl * 1000,
+            "PENDING_TTL": settings.pending_ttl * 1000,
+            "DONE_TTL": settings.done_ttl * 1000,
             "EVENTS_KEPT": EVENTS_KEPT,
             "JOB_PREFIX_LEN": self.keys.job_prefix_len,
             "PROPAGATE": "1" if settings.propagate_failures else "0",
             "BUDGET": GRAPH_BUDGET,
         }
-        self._fixed = [head[name] for name in HEAD[1:]]  # NOW comes first, per call
+        self.constants = Constants.of(
+            self.keys.shared, (settings_of[name] for name, _ in CONSTANTS)
+        )
 
     def _head(self) -> list[Any]:
         """The ARGV every script starts with (interface.HEAD)."""
         now = "" if self.clock is None else str(int(self.clock() * 1000))
-        return [now, *self._fixed]
+        return [self.constants.token, now]
 
     def _call(self, script: str, jid: str | None = None, /, **values: Any) -> Call:
         """The call of ``script`` with its declared keys and arguments (interface.py) by
@@ -77,8 +117,9 @@ class PlanBase:
                 values[name] = self.keys.named(name, jid)
         if jid is not None and "jid" in operation.names and "jid" not in values:
             values["jid"] = jid
-        keys, args = operation.bind(self.keys.shared, self._head(), values)
-        return Call(script, keys, args)
+        keys, args = operation.bind(self._head(), values)
+        call = Call(script, keys, args, self.constants)
+        return call if keys else call.carrying()  # on a cluster, its keys route a call
 
     def _now_ms(self, server_time: tuple[int, int]) -> int:
         if self.clock is not None:

@@ -236,7 +236,7 @@ class Tracker(Client):
             step = next(plan)
             while True:
                 if isinstance(step, Call):
-                    reply: Any = self._library.call(self.client, step.script, step.keys, step.args)
+                    reply: Any = self._library.call(self.client, step)
                 elif len(step.commands) == 1:
                     name, args = step.commands[0]
                     reply = [getattr(self.client, name)(*args)]
@@ -330,10 +330,7 @@ class AsyncTracker(Client):
             step = next(plan)
             while True:
                 if isinstance(step, Call):
-                    library = self._library
-                    reply: Any = await library.acall(
-                        self.client, step.script, step.keys, step.args, self._pipeline
-                    )
+                    reply: Any = await self._library.acall(self.client, step, self._pipeline)
                 elif self._pipeline is not None:
                     sent = [self._pipeline.send(name, *args) for name, args in step.commands]
                     # every reply is awaited, so no error is left unretrieved

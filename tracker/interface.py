@@ -8,13 +8,23 @@ call from keyword arguments checked against it, so a misspelt, missing or extra 
 raises where the call is built. Adding an argument is one name here, plus the code that
 passes it and the code that uses it.
 
-The layout of a call, which nothing outside this module and the generated prelude
-depends on:
+The layout of a call, which nothing outside this module, calls.py and the generated
+prelude depends on:
 
-- ``KEYS``: :data:`SHARED_KEYS`, the operation's ``keys``, then the entries of each of
-  its key lists (each entry a group of ``members`` keys);
-- ``ARGV``: :data:`HEAD`, the operation's ``args``, how many entries each list has (key
-  lists first), then the entries of each argument list.
+- ``KEYS``: the operation's ``keys``, then the entries of each of its key lists (each
+  entry a group of ``members`` keys);
+- ``ARGV``: :data:`HEAD` (the token naming the namespace's constants, and the time), the
+  operation's ``args``, how many entries each list has (key lists first), then the
+  entries of each argument list.
+
+The namespace's constants (:data:`SHARED_KEYS` and :data:`CONSTANTS`: its event stream,
+state indexes and settings) are the same in every call, so a call names them by a token
+(a digest of them) instead of sending them: the library binds a token the first time a
+call carries its constants, appended to ``KEYS`` and ``ARGV`` with the token written
+``=token``, and every later call names it alone. A server that does not hold the token
+(it restarted, or reloaded the library) answers ``UNBOUND``, and the client sends the
+same call again, carrying them (calls.py, scripts.py). A call with no key of its own
+always carries them: on a cluster, its keys are what route it.
 
 A name is a Python identifier; Lua binds it upper-cased (``reserve_for`` is
 ``RESERVE_FOR``), a list as a table of values or, with members, of tables
@@ -29,8 +39,9 @@ from typing import Any
 
 from .model import STORED_STATES
 
-#: The keys every call starts with: the Lua variable each is bound to (declared in
-#: lua/_common.lua), and its name in keys.py (:meth:`Keys.shared_key`).
+#: The namespace's keys every script may write, in this order after a call's own keys in a
+#: call that carries its constants: the Lua variable each is bound to (declared in
+#: lua/_common.lua), and its name in keys.py (:meth:`Keys.named`).
 SHARED_KEYS: tuple[tuple[str, str], ...] = (
     ("EVENTS", "events"),
     ("RESERVED", "reservations"),
@@ -40,18 +51,22 @@ SHARED_KEYS: tuple[tuple[str, str], ...] = (
     ("FANOUT", "fanout"),
 )
 
-#: The arguments every call starts with, bound to these Lua variables (declared in
-#: lua/_common.lua, converted by its ``started()``); calls.py gives their values.
-HEAD: tuple[str, ...] = (
-    "NOW",  # ms, or '' for the server's TIME
-    "TTL",  # ms
-    "PENDING_TTL",  # ms
-    "DONE_TTL",  # ms
-    "EVENTS_KEPT",  # the event stream's approximate cap
-    "JOB_PREFIX_LEN",  # length of a job key's prefix: jid_of() reads a jid off a job key
-    "PROPAGATE",  # '1' to propagate failures
-    "BUDGET",  # most commits one call may make through the graph (see lua/_graph.lua)
+#: The namespace's settings every script reads, in this order after the shared keys'
+#: in a call that carries its constants: the Lua variable each is bound to (declared in
+#: lua/_common.lua), and how its value is read: a number, or a flag ('1' is true).
+CONSTANTS: tuple[tuple[str, str], ...] = (
+    ("TTL", "number"),  # ms
+    ("PENDING_TTL", "number"),  # ms
+    ("DONE_TTL", "number"),  # ms
+    ("EVENTS_KEPT", "number"),  # the event stream's approximate cap
+    ("JOB_PREFIX_LEN", "number"),  # length of a job key's prefix: jid_of() reads a jid off it
+    ("PROPAGATE", "flag"),  # failures propagate to dependents
+    ("BUDGET", "number"),  # most commits one call may make through the graph (_graph.lua)
 )
+
+#: The arguments every call starts with: the token naming the namespace's constants
+#: (``=`` before it when the call carries them), and NOW (ms, or '' for the server's TIME).
+HEAD: tuple[str, ...] = ("TOKEN", "NOW")
 
 
 class InterfaceError(TypeError):
@@ -100,17 +115,15 @@ class Operation:
                 raise InterfaceError(f"{name!r} is not a lower-case identifier")
         object.__setattr__(self, "names", frozenset(every))
 
-    def bind(
-        self, head_keys: Sequence[str], head_args: Sequence[Any], values: Mapping[str, Any]
-    ) -> tuple[list[str], list[Any]]:
+    def bind(self, head: Sequence[Any], values: Mapping[str, Any]) -> tuple[list[str], list[Any]]:
         """``KEYS`` and ``ARGV`` of a call given every name of this operation in
-        ``values`` (keys included), after the shared keys and the head."""
+        ``values`` (keys included), ``ARGV`` after ``head``."""
         if values.keys() != self.names:
             given = set(values)
             missing, unknown = sorted(self.names - given), sorted(given - self.names)
             raise InterfaceError(f"missing {missing}, unknown {unknown}")
-        keys = [*head_keys, *[values[name] for name in self.keys]]
-        args = [*head_args]
+        keys = [values[name] for name in self.keys]
+        args = [*head]
         _convert([values[name] for name in self.args], args)
         if not (self.key_lists or self.arg_lists):  # most calls: a job's, TRACK SET's
             return keys, args

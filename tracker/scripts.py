@@ -3,8 +3,9 @@
 ``lua/_common.lua``, ``lua/_graph.lua`` and ``lua/_cycle.lua`` are the library's shared top; each
 operation is ``lua/<name>.lua``, registered as the function
 ``tracker_<version>_<name>``, whose body starts with a prelude generated from the
-operation's declaration in interface.py: ``begin(KEYS, ARGV)`` (the shared keys and the
-head), then a local name for each of its own keys and arguments.
+operation's declaration in interface.py: ``begin(KEYS, ARGV)`` (the namespace's
+constants, named by their token or carried by the call, and the time), then a local
+name for each of its own keys and arguments.
 
 Why functions rather than EVALSHA: a script re-runs its whole top level on every
 call, and defining the shared helpers alone costs more than the raw HSET+EXPIRE a
@@ -23,7 +24,7 @@ import re
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis.exceptions
 
@@ -31,6 +32,9 @@ from . import fields, interface
 from .cluster import is_cluster
 from .errors import Conflict, InvalidInput, JobSuperseded, NotFound
 from .times import format_time
+
+if TYPE_CHECKING:
+    from .calls import Call
 
 OPERATIONS = tuple(interface.OPERATIONS)
 
@@ -53,7 +57,7 @@ def library() -> tuple[str, str]:
         check_body(name, body, operation, top)
         parts.append(
             f"redis.register_function('tracker_{{digest}}_{name}', function(KEYS, ARGV)\n"
-            f"begin(KEYS, ARGV)\n{prelude(operation)}{body}\nend)"
+            f"{prelude(operation)}{body}\nend)"
         )
     source = "\n".join(parts)
     digest = hashlib.sha1(source.encode()).hexdigest()[:12]
@@ -61,27 +65,61 @@ def library() -> tuple[str, str]:
 
 
 def _begin() -> str:
-    """begin(): binds the shared keys and the head of a call (interface.SHARED_KEYS and
-    HEAD) to the library's per-call variables, then started() (in _common.lua)."""
-    lines = ["-- generated from interface.py (SHARED_KEYS, HEAD)"]
-    lines.append("local function begin(KEYS, ARGV)")
-    states = []
-    for i, (variable, _) in enumerate(interface.SHARED_KEYS, 1):
-        if variable.startswith("STATE_KEY."):
-            states.append(f"{variable[len('STATE_KEY.') :]} = KEYS[{i}]")
-        else:
-            lines.append(f"  {variable} = KEYS[{i}]")
-    lines.append("  STATE_KEY = {" + ", ".join(states) + "}")
-    lines += [f"  {variable} = ARGV[{i}]" for i, variable in enumerate(interface.HEAD, 1)]
-    lines += ["  started()", "end"]
-    return "\n".join(lines)
+    """begin(): binds the namespace's constants (interface.SHARED_KEYS and CONSTANTS) to
+    the library's per-call variables, from the call when it carries them (and keeps them
+    under its token, see bind() in _common.lua) or from what the token names; then
+    started() with the call's time. Returns UNBOUND's error reply for a token the library
+    does not hold (the client then sends the call again, carrying them)."""
+    shared, constants = interface.SHARED_KEYS, interface.CONSTANTS
+    read = {"number": "tonumber({})", "flag": "{} == '1'"}
+    states = [
+        f"{variable[len('STATE_KEY.') :]} = KEYS[k + {i}]"
+        for i, (variable, _) in enumerate(shared, 1)
+        if variable.startswith("STATE_KEY.")
+    ]
+    carried = [
+        *(
+            f"      {variable} = KEYS[k + {i}],"
+            for i, (variable, _) in enumerate(shared, 1)
+            if not variable.startswith("STATE_KEY.")
+        ),
+        "      STATE_KEY = {" + ", ".join(states) + "},",
+        *(
+            f"      {variable} = {read[kind].format(f'ARGV[a + {i}]')},"
+            for i, (variable, kind) in enumerate(constants, 1)
+        ),
+    ]
+    names = [variable for variable, _ in shared if not variable.startswith("STATE_KEY.")]
+    names += ["STATE_KEY", *(variable for variable, _ in constants)]
+    return "\n".join(
+        [
+            "-- generated from interface.py (SHARED_KEYS, CONSTANTS, HEAD)",
+            "local function begin(KEYS, ARGV)",
+            "  local token = ARGV[1]",
+            "  local c = BOUND[token]",
+            "  if not c then",
+            "    if string.sub(token, 1, 1) ~= '=' then",
+            "      return redis.error_reply('UNBOUND ' .. token .. ': this server does not hold "
+            "the constants of that token; send them')",
+            "    end",
+            f"    local k, a = #KEYS - {len(shared)}, #ARGV - {len(constants)}",
+            "    c = {",
+            *carried,
+            "    }",
+            "    bind(string.sub(token, 2), c)",
+            "  end",
+            *(f"  {name} = c.{name}" for name in names),
+            "  started(ARGV[2])",
+            "end",
+        ]
+    )
 
 
 def prelude(operation: interface.Operation) -> str:
-    """The Lua that binds an operation's declared keys and arguments to local names
-    (see the layout in interface.py)."""
-    lines = []
-    key_at, arg_at = len(interface.SHARED_KEYS), len(interface.HEAD)
+    """The Lua that starts a call (begin()) and binds an operation's declared keys and
+    arguments to local names (see the layout in interface.py)."""
+    lines = ["local unbound = begin(KEYS, ARGV)", "if unbound then return unbound end"]
+    key_at, arg_at = 0, len(interface.HEAD)
     for name in operation.keys:
         key_at += 1
         lines.append(f"local {name.upper()} = KEYS[{key_at}]")
@@ -145,21 +183,38 @@ def missing_function(exc: redis.exceptions.ResponseError) -> bool:
     return "function not found" in str(exc).lower()
 
 
+def unbound(exc: redis.exceptions.ResponseError) -> bool:
+    """Whether the server answered that it does not hold the constants a call named."""
+    return str(exc).startswith("UNBOUND ")
+
+
 class Library:
-    """Calls tracker's functions on a server, loading the library when it is missing."""
+    """Calls tracker's functions on a server: loads the library when the server lacks it,
+    and sends a call's constants when the server does not hold them (interface.py)."""
 
     def __init__(self) -> None:
         self.version, self.source = library()
         self.names = {op: f"tracker_{self.version}_{op}" for op in OPERATIONS}
 
-    def call(self, client: Any, op: str, keys: list[str], args: list[Any]) -> Any:
-        try:
-            return client.fcall(self.names[op], len(keys), *keys, *args)
-        except redis.exceptions.ResponseError as exc:
-            if not missing_function(exc):
-                raise
-        self.load(client)
-        return client.fcall(self.names[op], len(keys), *keys, *args)
+    def call(self, client: Any, call: Call) -> Any:
+        for _ in range(2):
+            try:
+                return client.fcall(self.names[call.script], len(call.keys), *call.keys, *call.args)
+            except redis.exceptions.ResponseError as exc:
+                if missing_function(exc):
+                    self.load(client)
+                elif unbound(exc):
+                    call = call.carrying()
+                else:
+                    raise
+        # a library just loaded holds no constants: the call that carries them is the last
+        return client.fcall(self.names[call.script], len(call.keys), *call.keys, *call.args)
+
+    def queue(self, pipe: Any, call: Call) -> None:
+        """Add ``call`` to a pipeline, carrying its constants (a pipeline's reply comes too
+        late to send them again). The library must be loaded beforehand."""
+        call = call.carrying()
+        pipe.fcall(self.names[call.script], len(call.keys), *call.keys, *call.args)
 
     def load(self, client: Any) -> None:
         try:
@@ -173,18 +228,22 @@ class Library:
         if not _held(client.function_list(library=f"tracker_{self.version}")):
             self.load(client)
 
-    async def acall(
-        self, client: Any, op: str, keys: list[str], args: list[Any], via: Any = None
-    ) -> Any:
+    async def acall(self, client: Any, call: Call, via: Any = None) -> Any:
         """``via``: what sends the FCALL instead of ``client`` (an AutoPipeline)."""
         sender = via or client
-        try:
-            return await sender.fcall(self.names[op], len(keys), *keys, *args)
-        except redis.exceptions.ResponseError as exc:
-            if not missing_function(exc):
-                raise
-        await self.aload(client)
-        return await sender.fcall(self.names[op], len(keys), *keys, *args)
+        for _ in range(2):
+            try:
+                return await sender.fcall(
+                    self.names[call.script], len(call.keys), *call.keys, *call.args
+                )
+            except redis.exceptions.ResponseError as exc:
+                if missing_function(exc):
+                    await self.aload(client)
+                elif unbound(exc):
+                    call = call.carrying()
+                else:
+                    raise
+        return await sender.fcall(self.names[call.script], len(call.keys), *call.keys, *call.args)
 
     async def aload(self, client: Any) -> None:
         # on a cluster, loaded on every primary: REPLACE, so that one that holds it does

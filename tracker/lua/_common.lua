@@ -1,9 +1,10 @@
 -- The top of tracker's function library; scripts.py puts _graph.lua after it and
 -- registers each operation's file as one function. This part runs once, when the
 -- library is loaded: every call then starts with begin() (generated from interface.py),
--- which binds the per-call values below from the call's shared KEYS and head ARGV, then
--- calls started(). Each operation's own keys and arguments are bound to names by a
--- prelude generated from its declaration in interface.py: scripts use names only.
+-- which binds the namespace's constants below (from the call, or from BOUND when the
+-- call names them by their token), then calls started(). Each operation's own keys and
+-- arguments are bound to names by a prelude generated from its declaration in
+-- interface.py: scripts use names only.
 --
 -- Keys of jobs reached through data (dependents, children, parents) are never
 -- built here: registration stores the key names keys.py built, and scripts read them.
@@ -34,17 +35,28 @@ local NOW_TEXT -- NOW as int() prints it
 local NOW, TTL, PENDING_TTL, DONE_TTL, EVENTS_KEPT, JOB_PREFIX_LEN, PROPAGATE, BUDGET
 local WORK, SPENT = {}, 0 -- this call's fan-out tasks (see _graph.lua)
 
--- The head as begin() bound it (strings), made ready for this call.
-local function started()
-  NOW = tonumber(NOW)
+-- The namespaces' constants (their shared keys and settings, see interface.py) by the
+-- token calls name them with: kept by the first call that carries them, so that later
+-- calls need not send them. The library's memory, not data: a restart or a reload of the
+-- library empties it, and a call naming a token it lacks is answered UNBOUND (begin()).
+-- Tokens are digests of the constants, so one token always means the same constants.
+local BOUND, BOUND_COUNT, MAX_BOUND = {}, 0, 256
+
+local function bind(token, constants)
+  if BOUND_COUNT >= MAX_BOUND then BOUND, BOUND_COUNT = {}, 0 end -- a bound on memory only
+  if not BOUND[token] then BOUND_COUNT = BOUND_COUNT + 1 end
+  BOUND[token] = constants
+end
+
+-- What every call starts with once begin() bound the constants: the time (ms, '' for
+-- the server's) and this call's fan-out work.
+local function started(now)
+  NOW = tonumber(now)
   if not NOW then
     local t = redis.call('TIME')
     NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
   NOW_TEXT = string.format('%.0f', NOW)
-  TTL, PENDING_TTL, DONE_TTL = tonumber(TTL), tonumber(PENDING_TTL), tonumber(DONE_TTL)
-  JOB_PREFIX_LEN = tonumber(JOB_PREFIX_LEN)
-  PROPAGATE, BUDGET = PROPAGATE == '1', tonumber(BUDGET)
   WORK, SPENT = {}, 0
 end
 

@@ -227,12 +227,18 @@ local function forget_queue(name, qid, qkeys, room)
   return true, room
 end
 
--- A job read from its hash (every field, in job.h), or nil when it has no track.
-local function load(key)
+-- A job's hash as a table by field name (HGETALL: one pass over a small hash, where
+-- HMGET of the fields a track may have looks each one up).
+local function fields_of(key)
   local flat = redis.call('HGETALL', key)
-  if #flat == 0 then return nil end
   local h = {}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h
+end
+
+-- A job read from its hash (every field, in job.h), or nil when it has no track.
+local function load(key)
+  local h = fields_of(key)
   if not h[F_QID] then return nil end -- every track has a queue id, even mid-registration
   return {key = key, jid = jid_of(key), h = h, state = h.s, qid = tonumber(h[F_QID]),
           reserve_until = tonumber(h.r), label_keys = h.lk, parent = h[F_PARENT],
@@ -241,16 +247,6 @@ local function load(key)
           percent = tonumber(h.p), prerequisite_sets = h.pl, payload = h.pk, staged = h.px,
           gate = h.gk, open_children = h.ok, errors = h.e, delay = tonumber(h.dl),
           blocked_by = h.bb, eligible_at = tonumber(h.ea)}
-end
-
--- A job's hash fields `fields` (HMGET), as a table by field name (nil where absent).
-local function read_fields(key, fields)
-  local got = redis.call('HMGET', key, unpack(fields))
-  local h = {}
-  for i = 1, #fields do
-    if got[i] then h[fields[i]] = got[i] end
-  end
-  return h
 end
 
 -- Fencing: the refusal of a write that names an attempt (`attempt`, '' for none) that

@@ -433,11 +433,8 @@ end
 -- `attempt` ('' for none): the attempt the writer runs; another attempt's write is refused
 -- (fencing: a stale attempt never writes into its successor).
 -- Returns {0, state}, {0, state, track} when `returning`, or a refusal.
--- what it judges by, what it renews with the track, then TRACK_FIELDS
-local TRACK_SET_READS = {F_QID, 'lk', 'pk', 'px', 'dk'}
-for i = 1, #TRACK_FIELDS do TRACK_SET_READS[i + 5] = TRACK_FIELDS[i] end
 local function track_set(key, percent, desc_given, desc, reserve_until, attempt, returning)
-  local h = read_fields(key, TRACK_SET_READS)
+  local h = fields_of(key)
   local state = h.s
   if not state then return {1} end
   local fenced = fence(state, h.a, attempt)

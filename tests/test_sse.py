@@ -21,6 +21,7 @@ from tracker import AsyncTracker, Settings, State, Tracker
 from tracker.embedded import EmbeddedValkey
 from tracker.web import create_app
 from tracker.web import sse as sse_module
+from tracker.web.metrics import Metrics
 from tracker.web.sse import EventHub, Rendered, Subscriber
 
 
@@ -462,6 +463,37 @@ def test_a_job_subscriber_is_offered_only_its_jobs_events_and_leaves_no_entry(
     assert offered == ["j1"]  # j2's event never reached j1's filter
     assert broad == ["j1", "j2"]
     assert groups == [1, 0, 0]  # one job group while subscribed; none, no subscriber after
+
+
+def test_a_hub_with_no_subscriber_counts_events_without_decoding_their_tracks(
+    real_url: str, namespace: str, store: Tracker
+) -> None:
+    store.register("j1")
+    store.start("j1")
+    store.track_set("j1", percent=5)
+
+    async def main() -> tuple[list[Any], Metrics]:
+        tracker = AsyncTracker(
+            redis.asyncio.Redis.from_url(real_url), Settings(namespace=namespace)
+        )
+        metrics = Metrics()
+        hub = EventHub(tracker, metrics)
+        events = await tracker.events("0", 100, decode=False)
+        for event in events:
+            hub.publish(event)
+        await tracker.close()
+        return events, metrics
+
+    events, metrics = asyncio.run(main())
+    assert [(e.jid, e.state, e.change) for e in events] == [
+        ("j1", State.ENQUEUED, True),
+        ("j1", State.WORKING, True),
+        ("j1", State.WORKING, False),
+    ]
+    assert all("track" not in vars(event) for event in events)  # never decoded
+    assert metrics.transitions.labels("enqueued", "working")._value.get() == 1
+    assert metrics.track_sets._value.get() == 1
+    assert events[2].track.percent == 5  # decoded when read
 
 
 def _drained(subscriber: Subscriber) -> list[Rendered]:

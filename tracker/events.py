@@ -7,17 +7,19 @@ from typing import Any
 
 from .calls import Plan, PlanBase, Read
 from .model import Track, check_name
-from .records import Event, decode_event
+from .records import UNREADABLE, Event, decode_event
 
 log = logging.getLogger("tracker")
 
 
 class Events(PlanBase):
     def events(
-        self, after: str, count: int = 500, block_ms: int | None = None
+        self, after: str, count: int = 500, block_ms: int | None = None, *, decode: bool = True
     ) -> Plan[list[Event]]:
         """Events after the id ``after`` (``"0"`` from the oldest still held), oldest first;
-        with ``block_ms``, wait that long for one to come."""
+        with ``block_ms``, wait that long for one to come. An entry this version cannot
+        read is skipped; with ``decode=False`` an event's track is decoded only when
+        first read (and may raise then), for a reader that mostly counts events."""
         if block_ms is None:
             (entries,) = yield Read([("xrange", (self.keys.events, f"({after}", "+", count))])
         else:
@@ -26,9 +28,13 @@ class Events(PlanBase):
         decoded = []
         for entry_id, fields in entries:
             try:
-                decoded.append(decode_event(self.keys, entry_id, fields))
-            except (KeyError, ValueError, TypeError):  # not written by this version's scripts
+                event = decode_event(self.keys, entry_id, fields)
+                if decode:
+                    event.track  # noqa: B018 - decoded now, so that a bad one is skipped
+            except UNREADABLE:  # not written by this version's scripts
                 log.warning("skipped an event it cannot read: %r", entry_id)
+                continue
+            decoded.append(event)
         return decoded
 
     def newest_event(self) -> Plan[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import msgpack
@@ -70,7 +71,7 @@ class Workflow:
     more: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
     """One entry of the event stream (see the key layout in keys.py): the whole track
     after a change (without the payload and tracebacks, which may weigh kilobytes).
@@ -78,14 +79,23 @@ class Event:
     ``change`` is False for a TRACK SET, True for a lifecycle change; ``was`` is the
     state a lifecycle change left (``None`` for a new job). ``release_ms`` is how long a
     released job waited between becoming releasable and its release, when the event
-    is a release.
+    is a release. ``jid`` and ``state`` are the track's; the rest of the track is decoded
+    when first read (a reader that only counts events, as the metrics do, never pays).
     """
 
     id: str
-    track: Track
+    jid: str
+    state: State
     change: bool
     was: State | None = None
     release_ms: int | None = None
+    fields: dict[bytes, bytes] = field(default_factory=dict, repr=False, compare=False)
+    keys: Keys | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def track(self) -> Track:
+        assert self.keys is not None, "an event made without its stream entry"
+        return decode_track(self.keys, self.jid, self.fields)
 
 
 def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes]) -> Track:
@@ -133,6 +143,10 @@ def decode_track(keys: Keys, jid: str, fields: Iterable[Any] | dict[bytes, bytes
     )
 
 
+#: What decoding an entry raises when this version's scripts did not write it.
+UNREADABLE = (KeyError, ValueError, TypeError)
+
+
 def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event:
     """An :class:`Event` from one stream entry: ``jid``, ``w`` (none for a TRACK SET),
     the track's fields and ``rl`` (see add_event in lua/_common.lua)."""
@@ -140,10 +154,13 @@ def decode_event(keys: Keys, entry_id: bytes | str, fields: dict[bytes, bytes]) 
     was, release = fields.get(b"w"), fields.get(b"rl")
     return Event(
         event_id,
-        decode_track(keys, fields[b"jid"].decode(), fields),
+        fields[b"jid"].decode(),
+        State(fields[_STATE].decode()),
         change=was is not None,
         was=State(was.decode()) if was else None,
         release_ms=None if release is None else int(release),
+        fields=fields,
+        keys=keys,
     )
 
 

@@ -55,7 +55,7 @@ class Metrics:
         if not event.change:
             self.track_sets.inc()
             return
-        to_state = event.track.state.value
+        to_state = event.state.value
         from_state = event.was.value if event.was else "new"
         if from_state != to_state:
             self.transitions.labels(from_state, to_state).inc()

@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from ..client import AsyncTracker
 from ..errors import InvalidInput, StoreUnavailable
 from ..model import MAX_DIGITS, Track
-from ..records import Event
+from ..records import UNREADABLE, Event
 from .metrics import Metrics
 
 log = logging.getLogger("tracker.sse")
@@ -159,7 +159,7 @@ class EventHub:
                     after = await self.tracker.newest_event()
                 # a half-open connection would block forever: the read has a deadline
                 async with asyncio.timeout(BLOCK_MS / 1000 + READ_GRACE):
-                    events = await self.tracker.events(after, READ_COUNT, BLOCK_MS)
+                    events = await self.tracker.events(after, READ_COUNT, BLOCK_MS, decode=False)
                 for event in events:
                     after = event.id
                     self.publish(event)
@@ -176,11 +176,14 @@ class EventHub:
     def publish(self, event: Event) -> None:
         if self.metrics is not None:
             self.metrics.observe(event)
-        track = event.track
-        mine = self._by_jid.get(track.jid)
+        mine = self._by_jid.get(event.jid)
         if not (self._broad or mine):
+            return  # nobody to hand it to: its track is never decoded
+        try:
+            rendered = Rendered(event.id, event.track.to_dict())
+        except UNREADABLE:  # not written by this version's scripts
+            log.warning("skipped an event it cannot read: %r", event.id)
             return
-        rendered = Rendered(event.id, track.to_dict())
         for subscriber in [*self._broad, *(mine or ())]:
             subscriber.offer(rendered)
 

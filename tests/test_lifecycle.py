@@ -78,6 +78,17 @@ def test_track_set_reports_progress(tracker: Tracker) -> None:
     assert tracker.track_get("job-1") == track
 
 
+def test_track_set_returning_returns_the_track_track_get_reads(tracker: Tracker) -> None:
+    tracker.register("job-1", labels={"team": "a"}, max_attempts=3)
+    tracker.start("job-1")
+    tracker.fail("job-1", "boom", error_type="ValueError", traceback="Traceback: boom")
+    tracker.start("job-1")
+    track = tracker.track_set_returning("job-1", percent=40, desc="again")
+    assert (track.percent, track.desc, track.attempts) == (40, "again", 2)
+    assert track.errors[0]["traceback"] == "Traceback: boom"
+    assert tracker.track_get("job-1") == track
+
+
 def test_percent_zero_differs_from_never_set(tracker: Tracker) -> None:
     tracker.register("job-1")
     assert tracker.track_get("job-1").to_dict().get("percent", "absent") == "absent"

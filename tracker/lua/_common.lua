@@ -279,6 +279,14 @@ local function track_of(h)
   return track, n
 end
 
+-- The whole track for a reply: an event's (track_of's list and its length), then what
+-- events leave out because it may weigh kilobytes (the payload shown, the tracebacks).
+local function replied(h, track, size)
+  if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
+  if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end
+  return track
+end
+
 -- Append the event of a change of job `jid` to the stream: `jid`, `w` the state it left
 -- ('' for a new job; none for a TRACK SET), `track` (track_of's flat list: the whole
 -- track, in TRACK_FIELDS' order), then `rl` the release latency in ms (`release_ms`,
@@ -352,10 +360,7 @@ local function commit(job, new_state, fields, release_ms)
   job.state = new_state
   local track, size = track_of(h)
   add_event(job.jid, old_state or '', track, release_ms)
-  -- the reply is the whole track; the event leaves out what may weigh kilobytes
-  if h.pj then track[size + 1], track[size + 2], size = 'pj', h.pj, size + 2 end
-  if h.tb then track[size + 1], track[size + 2] = 'tb', h.tb end
-  return track
+  return replied(h, track, size)
 end
 
 -- Prepend an error to the job's history (newest first, MAX_ERRORS kept); returns the JSON.

@@ -480,12 +480,13 @@ local function track_set(key, percent, desc_given, desc, reserve_until, attempt,
       redis.call('ZADD', label_key, NOW_TEXT, key)
     end
   end
-  add_event(jid, nil, (track_of(h)))
+  local track, size = track_of(h)
+  add_event(jid, nil, track)
   if h[F_PARENT] and percent ~= '' and tonumber(percent) ~= was_percent then
     rollup(load(key), state, tonumber(percent) - was_percent)
   end
-  if returning then return {0, state, redis.call('HGETALL', key)} end
-  return {0, state}
+  if not returning then return {0, state} end
+  return {0, state, replied(h, track, size)}
 end
 
 -- A failed attempt: record the error, then `failed` if a retry is allowed and
